@@ -1,0 +1,3 @@
+"""Sluicegate: a self-hosted multi-tenant LLM gateway."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,105 @@
+"""create_app(settings): the ASGI application with its lifespan, health, readiness and metrics.
+
+Capabilities mount their routers here; the proxy lives under /v1 and the admin API under /api/v1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+
+from sluicegate import __version__
+from sluicegate.core.errors import SluicegateError
+from sluicegate.core.logs import configure_logging
+from sluicegate.core.metrics import CONTENT_TYPE, render_metrics
+from sluicegate.core.request_context import RequestContextMiddleware
+from sluicegate.core.responses import JSONBody
+from sluicegate.runtime import Runtime
+from sluicegate.settings import Settings, load_settings
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
+    """Build the app. A given `runtime` is used as is (and left open); otherwise one is built."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = runtime is None
+        active = runtime or Runtime.build(settings)
+        await active.start()
+        app.state.runtime = active
+        try:
+            yield
+        finally:
+            if owned:
+                await active.close()
+
+    app = FastAPI(
+        title="Sluicegate",
+        version=__version__,
+        lifespan=lifespan,
+    )
+    app.add_middleware(RequestContextMiddleware)
+    app.add_exception_handler(SluicegateError, _render_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _render_validation_error)  # type: ignore[arg-type]
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        """The process is up and serving. Says nothing about its dependencies."""
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/readyz", tags=["operations"])
+    async def readyz(request: Request) -> Response:
+        """200 when the database and Redis answer; 503 naming whichever does not."""
+        active: Runtime = request.app.state.runtime
+        database = await active.check_database()
+        redis = await active.check_redis()
+        checks = {
+            "database": "ok" if database is None else f"down: {database}",
+            "redis": ("in-process" if active.redis is None else "ok")
+            if redis is None
+            else f"down: {redis}",
+        }
+        down = [name for name, problem in (("database", database), ("redis", redis)) if problem]
+        if down:
+            body = {"status": "unavailable", "down": down, "checks": checks}
+            return JSONBody(body, status_code=503)
+        return JSONBody({"status": "ready", "checks": checks})
+
+    @app.get("/metrics", tags=["operations"])
+    async def metrics() -> Response:
+        """Prometheus text exposition format."""
+        return Response(render_metrics(), media_type=CONTENT_TYPE)
+
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for uvicorn workers: each worker process reads the same environment."""
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)
+
+
+async def _render_error(_request: Request, exc: SluicegateError) -> Response:
+    body = {"error": {"code": exc.code, "message": exc.message, "details": exc.details}}
+    return JSONBody(body, status_code=exc.status_code)
+
+
+async def _render_validation_error(_request: Request, exc: RequestValidationError) -> Response:
+    problems = [
+        {"field": ".".join(str(part) for part in error["loc"][1:]) or "body", "rule": error["msg"]}
+        for error in exc.errors()
+    ]
+    first = problems[0] if problems else {"field": "body", "rule": "invalid"}
+    body = {
+        "error": {
+            "code": "invalid_input",
+            "message": f"{first['field']}: {first['rule']}",
+            "details": {"errors": problems},
+        }
+    }
+    return JSONBody(body, status_code=422)

@@ -1,0 +1,244 @@
+"""The `sluicegate` command: serve, migrate, bootstrap, mock-upstream, version.
+
+Every failure a person can fix prints one line naming the setting and the cause, and exits
+non-zero; tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+
+from sluicegate import __version__
+from sluicegate.core.errors import ConfigurationError
+from sluicegate.settings import Settings, load_settings
+
+EXIT_CONFIGURATION = 2
+EXIT_UNAVAILABLE = 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    command: Callable[[argparse.Namespace], int] = args.command
+    try:
+        return command(args)
+    except ConfigurationError as exc:
+        print(f"sluicegate: {exc.setting}: {exc.problem}", file=sys.stderr)
+        return EXIT_CONFIGURATION
+    except DependencyUnavailable as exc:
+        print(f"sluicegate: {exc.setting}: {exc.problem}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except KeyboardInterrupt:
+        return 130
+
+
+class DependencyUnavailable(ConfigurationError):
+    """A configured service (database, Redis) does not answer."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sluicegate",
+        description="Self-hosted multi-tenant LLM gateway. Settings come from SLUICEGATE_* "
+        "environment variables (see the README); flags override them.",
+    )
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the gateway (migrates first unless SLUICEGATE_MIGRATE_ON_START=false)",
+        description="Run the gateway. Without SLUICEGATE_DATABASE_URL and SLUICEGATE_REDIS_URL "
+        "it runs embedded: SQLite in ./sluicegate.db and in-process counters.",
+    )
+    serve.add_argument("--host", help="interface to bind (SLUICEGATE_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (SLUICEGATE_PORT, default 8080)")
+    serve.add_argument(
+        "--workers", type=int, help="worker processes (SLUICEGATE_WORKERS, default 1)"
+    )
+    serve.set_defaults(command=_serve)
+
+    migrate = commands.add_parser(
+        "migrate",
+        help="upgrade the database schema to the latest revision",
+        description="Upgrade the configured database (Postgres or SQLite) to the latest schema.",
+    )
+    migrate.set_defaults(command=_migrate)
+
+    bootstrap = commands.add_parser(
+        "bootstrap",
+        help="create a platform admin and print a new admin token",
+        description="Create the user if missing, make them a platform admin, and print a new "
+        "admin token as the last line of output. Run again for another token.",
+    )
+    bootstrap.add_argument("--email", required=True, help="the admin's email address")
+    bootstrap.set_defaults(command=_bootstrap)
+
+    mock = commands.add_parser(
+        "mock-upstream",
+        help="run the mock OpenAI/Anthropic upstream for tests and demos",
+        description="Serve the mock upstream: OpenAI chat, completions, embeddings, models and "
+        "Anthropic messages, with deterministic tokens and failure modes chosen per request.",
+    )
+    mock.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    mock.add_argument("--port", type=int, default=18080, help="port (default 18080)")
+    mock.set_defaults(command=_mock_upstream)
+
+    version = commands.add_parser(
+        "version", help="print the version", description="Print the version."
+    )
+    version.set_defaults(command=_version)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    # Flags become environment so that every uvicorn worker process reads the same settings.
+    for flag, name in (("host", "HOST"), ("port", "PORT"), ("workers", "WORKERS")):
+        value = getattr(args, flag)
+        if value is not None:
+            os.environ[f"SLUICEGATE_{name}"] = str(value)
+    settings = load_settings()
+
+    from sluicegate.core.logs import configure_logging
+
+    configure_logging(settings.log_level)
+    if settings.migrate_on_start:
+        asyncio.run(_upgrade_database(settings))
+    asyncio.run(_check_dependencies(settings))
+    settings.secret  # noqa: B018 - raises ConfigurationError when the secret key is missing
+    metrics_dir = None
+    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Must be set before any worker imports prometheus_client (see core/metrics.py).
+        metrics_dir = tempfile.mkdtemp(prefix="sluicegate-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+
+    import uvicorn
+
+    uvicorn.run(
+        "sluicegate.app:app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+    )
+    if metrics_dir is not None:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0
+
+
+def _migrate(_args: argparse.Namespace) -> int:
+    settings = load_settings()
+    revision = asyncio.run(_upgrade_database(settings))
+    from sluicegate.runtime import redacted_url
+
+    print(f"database {redacted_url(settings.resolved_database_url)} is at revision {revision}")
+    return 0
+
+
+def _bootstrap(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    asyncio.run(_upgrade_database(settings))
+    settings.secret  # noqa: B018 - raises ConfigurationError when the secret key is missing
+    user_id, created, secret = asyncio.run(_create_admin(settings, args.email))
+    print(f"{'created' if created else 'found'} user {user_id} ({args.email.strip().lower()})")
+    print("new admin token (shown once; use it as 'Authorization: Bearer <token>'):")
+    print(secret)
+    return 0
+
+
+def _mock_upstream(args: argparse.Namespace) -> int:
+    from sluicegate.mockupstream.server import run
+
+    run(host=args.host, port=args.port)
+    return 0
+
+
+def _version(_args: argparse.Namespace) -> int:
+    print(f"sluicegate {__version__}")
+    return 0
+
+
+def _database_setting(settings: Settings) -> str:
+    return "SLUICEGATE_DATABASE_PATH" if settings.embedded_database else "SLUICEGATE_DATABASE_URL"
+
+
+async def _upgrade_database(settings: Settings) -> str:
+    from sluicegate.core.db import make_engine
+    from sluicegate.migrations import current_revision, upgrade
+    from sluicegate.runtime import describe_failure, redacted_url
+
+    if settings.embedded_database:
+        settings.database_path.expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.resolved_database_url, pool_size=1)
+    try:
+        try:
+            async with asyncio.timeout(15):
+                async with engine.connect():
+                    pass
+        except Exception as exc:
+            raise DependencyUnavailable(
+                _database_setting(settings),
+                f"cannot connect to {redacted_url(settings.resolved_database_url)}: "
+                f"{describe_failure(exc)}",
+            ) from None
+        before = await current_revision(engine)
+        await upgrade(engine)
+        after = await current_revision(engine) or "base"
+        if before != after:
+            logging.getLogger("sluicegate.migrate").info(
+                "database upgraded", extra={"from_revision": before or "base", "to_revision": after}
+            )
+        return after
+    finally:
+        await engine.dispose()
+
+
+async def _check_dependencies(settings: Settings) -> None:
+    from sluicegate.runtime import Runtime, redacted_url
+
+    runtime = Runtime.build(settings)
+    try:
+        problem = await runtime.check_database()
+        if problem is not None:
+            raise DependencyUnavailable(
+                _database_setting(settings),
+                f"cannot connect to {redacted_url(settings.resolved_database_url)}: {problem}",
+            )
+        problem = await runtime.check_redis()
+        if problem is not None:
+            raise DependencyUnavailable(
+                "SLUICEGATE_REDIS_URL",
+                f"cannot connect to {redacted_url(settings.redis_url or '')}: {problem}",
+            )
+    finally:
+        await runtime.close()
+
+
+async def _create_admin(settings: Settings, email: str) -> tuple[str, bool, str]:
+    from sluicegate.core.db import transaction
+    from sluicegate.identity.service import ensure_user, issue_admin_token
+    from sluicegate.runtime import Runtime
+
+    runtime = Runtime.build(settings)
+    try:
+        async with transaction(runtime.sessions) as session:
+            user, created = await ensure_user(session, email, platform_admin=True)
+            _token, secret = await issue_admin_token(
+                session, user, pepper=settings.secret, name="bootstrap"
+            )
+            return user.id, created, secret
+    finally:
+        await runtime.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""What every capability shares; imports nothing else of Sluicegate."""

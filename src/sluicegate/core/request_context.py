@@ -1,0 +1,85 @@
+"""ASGI middleware around every HTTP request: request id, access log line, Prometheus samples.
+
+Plain ASGI rather than BaseHTTPMiddleware, so streaming responses pass through untouched and
+the per-request cost stays a few dictionary operations.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import Any
+
+from sluicegate.core.ids import new_id
+from sluicegate.core.logs import REQUEST_ID
+from sluicegate.core.metrics import HTTP_LATENCY, HTTP_REQUESTS
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+ASGIApp = Any
+
+# A caller-supplied id is kept when it is short and plain, so it can be traced end to end.
+_ACCEPTABLE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Probes and scrapes arrive every few seconds; their access lines would drown the real traffic.
+_QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# A path that matched no route is recorded under one label, so scanners cannot explode cardinality.
+UNMATCHED_ROUTE = "unmatched"
+
+access_log = logging.getLogger("sluicegate.access")
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _incoming_request_id(scope) or new_id("req")
+        scope.setdefault("state", {})["request_id"] = request_id
+        token = REQUEST_ID.set(request_id)
+        header = (b"x-request-id", request_id.encode())
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            template = getattr(route, "path", None) or UNMATCHED_ROUTE
+            method = scope["method"]
+            HTTP_REQUESTS.labels(method, template, str(status)).inc()
+            HTTP_LATENCY.labels(method, template, str(status)).observe(elapsed)
+            level = logging.DEBUG if scope["path"] in _QUIET_PATHS else logging.INFO
+            if access_log.isEnabledFor(level):
+                access_log.log(
+                    level,
+                    "%s %s %d",
+                    method,
+                    scope["path"],
+                    status,
+                    extra={
+                        "route": template,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 2),
+                    },
+                )
+            REQUEST_ID.reset(token)
+
+
+def _incoming_request_id(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            text = value.decode("latin-1")
+            return text if _ACCEPTABLE_REQUEST_ID.match(text) else None
+    return None

@@ -1,0 +1,1 @@
+"""The credit pool: ledger, top-ups, balance."""

@@ -1,0 +1,1 @@
+"""Guardrails: counters (Redis or in-process), reserve/settle, budgets, rate limits, policies."""

@@ -1,0 +1,1 @@
+"""API keys: create, digest, lookup for the proxy, lifecycle."""

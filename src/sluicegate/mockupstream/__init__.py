@@ -1,0 +1,1 @@
+"""Mock OpenAI- and Anthropic-compatible upstream for tests, benchmarks and demos."""

@@ -1,0 +1,28 @@
+"""Command line: ``python -m sluicegate.mockupstream --host H --port P``."""
+
+from __future__ import annotations
+
+import argparse
+
+from sluicegate.mockupstream.server import DEFAULT_HOST, DEFAULT_PORT, run
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m sluicegate.mockupstream",
+        description="Mock OpenAI- and Anthropic-compatible upstream for tests, benchmarks and "
+        "demos. Failure modes via model 'mock-<behavior>' or header x-mock-behavior: "
+        "error-500, error-429, slow, cut, invalid-json, no-usage.",
+    )
+    parser.add_argument(
+        "--host", default=DEFAULT_HOST, help=f"bind address (default {DEFAULT_HOST})"
+    )
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT})"
+    )
+    args = parser.parse_args(argv)
+    run(host=args.host, port=args.port)
+
+
+if __name__ == "__main__":
+    main()

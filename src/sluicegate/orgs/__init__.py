@@ -1,0 +1,1 @@
+"""Organizations, the group tree, memberships, invitations, role bindings and authorize()."""

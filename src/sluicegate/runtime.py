@@ -1,0 +1,118 @@
+"""The process's long-lived resources, built once from Settings: database, Redis, counters, bus.
+
+The app's lifespan and the CLI commands open one Runtime and close it on the way out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from sluicegate.core.clock import Clock, SystemClock
+from sluicegate.core.db import make_engine, make_session_factory
+from sluicegate.core.invalidation import (
+    InvalidationBus,
+    MemoryInvalidationBus,
+    RedisInvalidationBus,
+)
+from sluicegate.guard.counters import CounterStore, CounterStoreUnavailable
+from sluicegate.guard.memory import MemoryCounterStore
+from sluicegate.guard.redis import RedisCounterStore
+from sluicegate.settings import Settings
+
+# Readiness answers within a load balancer's probe timeout even when a dependency hangs.
+CHECK_TIMEOUT_SECONDS = 2.0
+REDIS_SOCKET_TIMEOUT_SECONDS = 2.0
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    redis: Redis | None
+    counters: CounterStore
+    bus: InvalidationBus
+    clock: Clock
+
+    @classmethod
+    def build(cls, settings: Settings, clock: Clock | None = None) -> Runtime:
+        clock = clock or SystemClock()
+        engine = make_engine(settings.resolved_database_url, pool_size=settings.database_pool_size)
+        redis: Redis | None = None
+        counters: CounterStore
+        bus: InvalidationBus
+        if settings.redis_url is None:
+            counters = MemoryCounterStore(clock)
+            bus = MemoryInvalidationBus()
+        else:
+            redis = connect_redis(settings.redis_url, settings.redis_pool_size)
+            counters = RedisCounterStore(redis, settings.redis_prefix)
+            bus = RedisInvalidationBus(redis, settings.redis_prefix)
+        return cls(settings, engine, make_session_factory(engine), redis, counters, bus, clock)
+
+    async def start(self) -> None:
+        await self.bus.start()
+
+    async def close(self) -> None:
+        await self.bus.close()
+        await self.counters.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+        await self.engine.dispose()
+
+    async def check_database(self) -> str | None:
+        """None when the database answers, else what went wrong in a few words."""
+        try:
+            async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
+                async with self.engine.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            return describe_failure(exc)
+        return None
+
+    async def check_redis(self) -> str | None:
+        """None when Redis answers or is not used (embedded), else what went wrong."""
+        if self.redis is None:
+            return None
+        try:
+            async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
+                await self.counters.ping()
+        except (CounterStoreUnavailable, TimeoutError) as exc:
+            return describe_failure(exc)
+        return None
+
+
+def connect_redis(url: str, pool_size: int) -> Redis:
+    """A client whose pool makes callers wait for a free connection instead of failing at once
+    under a burst; a caller still waiting after the timeout gets an error it can act on."""
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=pool_size,
+        timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
+        socket_connect_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
+        health_check_interval=15,
+    )
+    return Redis(connection_pool=pool)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line a person can act on, from whatever a driver raised."""
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {CHECK_TIMEOUT_SECONDS:g} seconds"
+    cause: BaseException = exc
+    # SQLAlchemy wraps driver errors; the original says what actually happened.
+    while getattr(cause, "orig", None) is not None:
+        cause = cause.orig  # type: ignore[attr-defined]
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    text_ = str(cause).strip().splitlines()
+    return text_[0] if text_ else type(cause).__name__
+
+
+def redacted_url(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)

@@ -1,0 +1,170 @@
+"""Settings from `SLUICEGATE_*` environment variables (and `.env`), validated once at start-up."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sluicegate.core.errors import ConfigurationError
+
+ENV_PREFIX = "SLUICEGATE_"
+DATABASE_SCHEMES = ("postgresql+asyncpg", "sqlite+aiosqlite")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+# A digest pepper shorter than this is guessable; 32 characters of token_urlsafe is ~190 bits.
+MIN_SECRET_KEY_LENGTH = 32
+
+
+class Settings(BaseSettings):
+    """Every setting of the gateway. The README's configuration table mirrors this class."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", frozen=True
+    )
+
+    database_url: str | None = Field(
+        default=None,
+        description="postgresql+asyncpg://... or sqlite+aiosqlite:///...; unset: embedded SQLite.",
+    )
+    database_path: Path = Field(
+        default=Path("sluicegate.db"),
+        description="Where the embedded SQLite database lives when DATABASE_URL is unset.",
+    )
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    redis_url: str | None = Field(
+        default=None, description="redis://host:port/db; unset: in-process counters and bus."
+    )
+    redis_pool_size: int = Field(default=64, ge=2, le=1000)
+    redis_prefix: str = Field(default="sg", min_length=1, max_length=64, pattern=r"^[\w.:-]+$")
+    providers: Path | None = Field(default=None, description="YAML file of providers and models.")
+    secret_key: SecretStr | None = None
+    host: str = Field(default="127.0.0.1", min_length=1)
+    port: int = Field(default=8080, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    run_worker: bool = True
+    migrate_on_start: bool = True
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        scheme = value.split("://", 1)[0]
+        if "://" not in value or scheme not in DATABASE_SCHEMES:
+            raise ValueError(
+                f"must start with one of {', '.join(s + '://' for s in DATABASE_SCHEMES)}"
+            )
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if value.split("://", 1)[0] not in REDIS_SCHEMES or "://" not in value:
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("providers")
+    @classmethod
+    def _providers_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"file {str(value)!r} does not exist or is not a file")
+        return value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_length(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_SECRET_KEY_LENGTH:
+            raise ValueError(f"must be at least {MIN_SECRET_KEY_LENGTH} characters")
+        return value
+
+    @property
+    def embedded_database(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url is not None:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.database_path.expanduser().resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def secret(self) -> bytes:
+        """The pepper for digests and the root of encryption keys; load_settings guarantees it."""
+        if self.secret_key is None:
+            raise ConfigurationError(
+                "SLUICEGATE_SECRET_KEY",
+                "is required with a Postgres database, so every replica peppers digests alike; "
+                "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'",
+            )
+        return self.secret_key.get_secret_value().encode()
+
+
+def env_name(field: str) -> str:
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment; raise ConfigurationError naming the first bad variable.
+
+    Also settles the secret key: with SQLite and no SLUICEGATE_SECRET_KEY, one is generated once
+    and kept beside the database, so `bootstrap` and `serve` agree across restarts. With Postgres
+    it must be given; `Settings.secret` says so when first needed (after the database is checked,
+    so an unreachable database is reported first).
+    """
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "settings"
+            message = str(error["msg"]).removeprefix("Value error, ")
+            problems.append((env_name(field), message))
+        (first_name, first_problem), rest = problems[0], problems[1:]
+        problem = "; ".join([first_problem, *(f"{name}: {message}" for name, message in rest)])
+        raise ConfigurationError(first_name, problem) from None
+    if settings.secret_key is None and settings.is_sqlite:
+        settings = settings.model_copy(update={"secret_key": SecretStr(_stored_secret(settings))})
+    return settings
+
+
+def _stored_secret(settings: Settings) -> str:
+    path = secret_file_for(settings)
+    if path.exists():
+        value = path.read_text().strip()
+        if len(value) < MIN_SECRET_KEY_LENGTH:
+            raise ConfigurationError(
+                "SLUICEGATE_SECRET_KEY", f"the stored key in {path} is too short; restore it"
+            )
+        return value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(48)
+    # Write aside, then link into place: link fails if the file exists, so two processes
+    # starting at once agree on one key and nobody ever reads a half-written file.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value + "\n")
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        value = path.read_text().strip()
+    finally:
+        temporary.unlink()
+    return value
+
+
+def secret_file_for(settings: Settings) -> Path:
+    """The generated secret lives beside the SQLite file: sluicegate.db -> sluicegate.secret."""
+    database = settings.resolved_database_url.split(":///", 1)[1]
+    return Path(database).with_suffix(".secret")

@@ -1,0 +1,19 @@
+"""Imports every capability's tables so `Base.metadata` is complete (migrations, tests)."""
+
+from sluicegate.core.db import Base
+from sluicegate.credits import models as credits_models
+from sluicegate.identity import models as identity_models
+from sluicegate.keys import models as keys_models
+from sluicegate.metering import models as metering_models
+from sluicegate.orgs import models as orgs_models
+
+metadata = Base.metadata
+
+__all__ = [
+    "credits_models",
+    "identity_models",
+    "keys_models",
+    "metadata",
+    "metering_models",
+    "orgs_models",
+]
