@@ -77,3 +77,10 @@ def test_postgres_needs_an_explicit_secret_key(monkeypatch: pytest.MonkeyPatch) 
 def test_dotenv_file_is_read(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("SLUICEGATE_PORT=9191\n")
     assert load_settings().port == 9191
+
+
+def test_empty_values_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("DATABASE_URL", "REDIS_URL", "PROVIDERS", "SECRET_KEY"):
+        monkeypatch.setenv(f"SLUICEGATE_{name}", "")
+    settings = load_settings()
+    assert settings.embedded_database and settings.redis_url is None and settings.providers is None

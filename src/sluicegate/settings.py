@@ -49,10 +49,16 @@ class Settings(BaseSettings):
     migrate_on_start: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    @field_validator("database_url", "redis_url", "providers", "secret_key", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `VAR=` in a .env or compose file means "not set", not "set to the empty string".
+        return None if value == "" else value
+
     @field_validator("database_url")
     @classmethod
     def _database_scheme(cls, value: str | None) -> str | None:
-        if value is None or value == "":
+        if value is None:
             return None
         scheme = value.split("://", 1)[0]
         if "://" not in value or scheme not in DATABASE_SCHEMES:
@@ -64,7 +70,7 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str | None) -> str | None:
-        if value is None or value == "":
+        if value is None:
             return None
         if value.split("://", 1)[0] not in REDIS_SCHEMES or "://" not in value:
             raise ValueError("must start with redis://, rediss:// or unix://")

@@ -1,0 +1,85 @@
+"""The operator files: docker-compose.yml, Dockerfile and .env.example agree with each other.
+
+No Docker engine runs where the tests run, so the files are parsed and checked, not started.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_compose_has_the_stack(compose: dict[str, Any]) -> None:
+    assert set(compose["services"]) == {"postgres", "redis", "migrate", "gateway"}
+
+
+@pytest.mark.parametrize("service", ["postgres", "redis", "gateway"])
+def test_long_running_services_have_healthchecks(compose: dict[str, Any], service: str) -> None:
+    check = compose["services"][service]["healthcheck"]
+    assert check["test"] and check["interval"] and check["retries"] >= 3
+
+
+def test_postgres_keeps_its_data_in_a_volume(compose: dict[str, Any]) -> None:
+    volumes = compose["services"]["postgres"]["volumes"]
+    assert any(v.endswith(":/var/lib/postgresql/data") for v in volumes)
+    assert volumes[0].split(":")[0] in compose["volumes"]
+
+
+def test_migration_runs_once_after_postgres_is_healthy(compose: dict[str, Any]) -> None:
+    migrate = compose["services"]["migrate"]
+    assert migrate["command"] == ["migrate"]
+    assert migrate["restart"] == "no"
+    assert migrate["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+
+
+def test_gateway_waits_for_migration_and_healthy_dependencies(compose: dict[str, Any]) -> None:
+    gateway = compose["services"]["gateway"]
+    assert gateway["depends_on"] == {
+        "migrate": {"condition": "service_completed_successfully"},
+        "postgres": {"condition": "service_healthy"},
+        "redis": {"condition": "service_healthy"},
+    }
+    env = gateway["environment"]
+    assert env["SLUICEGATE_MIGRATE_ON_START"] == "false"
+    assert env["SLUICEGATE_DATABASE_URL"].startswith("postgresql+asyncpg://")
+    assert env["SLUICEGATE_REDIS_URL"].startswith("redis://redis:")
+    assert env["SLUICEGATE_HOST"] == "0.0.0.0"
+    assert "/readyz" in " ".join(gateway["healthcheck"]["test"])
+
+
+def test_every_variable_compose_requires_is_in_env_example(compose: dict[str, Any]) -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    required = set(re.findall(r"\$\{(\w+):\?", text))
+    example = {
+        line.split("=", 1)[0]
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
+    assert required and required <= example
+
+
+def test_dockerfile_is_multi_stage_slim_non_root_with_healthcheck() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    stages = re.findall(r"^FROM (\S+)", text, re.MULTILINE)
+    assert len(stages) >= 2 and all("slim" in image for image in stages)
+    users = re.findall(r"^USER (\S+)", text, re.MULTILINE)
+    assert users and users[-1] not in {"root", "0"}
+    assert re.search(r"^HEALTHCHECK .*", text, re.MULTILINE)
+    assert "/healthz" in text
+    assert re.search(r'^ENTRYPOINT \["sluicegate"\]', text, re.MULTILINE)
+
+
+def test_dockerignore_keeps_secrets_and_local_data_out() -> None:
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".env", "*.db", "*.secret", ".git"} <= set(ignored)
