@@ -90,7 +90,9 @@ def start_process(
     deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{' '.join(args)} exited with {process.returncode}:\n{server.log()}")
+            raise RuntimeError(
+                f"{' '.join(args)} exited with {process.returncode}:\n{server.log()}"
+            )
         try:
             if httpx.get(server.base_url + ready_path, timeout=1).status_code == 200:
                 return server

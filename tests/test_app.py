@@ -122,7 +122,13 @@ def test_json_formatter_includes_extras_and_exceptions() -> None:
             raise ValueError("broken")
         except ValueError:
             record = logging.getLogger("t").makeRecord(
-                "t", logging.ERROR, __file__, 1, "failed %s", ("x",), exc_info=True,
+                "t",
+                logging.ERROR,
+                __file__,
+                1,
+                "failed %s",
+                ("x",),
+                exc_info=True,
                 extra={"org_id": "org_1"},
             )
             import sys
@@ -145,9 +151,10 @@ async def test_errors_render_in_the_admin_shape(settings: Settings, runtime: Run
         raise NotFound(f"no thing {thing_id}", details={"thing_id": thing_id})
 
     transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-        transport=transport, base_url="http://gw.test"
-    ) as client:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://gw.test") as client,
+    ):
         missing = await client.get("/api/v1/example/7")
         invalid = await client.get("/api/v1/example/seven")
     assert missing.status_code == 404

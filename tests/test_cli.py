@@ -46,9 +46,9 @@ async def _bootstrap_rows(settings: Settings, email: str) -> tuple[int, set[str]
             users = await session.scalar(select(func.count()).where(User.email == email))
             digests = set(
                 await session.scalars(
-                    select(AdminToken.digest).join(User, User.id == AdminToken.user_id).where(
-                        User.email == email
-                    )
+                    select(AdminToken.digest)
+                    .join(User, User.id == AdminToken.user_id)
+                    .where(User.email == email)
                 )
             )
         return int(users or 0), digests
@@ -73,7 +73,10 @@ def test_bootstrap_twice_gives_two_tokens_for_one_user(
     users, digests = asyncio.run(_bootstrap_rows(settings, email))
     assert users == 1
     # Only digests are stored, and they are the digests of exactly the printed tokens.
-    assert {secret_digest(settings.secret, token_one), secret_digest(settings.secret, token_two)} <= digests
+    assert {
+        secret_digest(settings.secret, token_one),
+        secret_digest(settings.secret, token_two),
+    } <= digests
     assert token_one not in digests
 
 

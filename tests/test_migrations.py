@@ -13,7 +13,13 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect
 
 from sluicegate.core.db import make_engine
-from sluicegate.migrations import SCRIPT_LOCATION, alembic_config, current_revision, downgrade, upgrade
+from sluicegate.migrations import (
+    SCRIPT_LOCATION,
+    alembic_config,
+    current_revision,
+    downgrade,
+    upgrade,
+)
 from sluicegate.tables import metadata
 
 EXPECTED_TABLES = {

@@ -29,7 +29,9 @@ async def make_org(runtime: Runtime) -> tuple[Organization, Group]:
     return org, root
 
 
-async def test_timestamps_come_back_aware_utc(runtime: Runtime, unique_email: Callable[[], str]) -> None:
+async def test_timestamps_come_back_aware_utc(
+    runtime: Runtime, unique_email: Callable[[], str]
+) -> None:
     kathmandu = timezone(timedelta(hours=5, minutes=45))
     moment = datetime(2026, 3, 29, 1, 30, 15, 123456, tzinfo=kathmandu)
     user = User(id=new_id("usr"), email=unique_email(), created_at=moment, updated_at=moment)
@@ -42,8 +44,10 @@ async def test_timestamps_come_back_aware_utc(runtime: Runtime, unique_email: Ca
     assert stored.created_at.tzinfo == UTC
 
 
-async def test_naive_datetimes_are_refused(runtime: Runtime, unique_email: Callable[[], str]) -> None:
-    naive = datetime(2026, 1, 1)  # noqa: DTZ001 - the point of the test
+async def test_naive_datetimes_are_refused(
+    runtime: Runtime, unique_email: Callable[[], str]
+) -> None:
+    naive = datetime(2026, 1, 1)
     with pytest.raises(Exception, match="naive datetime"):
         async with transaction(runtime.sessions) as session:
             session.add(User(id=new_id("usr"), email=unique_email(), created_at=naive))
@@ -55,7 +59,9 @@ async def test_money_beyond_double_precision_is_exact(runtime: Runtime) -> None:
     amounts = [2**53 + 1, -(10**17) + 7, 3]
     async with transaction(runtime.sessions) as session:
         for amount in amounts:
-            session.add(LedgerEntry(id=new_id("led"), org_id=org.id, kind="topup", amount_nusd=amount))
+            session.add(
+                LedgerEntry(id=new_id("led"), org_id=org.id, kind="topup", amount_nusd=amount)
+            )
     async with runtime.sessions() as session:
         total = await session.scalar(
             select(func.sum(LedgerEntry.amount_nusd)).where(LedgerEntry.org_id == org.id)
@@ -97,9 +103,7 @@ async def test_email_is_unique(runtime: Runtime, unique_email: Callable[[], str]
 async def test_foreign_keys_are_enforced(runtime: Runtime) -> None:
     with pytest.raises(IntegrityError):
         async with transaction(runtime.sessions) as session:
-            session.add(
-                Group(id=new_id("grp"), org_id="org_missing", name="x", level=0, path="x")
-            )
+            session.add(Group(id=new_id("grp"), org_id="org_missing", name="x", level=0, path="x"))
 
 
 async def test_a_failed_unit_of_work_leaves_nothing(

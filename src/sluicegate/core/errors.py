@@ -1,4 +1,4 @@
-"""One error hierarchy: each type carries its HTTP status and a stable code; one handler shows it."""
+"""One error hierarchy: each type carries its HTTP status and stable code for one handler."""
 
 from __future__ import annotations
 
