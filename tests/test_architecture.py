@@ -1,0 +1,58 @@
+"""The dependency arrows of STYLE.md, checked on the source: a cycle means a piece is misplaced."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "src" / "sluicegate"
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return {name for name in names if name == "sluicegate" or name.startswith("sluicegate.")}
+
+
+def _modules(folder: str) -> list[Path]:
+    return sorted((PACKAGE / folder).rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", _modules("core"), ids=lambda p: p.name)
+def test_core_imports_nothing_else_of_ours(path: Path) -> None:
+    outside = {name for name in _imports(path) if not name.startswith("sluicegate.core")}
+    assert outside == set(), f"{path.name} imports {outside}"
+
+
+def test_nothing_but_the_app_and_cli_import_the_mock_upstream() -> None:
+    offenders = [
+        path.relative_to(PACKAGE)
+        for path in PACKAGE.rglob("*.py")
+        if "mockupstream" not in path.parts
+        and path.name != "cli.py"
+        and any(name.startswith("sluicegate.mockupstream") for name in _imports(path))
+    ]
+    assert offenders == []
+
+
+@pytest.mark.parametrize("path", _modules("mockupstream"), ids=lambda p: p.name)
+def test_the_mock_upstream_stands_alone(path: Path) -> None:
+    outside = {name for name in _imports(path) if not name.startswith("sluicegate.mockupstream")}
+    assert outside == set(), f"{path.name} imports {outside}"
+
+
+def test_no_module_reads_the_environment_outside_settings_and_cli() -> None:
+    allowed = {"settings.py", "cli.py", "metrics.py", "env.py"}
+    offenders = [
+        path.relative_to(PACKAGE)
+        for path in PACKAGE.rglob("*.py")
+        if path.name not in allowed and "os.environ" in path.read_text()
+    ]
+    assert offenders == []
