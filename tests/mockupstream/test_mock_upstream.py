@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import struct
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,6 +16,7 @@ import openai
 import pytest
 
 from sluicegate.mockupstream import tokens as tk
+from tests.support import ServerProcess
 
 HELLO = [
     {"role": "system", "content": "You are terse."},
@@ -31,66 +29,20 @@ WEATHER_TOOLS = [
 ]
 
 
-@dataclass(frozen=True)
-class MockServer:
-    base_url: str
-    log_path: Path
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+@pytest.fixture(scope="module")
+def server(mock_upstream: ServerProcess) -> ServerProcess:
+    """The session's mock upstream (tests/conftest.py), started once for every test module."""
+    return mock_upstream
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MockServer]:
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("mockupstream") / "server.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sluicegate.mockupstream", "--port", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 15
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(
-                    f"mock upstream exited with code {proc.returncode} before answering "
-                    f"GET /health; its output:\n{log_path.read_text()}"
-                )
-            try:
-                if httpx.get(f"{base_url}/health", timeout=0.5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"mock upstream did not answer GET {base_url}/health within 15 s; "
-                    f"its output:\n{log_path.read_text()}"
-                )
-            time.sleep(0.05)
-        yield MockServer(base_url, log_path)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@pytest.fixture(scope="module")
-def http(server: MockServer) -> Iterator[httpx.Client]:
+def http(server: ServerProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.base_url, timeout=5) as client:
         yield client
 
 
 @pytest.fixture(scope="module")
-def sdk(server: MockServer) -> Iterator[openai.OpenAI]:
+def sdk(server: ServerProcess) -> Iterator[openai.OpenAI]:
     # No retries: the failure modes must surface at once instead of being retried for seconds.
     client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0)
     yield client
@@ -606,7 +558,7 @@ def test_slow_delays_first_byte(http: httpx.Client) -> None:
     ("endpoint", "streaming"),
     [(e, s) for e in ENDPOINTS for s in (False, True) if not (s and e == "embeddings")],
 )
-def test_cut_drops_the_connection(server: MockServer, endpoint: str, streaming: bool) -> None:
+def test_cut_drops_the_connection(server: ServerProcess, endpoint: str, streaming: bool) -> None:
     path, body = ENDPOINTS[endpoint]
     received = b""
     # A fresh client: the dropped connection must not leak into the shared keep-alive pool.
@@ -697,7 +649,7 @@ def test_request_log(http: httpx.Client) -> None:
     assert http.get("/_mock/requests").json()["requests"] == []
 
 
-def test_server_log_has_no_tracebacks(server: MockServer) -> None:
+def test_server_log_has_no_tracebacks(server: ServerProcess) -> None:
     # Deliberate cuts earlier in this module must not show up as server errors.
     assert "Traceback" not in server.log_path.read_text()
 
