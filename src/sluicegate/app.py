@@ -18,22 +18,35 @@ from sluicegate.core.logs import configure_logging
 from sluicegate.core.metrics import CONTENT_TYPE, render_metrics
 from sluicegate.core.request_context import RequestContextMiddleware
 from sluicegate.core.responses import JSONBody
+from sluicegate.providers.config import ProviderSettings
+from sluicegate.proxy import routes as proxy_routes
+from sluicegate.proxy.pipeline import Pipeline
+from sluicegate.proxy.state import ProxyState
 from sluicegate.runtime import Runtime
-from sluicegate.settings import Settings, load_settings
+from sluicegate.settings import Settings, load_provider_settings, load_settings
 
 
-def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
-    """Build the app. A given `runtime` is used as is (and left open); otherwise one is built."""
+def create_app(
+    settings: Settings,
+    runtime: Runtime | None = None,
+    providers: ProviderSettings | None = None,
+) -> FastAPI:
+    """Build the app. A given `runtime` is used as is (and left open); otherwise one is built.
+    Providers come from the SLUICEGATE_PROVIDERS file unless given."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = runtime is None
         active = runtime or Runtime.build(settings)
         await active.start()
+        proxy = ProxyState.build(active, providers or load_provider_settings(settings))
+        await proxy.start()
         app.state.runtime = active
+        app.state.pipeline = Pipeline(proxy)
         try:
             yield
         finally:
+            await proxy.close()
             if owned:
                 await active.close()
 
@@ -42,6 +55,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         version=__version__,
         lifespan=lifespan,
     )
+    proxy_routes.mount(app)
     app.add_middleware(RequestContextMiddleware)
     app.add_exception_handler(SluicegateError, _render_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _render_validation_error)  # type: ignore[arg-type]

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 from sluicegate import __version__
 from sluicegate.core.errors import ConfigurationError
-from sluicegate.settings import Settings, load_settings
+from sluicegate.settings import Settings, load_provider_settings, load_settings
 
 EXIT_CONFIGURATION = 2
 EXIT_UNAVAILABLE = 1
@@ -112,6 +112,7 @@ def _serve(args: argparse.Namespace) -> int:
         asyncio.run(_upgrade_database(settings))
     asyncio.run(_check_dependencies(settings))
     settings.secret  # noqa: B018 - raises ConfigurationError when the secret key is missing
+    load_provider_settings(settings)  # a bad providers file stops start-up with one line
     metrics_dir = None
     if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Must be set before any worker imports prometheus_client (see core/metrics.py).

@@ -6,6 +6,8 @@ The app's lifespan and the CLI commands open one Runtime and close it on the way
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -13,7 +15,7 @@ from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from sluicegate.core.clock import Clock, SystemClock
-from sluicegate.core.db import make_engine, make_session_factory
+from sluicegate.core.db import make_engine, make_session_factory, pending_invalidations
 from sluicegate.core.invalidation import (
     InvalidationBus,
     MemoryInvalidationBus,
@@ -64,6 +66,15 @@ class Runtime:
         if self.redis is not None:
             await self.redis.aclose()
         await self.engine.dispose()
+
+    @asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[AsyncSession]:
+        """A transaction: commit on success, roll back on error; then publish its invalidations."""
+        async with self.sessions() as session:
+            async with session.begin():
+                yield session
+            for topic, payload in pending_invalidations(session):
+                await self.bus.publish(topic, payload)
 
     async def check_database(self) -> str | None:
         """None when the database answers, else what went wrong in a few words."""

@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sluicegate.core.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from sluicegate.providers.config import ProviderSettings
 
 ENV_PREFIX = "SLUICEGATE_"
 DATABASE_SCHEMES = ("postgresql+asyncpg", "sqlite+aiosqlite")
@@ -47,6 +50,10 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1, le=64)
     run_worker: bool = True
     migrate_on_start: bool = True
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    upstream_connect_timeout: float = Field(default=5.0, gt=0)
+    upstream_read_timeout: float = Field(default=120.0, gt=0)
+    upstream_timeout: float = Field(default=600.0, gt=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("database_url", "redis_url", "providers", "secret_key", mode="before")
@@ -174,3 +181,11 @@ def secret_file_for(settings: Settings) -> Path:
     """The generated secret lives beside the SQLite file: sluicegate.db -> sluicegate.secret."""
     database = settings.resolved_database_url.split(":///", 1)[1]
     return Path(database).with_suffix(".secret")
+
+
+def load_provider_settings(settings: Settings) -> ProviderSettings:
+    """The providers file named by SLUICEGATE_PROVIDERS, with `api_key_env` read from the
+    environment; ConfigurationError (one line) when anything in it is wrong."""
+    from sluicegate.providers.config import load_providers
+
+    return load_providers(settings.providers, os.environ)

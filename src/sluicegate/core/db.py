@@ -94,6 +94,20 @@ def make_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
+INVALIDATIONS_KEY = "sluicegate.invalidations"
+
+
+def invalidate_after_commit(session: AsyncSession, topic: str, payload: str) -> None:
+    """Queue a cache invalidation; the unit of work publishes it only once the commit succeeded,
+    so no worker drops its cache for a change that was rolled back."""
+    session.info.setdefault(INVALIDATIONS_KEY, []).append((topic, payload))
+
+
+def pending_invalidations(session: AsyncSession) -> list[tuple[str, str]]:
+    queued: list[tuple[str, str]] = session.info.pop(INVALIDATIONS_KEY, [])
+    return queued
+
+
 @asynccontextmanager
 async def transaction(
     factory: async_sessionmaker[AsyncSession],

@@ -1,0 +1,109 @@
+"""Key lookup for the proxy: digest -> AuthContext, cached in-process, invalidated over the bus.
+
+A cache hit costs one HMAC and one dict lookup, no database round trip. Entries expire after a
+short TTL as a backstop; the invalidation bus drops them at once when a key, its owner or its
+org changes, so a disabled key is refused within a second on every worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from sluicegate.core.clock import Clock
+from sluicegate.core.digests import secret_digest
+from sluicegate.core.invalidation import ALL_TOPICS
+from sluicegate.keys import repository
+from sluicegate.keys.service import KEY_TOPIC
+
+# Backstop only: invalidations normally arrive within milliseconds.
+POSITIVE_TTL_SECONDS = 10.0
+# A digest that matches no key cannot start matching one (new keys have new random secrets),
+# so unknown keys may be remembered longer; this shields the database from key-guessing floods.
+NEGATIVE_TTL_SECONDS = 60.0
+# Bounded so that a flood of random keys cannot grow memory without limit.
+MAX_ENTRIES = 100_000
+USER_TOPIC = "user"
+ORG_TOPIC = "org"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthContext:
+    """What the proxy knows about the caller after authentication."""
+
+    key_id: str
+    key_status: str
+    key_expires_at: datetime | None
+    allowed_models: tuple[str, ...] | None
+    org_id: str
+    org_deleted: bool
+    group_id: str
+    group_chain: tuple[str, ...]  # root .. the key's group
+    owner_user_id: str
+    owner_status: str  # active | frozen
+    owner_is_member: bool  # False once removed from the org
+
+
+class KeyResolver:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], pepper: bytes, clock: Clock
+    ) -> None:
+        self._sessions = sessions
+        self._pepper = pepper
+        self._clock = clock
+        self._entries: dict[str, tuple[AuthContext | None, float]] = {}
+
+    async def resolve(self, secret: str) -> AuthContext | None:
+        digest = secret_digest(self._pepper, secret)
+        now = self._clock.monotonic()
+        entry = self._entries.get(digest)
+        if entry is not None and entry[1] > now:
+            return entry[0]
+        context = await self._load(digest)
+        if len(self._entries) >= MAX_ENTRIES:
+            # Oldest first: dicts keep insertion order, and a refreshed entry is re-inserted.
+            for stale in list(self._entries)[: MAX_ENTRIES // 10]:
+                del self._entries[stale]
+        self._entries.pop(digest, None)
+        ttl = POSITIVE_TTL_SECONDS if context is not None else NEGATIVE_TTL_SECONDS
+        self._entries[digest] = (context, now + ttl)
+        return context
+
+    async def _load(self, digest: str) -> AuthContext | None:
+        async with self._sessions() as session:
+            row = await repository.auth_row(session, digest)
+        if row is None:
+            return None
+        m = row._mapping
+        allowed = m["allowed_models"]
+        return AuthContext(
+            key_id=m["id"],
+            key_status=m["status"],
+            key_expires_at=m["expires_at"],
+            allowed_models=tuple(allowed) if allowed is not None else None,
+            org_id=m["org_id"],
+            org_deleted=m["org_deleted_at"] is not None,
+            group_id=m["group_id"],
+            group_chain=tuple(m["path"].split("/")),
+            owner_user_id=m["owner_user_id"],
+            owner_status=m["owner_status"],
+            owner_is_member=m["membership_status"] == "active",
+        )
+
+    async def invalidate(self, topic: str, payload: str) -> None:
+        """Bus handler: drop what the message names (everything, for ALL_TOPICS)."""
+        if topic == ALL_TOPICS:
+            self._entries.clear()
+            return
+        field = {KEY_TOPIC: "key_id", USER_TOPIC: "owner_user_id", ORG_TOPIC: "org_id"}.get(topic)
+        if field is None:
+            return
+        doomed = [
+            digest
+            for digest, (context, _) in self._entries.items()
+            if context is not None and getattr(context, field) == payload
+        ]
+        for digest in doomed:
+            del self._entries[digest]

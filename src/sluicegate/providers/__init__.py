@@ -1,0 +1,1 @@
+"""Upstream providers: the adapter interface, one module per family, the model catalog."""

@@ -1,0 +1,350 @@
+"""The request pipeline: authenticate -> parse -> policy -> forward -> settle (see __init__)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from fnmatch import fnmatchcase
+from typing import Any
+
+import httpx
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from sluicegate.core.metrics import UPSTREAM_ERRORS
+from sluicegate.keys.lookup import AuthContext
+from sluicegate.metering import estimate
+from sluicegate.providers.base import (
+    Endpoint,
+    InvalidUpstreamResponse,
+    StreamReader,
+    UnsupportedRequest,
+    Usage,
+)
+from sluicegate.providers.config import ModelRoute
+from sluicegate.proxy.errors import ProxyError, bad_request, forbidden, unauthorized
+from sluicegate.proxy.requests import ProxyCall, read_body, validate_body
+from sluicegate.proxy.state import ProxyState
+from sluicegate.proxy.streaming import RelayResponse
+
+_JSON = "application/json"
+_MODE_OF = {Endpoint.CHAT: "chat", Endpoint.COMPLETIONS: "chat", Endpoint.EMBEDDINGS: "embedding"}
+
+
+class Pipeline:
+    def __init__(self, state: ProxyState) -> None:
+        self.state = state
+        self.settings = state.runtime.settings
+        self.clock = state.runtime.clock
+
+    # --- 1. authenticate ----------------------------------------------------------------------
+
+    async def authenticate(self, request: Request) -> AuthContext:
+        secret = _presented_key(request)
+        if secret is None:
+            raise unauthorized(
+                "No API key given. Send it as 'Authorization: Bearer <key>' (or an 'api-key' "
+                "or 'x-api-key' header)."
+            )
+        context = await self.state.resolver.resolve(secret)
+        if context is None or context.org_deleted:
+            raise unauthorized("The API key is not valid. Check it, or create a new one.")
+        if context.key_status != "active":
+            raise unauthorized(f"This API key is {context.key_status}.")
+        expires = context.key_expires_at
+        if expires is not None and expires <= self.clock.now():
+            raise unauthorized("This API key has expired.")
+        if context.owner_status != "active":
+            raise forbidden("The owner of this API key is frozen.", code="owner_frozen")
+        if not context.owner_is_member:
+            raise forbidden(
+                "The owner of this API key is no longer a member of the organization.",
+                code="owner_removed",
+            )
+        return context
+
+    # --- the whole request --------------------------------------------------------------------
+
+    async def handle(self, request: Request, endpoint: Endpoint) -> Response:
+        started = time.perf_counter()
+        context = await self.authenticate(request)
+        call = ProxyCall(request, context, endpoint, started, self.clock.now())
+        try:
+            body = validate_body(endpoint, await read_body(request, self.settings.max_body_bytes))
+            call.requested_model = body["model"]
+            call.route = self.route_for(context, endpoint, body["model"])
+            call.stream = body.get("stream") is True
+            options = body.get("stream_options")
+            call.include_usage = isinstance(options, dict) and options.get("include_usage") is True
+            call.prompt_estimate = _prompt_estimate(endpoint, body)
+            if call.stream:
+                return await self.forward_stream(call, body)
+            return await self.forward(call, body)
+        except ProxyError as error:
+            self.settle(call, status=error.status, error_type=error.error_type)
+            return error.response()
+
+    # --- 3. policy ----------------------------------------------------------------------------
+
+    def route_for(self, context: AuthContext, endpoint: Endpoint, model: str) -> ModelRoute:
+        route = self.state.routes.get(model)
+        if route is None:
+            raise ProxyError(
+                404,
+                f"The model '{model}' does not exist or is not served here. List the models "
+                "this key may use with GET /v1/models.",
+                code="model_not_found",
+                param="model",
+            )
+        if not key_allows(context, model):
+            raise forbidden(f"This API key may not use the model '{model}'.", "model_not_allowed")
+        if route.mode != _MODE_OF[endpoint]:
+            raise bad_request(
+                f"The model '{model}' is a {route.mode} model and cannot serve "
+                f"/v1/{endpoint.value}.",
+                param="model",
+            )
+        return route
+
+    # --- 4. forward ---------------------------------------------------------------------------
+
+    async def forward(self, call: ProxyCall, body: dict[str, Any]) -> Response:
+        route = call.route
+        assert route is not None
+        adapter = self.state.adapters[route.provider.name]
+        client = self.state.clients[route.provider.name]
+        upstream = _prepare(adapter.prepare, call.endpoint, body, route, stream=False)
+        try:
+            async with asyncio.timeout(
+                route.provider.timeout_seconds or self.settings.upstream_timeout
+            ):
+                response = await client.post(
+                    upstream.url, content=upstream.content, headers=upstream.headers
+                )
+        except (TimeoutError, httpx.TimeoutException):
+            raise self.upstream_timeout(route) from None
+        except httpx.HTTPError as exc:
+            raise self.upstream_unreachable(route, exc) from None
+        if response.status_code >= 400:
+            raise self.upstream_failure(
+                route, response.status_code, response.content, response.headers
+            )
+        try:
+            content, usage = adapter.read(call.endpoint, response.content, route)
+        except InvalidUpstreamResponse as exc:
+            UPSTREAM_ERRORS.labels(route.provider.name, "invalid_response").inc()
+            raise ProxyError(
+                502,
+                f"The upstream provider '{route.provider.name}' sent an invalid answer: {exc}",
+                type="upstream_error",
+                code="upstream_invalid_response",
+            ) from None
+        self.settle(call, status=200, usage=usage)
+        return Response(content, media_type=_JSON)
+
+    async def forward_stream(self, call: ProxyCall, body: dict[str, Any]) -> Response:
+        route = call.route
+        assert route is not None
+        adapter = self.state.adapters[route.provider.name]
+        client = self.state.clients[route.provider.name]
+        upstream = _prepare(adapter.prepare, call.endpoint, body, route, stream=True)
+        request = client.build_request(
+            "POST", upstream.url, content=upstream.content, headers=upstream.headers
+        )
+        try:
+            response = await client.send(request, stream=True)
+        except httpx.TimeoutException:
+            raise self.upstream_timeout(route) from None
+        except httpx.HTTPError as exc:
+            raise self.upstream_unreachable(route, exc) from None
+        if response.status_code >= 400:
+            try:
+                content = await response.aread()
+            except httpx.HTTPError:
+                content = b""
+            finally:
+                await response.aclose()
+            raise self.upstream_failure(route, response.status_code, content, response.headers)
+        reader = adapter.stream_reader(call.endpoint, route, call.include_usage)
+        return RelayResponse(self.relay(call, response, reader))
+
+    async def relay(self, call: ProxyCall, response: httpx.Response, reader: StreamReader) -> Any:
+        """Yield the client's SSE bytes; settle in `finally`, whatever ended the stream."""
+        status, error_type, ttft_ms = 200, None, None
+        try:
+            async for data in response.aiter_raw():
+                out = reader.feed(data)
+                if out:
+                    if ttft_ms is None:
+                        ttft_ms = int((time.perf_counter() - call.started) * 1000)
+                    yield out
+            yield reader.finish()
+        except httpx.HTTPError as exc:
+            route = call.route
+            assert route is not None
+            UPSTREAM_ERRORS.labels(route.provider.name, "stream_cut").inc()
+            status, error_type = 502, "upstream_stream_cut"
+            cut = ProxyError(
+                502,
+                f"The upstream provider '{route.provider.name}' broke off the "
+                f"stream: {type(exc).__name__}",
+                type="upstream_error",
+                code="upstream_stream_cut",
+            )
+            yield cut.sse_event()
+        except BaseException:
+            # The client went away (cancellation): bill what it received, then let it unwind.
+            status, error_type = 499, "client_disconnected"
+            raise
+        finally:
+            await response.aclose()
+            usage = reader.usage
+            if usage is None:
+                self.settle(
+                    call,
+                    status=status,
+                    error_type=error_type,
+                    ttft_ms=ttft_ms,
+                    usage=Usage(call.prompt_estimate, reader.estimated_completion_tokens),
+                    estimated=True,
+                )
+            else:
+                self.settle(
+                    call, status=status, error_type=error_type, ttft_ms=ttft_ms, usage=usage
+                )
+
+    # --- upstream failures --------------------------------------------------------------------
+
+    def upstream_timeout(self, route: ModelRoute) -> ProxyError:
+        UPSTREAM_ERRORS.labels(route.provider.name, "timeout").inc()
+        return ProxyError(
+            504,
+            f"The upstream provider '{route.provider.name}' did not answer in time.",
+            type="upstream_error",
+            code="upstream_timeout",
+        )
+
+    def upstream_unreachable(self, route: ModelRoute, exc: Exception) -> ProxyError:
+        UPSTREAM_ERRORS.labels(route.provider.name, "connect").inc()
+        return ProxyError(
+            502,
+            f"The upstream provider '{route.provider.name}' could not be "
+            f"reached ({type(exc).__name__}).",
+            type="upstream_error",
+            code="upstream_unreachable",
+        )
+
+    def upstream_failure(
+        self, route: ModelRoute, status: int, content: bytes, headers: httpx.Headers
+    ) -> ProxyError:
+        name = route.provider.name
+        UPSTREAM_ERRORS.labels(name, str(status)).inc()
+        body = self.state.adapters[name].error_body(status, content)
+        if status == 429:
+            retry = headers.get("retry-after")
+            return ProxyError.from_body(
+                429,
+                body,
+                headers={"retry-after": retry} if retry else None,
+                error_type="upstream_rate_limited",
+            )
+        if status >= 500:
+            return ProxyError(
+                502,
+                f"The upstream provider '{name}' failed ({status}): {body.get('message')}",
+                type="upstream_error",
+                code="upstream_error",
+            )
+        return ProxyError.from_body(status, body, error_type="upstream_rejected")
+
+    # --- 5. settle ----------------------------------------------------------------------------
+
+    def settle(
+        self,
+        call: ProxyCall,
+        *,
+        status: int,
+        error_type: str | None = None,
+        usage: Usage | None = None,
+        estimated: bool = False,
+        ttft_ms: int | None = None,
+    ) -> None:
+        route = call.route
+        if usage is None and status == 200 and route is not None:
+            usage, estimated = Usage(call.prompt_estimate, 0), True
+        tokens = usage or Usage()
+        cost = 0
+        if route is not None and (tokens.prompt_tokens or tokens.completion_tokens):
+            cost = route.price.cost_nanos(
+                tokens.prompt_tokens, tokens.completion_tokens, tokens.cached_tokens
+            )
+        context = call.context
+        self.state.writer.record(
+            {
+                "request_id": call.request_id,
+                "created_at": call.received_at,
+                "org_id": context.org_id,
+                "group_id": context.group_id,
+                "key_id": context.key_id,
+                "user_id": context.owner_user_id,
+                "requested_model": call.requested_model[:200],
+                "served_model": route.upstream_model if route else None,
+                "provider": route.provider.name if route else None,
+                "app": call.app,
+                "prompt_tokens": tokens.prompt_tokens,
+                "completion_tokens": tokens.completion_tokens,
+                "cached_tokens": tokens.cached_tokens,
+                "cost_nusd": cost,
+                "latency_ms": int((time.perf_counter() - call.started) * 1000),
+                "ttft_ms": ttft_ms,
+                "status_code": status,
+                "error_type": error_type,
+                "stream": call.stream,
+                "usage_estimated": estimated,
+                "routing": None,
+            }
+        )
+
+    # --- GET /v1/models -----------------------------------------------------------------------
+
+    async def models(self, request: Request) -> Response:
+        context = await self.authenticate(request)
+        data = [
+            {"id": route_id, "object": "model", "created": 0, "owned_by": route.provider.name}
+            for route_id, route in self.state.routes.items()
+            if key_allows(context, route_id)
+        ]
+        return Response(orjson.dumps({"object": "list", "data": data}), media_type=_JSON)
+
+
+def key_allows(context: AuthContext, model: str) -> bool:
+    allowed = context.allowed_models
+    return allowed is None or any(fnmatchcase(model, pattern) for pattern in allowed)
+
+
+def _presented_key(request: Request) -> str | None:
+    headers = request.headers
+    authorization = headers.get("authorization")
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    return headers.get("api-key") or headers.get("x-api-key") or None
+
+
+def _prompt_estimate(endpoint: Endpoint, body: dict[str, Any]) -> int:
+    if endpoint is Endpoint.CHAT:
+        return estimate.chat_prompt_tokens(body)
+    if endpoint is Endpoint.COMPLETIONS:
+        return estimate.text_input_tokens(body.get("prompt"))
+    return estimate.text_input_tokens(body.get("input"))
+
+
+def _prepare(
+    prepare: Any, endpoint: Endpoint, body: dict[str, Any], route: ModelRoute, *, stream: bool
+) -> Any:
+    try:
+        return prepare(endpoint, body, route, stream)
+    except UnsupportedRequest as exc:
+        raise bad_request(str(exc), param=exc.param) from None

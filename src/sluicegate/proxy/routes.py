@@ -1,0 +1,49 @@
+"""HTTP routes of the proxy under /v1: each hands the request to the pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import APIRouter, FastAPI, Request
+from starlette.responses import Response
+
+from sluicegate.providers.base import Endpoint
+from sluicegate.proxy.errors import ProxyError
+from sluicegate.proxy.pipeline import Pipeline
+
+
+def _pipeline(request: Request) -> Pipeline:
+    pipeline: Pipeline = request.app.state.pipeline
+    return pipeline
+
+
+def _endpoint(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
+    async def handle(request: Request) -> Response:
+        try:
+            return await _pipeline(request).handle(request, endpoint)
+        except ProxyError as error:
+            return error.response()
+
+    handle.__name__ = f"proxy_{endpoint.name.lower()}"
+    return handle
+
+
+async def list_models(request: Request) -> Response:
+    try:
+        return await _pipeline(request).models(request)
+    except ProxyError as error:
+        return error.response()
+
+
+def mount(app: FastAPI) -> None:
+    router = APIRouter(prefix="/v1", tags=["proxy"])
+    for endpoint in Endpoint:
+        router.add_api_route(
+            f"/{endpoint.value}",
+            _endpoint(endpoint),
+            methods=["POST"],
+            include_in_schema=True,
+            summary=f"OpenAI-compatible /v1/{endpoint.value}",
+        )
+    router.add_api_route("/models", list_models, methods=["GET"], summary="Models this key may use")
+    app.include_router(router)

@@ -1,0 +1,56 @@
+"""What the proxy keeps for the life of the process: routes, adapters, upstream clients, the
+key resolver and the usage writer. Built in the app's lifespan, closed with it."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import httpx
+
+from sluicegate.keys.lookup import KeyResolver
+from sluicegate.metering.writer import UsageWriter
+from sluicegate.providers.base import Adapter
+from sluicegate.providers.config import ModelRoute, ProviderSettings
+from sluicegate.providers.registry import build_adapter, build_client
+from sluicegate.runtime import Runtime
+
+
+@dataclass
+class ProxyState:
+    runtime: Runtime
+    routes: dict[str, ModelRoute]
+    adapters: dict[str, Adapter]
+    clients: dict[str, httpx.AsyncClient]
+    resolver: KeyResolver
+    writer: UsageWriter
+
+    @classmethod
+    def build(cls, runtime: Runtime, providers: ProviderSettings) -> ProxyState:
+        settings = runtime.settings
+        adapters = {name: build_adapter(config) for name, config in providers.providers.items()}
+        clients = {
+            name: build_client(
+                config,
+                connect=settings.upstream_connect_timeout,
+                read=settings.upstream_read_timeout,
+            )
+            for name, config in providers.providers.items()
+        }
+        resolver = KeyResolver(runtime.sessions, settings.secret, runtime.clock)
+        runtime.bus.subscribe(resolver.invalidate)
+        return cls(
+            runtime,
+            dict(providers.models),
+            adapters,
+            clients,
+            resolver,
+            UsageWriter(runtime.sessions),
+        )
+
+    async def start(self) -> None:
+        await self.writer.start()
+
+    async def close(self) -> None:
+        await self.writer.close()
+        await asyncio.gather(*(client.aclose() for client in self.clients.values()))
