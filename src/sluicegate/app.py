@@ -39,7 +39,7 @@ def create_app(
         owned = runtime is None
         active = runtime or Runtime.build(settings)
         await active.start()
-        proxy = ProxyState.build(active, providers or load_provider_settings(settings))
+        proxy = ProxyState.build(settings, active, providers or load_provider_settings(settings))
         await proxy.start()
         app.state.runtime = active
         app.state.pipeline = Pipeline(proxy)

@@ -405,6 +405,28 @@ def test_json_object_response_format_is_asked_for_in_the_system_prompt() -> None
     assert "system" not in translate({"messages": [user()], "response_format": {"type": "text"}})
 
 
+def test_json_schema_response_format_puts_the_schema_in_the_system_prompt() -> None:
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}}
+    body = {
+        "messages": [user()],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "p", "schema": schema}},
+    }
+    assert translate(body)["system"].endswith(
+        '{"type":"object","properties":{"name":{"type":"string"}}}'
+    )
+    nested: Any = {}
+    for _ in range(300):
+        nested = {"items": nested}
+    body["response_format"]["json_schema"]["schema"] = nested  # type: ignore[index]
+    assert refusal(body).param == "response_format.json_schema.schema"
+
+
+def test_odd_numbers_are_refused_or_passed_never_crash() -> None:
+    assert translate({"messages": [user()], "temperature": 10**400})["temperature"] == 10**400
+    assert refusal({"messages": [user()], "top_p": float("nan")}).param == "top_p"
+    assert refusal({"messages": [user()], "temperature": True}).param == "temperature"
+
+
 @pytest.mark.parametrize(
     ("body", "param"),
     [
@@ -447,7 +469,7 @@ json_values = st.recursive(
     ),
     max_leaves=20,
 )
-names = st.text(max_size=6)
+names = st.text(min_size=1, max_size=6)
 arguments = st.sampled_from(['{"a": 1}', "", "{", "[]", "null", "{}"]) | st.text(max_size=10)
 image_urls = st.sampled_from(
     ["data:image/png;base64,AA", "data:image/svg+xml;base64,AA", "data:,", "https://x/y", "x"]
@@ -460,7 +482,7 @@ parts = st.fixed_dictionaries(
         "image_url": sometimes_junk(st.fixed_dictionaries({"url": image_urls}) | image_urls),
     },
 )
-contents = sometimes_junk(st.text(max_size=10) | st.lists(sometimes_junk(parts), max_size=3))
+contents = st.text(max_size=10) | st.lists(sometimes_junk(parts), max_size=3)
 tool_calls = st.fixed_dictionaries(
     {
         "id": sometimes_junk(names),
@@ -470,13 +492,27 @@ tool_calls = st.fixed_dictionaries(
         ),
     }
 )
-messages = st.fixed_dictionaries(
-    {"role": sometimes_junk(st.sampled_from(["system", "developer", "user", "assistant", "tool"]))},
-    optional={
-        "content": contents,
-        "tool_call_id": sometimes_junk(names),
-        "tool_calls": sometimes_junk(st.lists(sometimes_junk(tool_calls), max_size=2)),
-    },
+text_parts = st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": names}), max_size=2)
+
+
+def message(role: str, **fields: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries(
+        {"role": sometimes_junk(st.just(role)), **{k: sometimes_junk(v) for k, v in fields.items()}}
+    )
+
+
+messages = st.one_of(
+    message("system", content=names | text_parts),
+    message("developer", content=names | text_parts),
+    message("user", content=contents),
+    message("user", content=contents),
+    message("assistant", content=contents),
+    message(
+        "assistant",
+        content=st.none() | names,
+        tool_calls=st.lists(sometimes_junk(tool_calls), min_size=1, max_size=2),
+    ),
+    message("tool", tool_call_id=names, content=names | text_parts),
 )
 tools = st.fixed_dictionaries(
     {

@@ -55,6 +55,12 @@ def providers_yaml(mock_url: str) -> str:
     type: anthropic
     base_url: {mock_url}/v1
     api_key: anthropic-test-key
+  - name: mock-paced
+    type: openai
+    base_url: {mock_url}/v1
+    headers:
+      x-mock-stream-delay-ms: "40"
+      x-mock-completion-tokens: "50"
   - name: mock-azure
     type: azure
     base_url: {mock_url}
@@ -70,6 +76,9 @@ models:
     upstream_model: claude-3-5-haiku-20241022
   - id: azure-gpt
     provider: mock-azure
+    upstream_model: gpt-4o-mini
+  - id: paced-model
+    provider: mock-paced
     upstream_model: gpt-4o-mini
 {failures}
 """

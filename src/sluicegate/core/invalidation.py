@@ -35,6 +35,8 @@ class InvalidationBus(Protocol):
         """Call `handler(topic, payload)` for every message, including this process's own."""
         ...
 
+    def unsubscribe(self, handler: Handler) -> None: ...
+
     async def publish(self, topic: str, payload: str) -> None: ...
 
     async def start(self) -> None: ...
@@ -48,6 +50,10 @@ class _Handlers:
 
     def subscribe(self, handler: Handler) -> None:
         self._handlers.append(handler)
+
+    def unsubscribe(self, handler: Handler) -> None:
+        if handler in self._handlers:
+            self._handlers.remove(handler)
 
     async def dispatch(self, topic: str, payload: str) -> None:
         for handler in self._handlers:

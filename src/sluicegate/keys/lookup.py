@@ -7,6 +7,7 @@ org changes, so a disabled key is refused within a second on every worker.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -54,6 +55,9 @@ class KeyResolver:
         self._pepper = pepper
         self._clock = clock
         self._entries: dict[str, tuple[AuthContext | None, float]] = {}
+        # One database load per digest at a time: a burst of requests with a cold key waits
+        # for the first load instead of sending the same query hundreds of times.
+        self._loading: dict[str, asyncio.Future[AuthContext | None]] = {}
 
     async def resolve(self, secret: str) -> AuthContext | None:
         digest = secret_digest(self._pepper, secret)
@@ -61,7 +65,29 @@ class KeyResolver:
         entry = self._entries.get(digest)
         if entry is not None and entry[1] > now:
             return entry[0]
-        context = await self._load(digest)
+        pending = self._loading.get(digest)
+        if pending is not None:
+            await asyncio.wait({pending})
+            if not pending.cancelled():
+                return pending.result()
+            # The first load failed; this caller tries on its own and reports its own error.
+            context = await self._load(digest)
+            self._remember(digest, context, now)
+            return context
+        future: asyncio.Future[AuthContext | None] = asyncio.get_running_loop().create_future()
+        self._loading[digest] = future
+        try:
+            context = await self._load(digest)
+        except BaseException:
+            future.cancel()
+            raise
+        finally:
+            del self._loading[digest]
+        future.set_result(context)
+        self._remember(digest, context, now)
+        return context
+
+    def _remember(self, digest: str, context: AuthContext | None, now: float) -> None:
         if len(self._entries) >= MAX_ENTRIES:
             # Oldest first: dicts keep insertion order, and a refreshed entry is re-inserted.
             for stale in list(self._entries)[: MAX_ENTRIES // 10]:
@@ -69,7 +95,6 @@ class KeyResolver:
         self._entries.pop(digest, None)
         ttl = POSITIVE_TTL_SECONDS if context is not None else NEGATIVE_TTL_SECONDS
         self._entries[digest] = (context, now + ttl)
-        return context
 
     async def _load(self, digest: str) -> AuthContext | None:
         async with self._sessions() as session:

@@ -6,7 +6,6 @@ usage, errors) and anthropic_stream; both are re-exported here, so every name is
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any, NoReturn
 
@@ -291,7 +290,9 @@ def _max_tokens(body: dict[str, Any], max_output_tokens: int) -> int:
 
 
 def _finite_number(value: Any, name: str) -> float | int:
-    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+    if _is_int(value):
+        return int(value)  # math.isfinite would overflow on an int too big for a float
+    if not isinstance(value, float) or not math.isfinite(value):
         _fail(name, "must be a number")
     return value
 
@@ -384,5 +385,9 @@ def _response_format_instruction(raw: Any) -> str | None:
         schema = spec.get("schema") if isinstance(spec, dict) else None
         if not isinstance(schema, dict):
             return _JSON_INSTRUCTION
-        return f"{_JSON_INSTRUCTION} It must conform to this JSON Schema: {json.dumps(schema)}"
+        try:
+            text = orjson.dumps(schema).decode()
+        except orjson.JSONEncodeError:
+            _fail("response_format.json_schema.schema", "is too deeply nested or has huge numbers")
+        return f"{_JSON_INSTRUCTION} It must conform to this JSON Schema: {text}"
     _fail("response_format.type", 'must be "text", "json_object" or "json_schema"')

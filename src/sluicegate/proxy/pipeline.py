@@ -35,7 +35,7 @@ _MODE_OF = {Endpoint.CHAT: "chat", Endpoint.COMPLETIONS: "chat", Endpoint.EMBEDD
 class Pipeline:
     def __init__(self, state: ProxyState) -> None:
         self.state = state
-        self.settings = state.runtime.settings
+        self.settings = state.settings
         self.clock = state.runtime.clock
 
     # --- 1. authenticate ----------------------------------------------------------------------
@@ -229,8 +229,8 @@ class Pipeline:
         UPSTREAM_ERRORS.labels(route.provider.name, "connect").inc()
         return ProxyError(
             502,
-            f"The upstream provider '{route.provider.name}' could not be "
-            f"reached ({type(exc).__name__}).",
+            f"The upstream provider '{route.provider.name}' could not be reached or broke "
+            f"off its answer ({type(exc).__name__}).",
             type="upstream_error",
             code="upstream_unreachable",
         )

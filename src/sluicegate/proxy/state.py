@@ -14,10 +14,12 @@ from sluicegate.providers.base import Adapter
 from sluicegate.providers.config import ModelRoute, ProviderSettings
 from sluicegate.providers.registry import build_adapter, build_client
 from sluicegate.runtime import Runtime
+from sluicegate.settings import Settings
 
 
 @dataclass
 class ProxyState:
+    settings: Settings
     runtime: Runtime
     routes: dict[str, ModelRoute]
     adapters: dict[str, Adapter]
@@ -26,8 +28,7 @@ class ProxyState:
     writer: UsageWriter
 
     @classmethod
-    def build(cls, runtime: Runtime, providers: ProviderSettings) -> ProxyState:
-        settings = runtime.settings
+    def build(cls, settings: Settings, runtime: Runtime, providers: ProviderSettings) -> ProxyState:
         adapters = {name: build_adapter(config) for name, config in providers.providers.items()}
         clients = {
             name: build_client(
@@ -40,6 +41,7 @@ class ProxyState:
         resolver = KeyResolver(runtime.sessions, settings.secret, runtime.clock)
         runtime.bus.subscribe(resolver.invalidate)
         return cls(
+            settings,
             runtime,
             dict(providers.models),
             adapters,
@@ -52,5 +54,6 @@ class ProxyState:
         await self.writer.start()
 
     async def close(self) -> None:
+        self.runtime.bus.unsubscribe(self.resolver.invalidate)
         await self.writer.close()
         await asyncio.gather(*(client.aclose() for client in self.clients.values()))
