@@ -28,9 +28,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -47,6 +46,7 @@ STARTUP_TIMEOUT_SECONDS = 60.0
 REQUEST_TIMEOUT_SECONDS = 30.0
 PERCENTILES = (50, 90, 99)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+CPU_OF = ("client", "mock", "gateway")  # the processes whose CPU time each scenario reports
 
 
 @dataclass
@@ -100,20 +100,6 @@ class Result:
     def rps(self) -> float:
         return len(self.latencies_ms) / self.seconds
 
-    def summary(self) -> dict[str, Any]:
-        return {
-            "scenario": self.scenario,
-            "concurrency": self.concurrency,
-            "target": self.target,
-            "requests": len(self.latencies_ms),
-            "rps": self.rps,
-            "latency_ms": percentiles(self.latencies_ms),
-            "ttfb_ms": percentiles(self.ttfb_ms) if self.ttfb_ms else None,
-            "errors": dict(self.errors),
-            "cpu_ms_per_request": self.cpu_ms_per_request,
-            "latencies_ms_raw": [round(x, 3) for x in self.latencies_ms],
-        }
-
 
 def percentiles(values: list[float]) -> dict[str, float]:
     if len(values) < 2:
@@ -125,14 +111,10 @@ def percentiles(values: list[float]) -> dict[str, float]:
 # --- the servers and their data ----------------------------------------------------------------
 
 
-def free_port() -> int:
+def start_server(name: str, module: list[str], env: dict[str, str], tmp: Path) -> Server:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_server(name: str, module: list[str], env: dict[str, str], tmp: Path) -> Server:
-    port = free_port()
+        port = int(sock.getsockname()[1])
     environment = {k: v for k, v in os.environ.items() if not k.startswith("SLUICEGATE_")}
     environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
     log_path = tmp / f"{name}.log"
@@ -149,38 +131,42 @@ def start_server(name: str, module: list[str], env: dict[str, str], tmp: Path) -
     server = Server(name, process, f"http://127.0.0.1:{port}", log_path)
     ready = server.base_url + ("/health" if name == "mock" else "/healthz")
     deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{name} exited with {process.returncode}:\n{server.log_tail()}")
+    while time.monotonic() < deadline and process.poll() is None:
         try:
             if httpx.get(ready, timeout=1).status_code == 200:
                 return server
         except httpx.TransportError:
-            pass
-        time.sleep(0.1)
+            time.sleep(0.1)
     server.stop()
-    raise RuntimeError(f"{name} did not answer {ready} in time:\n{server.log_tail()}")
+    raise RuntimeError(f"{name} did not answer {ready}:\n{server.log_tail()}")
 
 
-async def admin_sql(admin_dsn: str, statement: str) -> None:
+async def create_database(name: str) -> None:
     import asyncpg
 
-    conn = await asyncpg.connect(admin_dsn)
+    conn = await asyncpg.connect(ADMIN_DSN)
     try:
-        await conn.execute(statement)
+        await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
 
 
-async def delete_redis_keys(url: str, prefix: str) -> None:
+async def drop_stores(database: str, prefix: str) -> None:
+    """Drop the database (closing the connections left to it) and the Redis keys under prefix."""
+    import asyncpg
     from redis.asyncio import Redis
 
-    client = Redis.from_url(url)
     try:
+        conn = await asyncpg.connect(ADMIN_DSN)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        finally:
+            await conn.close()
+    finally:
+        client = Redis.from_url(REDIS_URL)
         keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
         if keys:
             await client.delete(*keys)
-    finally:
         await client.aclose()
 
 
@@ -195,8 +181,7 @@ async def create_tenant_key(env: dict[str, str]) -> str:
     from sluicegate.settings import Settings
 
     names = ("database_url", "database_path", "redis_url", "redis_prefix", "secret_key")
-    given = {name: env[f"SLUICEGATE_{name.upper()}"] for name in names}
-    settings = Settings(_env_file=None, **given)  # type: ignore[arg-type]
+    settings = Settings(_env_file=None, **{n: env[f"SLUICEGATE_{n.upper()}"] for n in names})
     engine = make_engine(settings.resolved_database_url, pool_size=1)
     try:
         await upgrade(engine)
@@ -208,26 +193,20 @@ async def create_tenant_key(env: dict[str, str]) -> str:
             owner, _ = await ensure_user(session, "bench@example.com")
             org = await create_organization(session, owner=owner, name="Bench")
             group = await create_group(session, org_id=org.id, name="bench")
-            _key, secret = await create_key(
-                session,
-                pepper=settings.secret,
-                org_id=org.id,
-                group_id=group.id,
-                owner_user_id=owner.id,
-                name="bench",
-            )
+            ids = {"org_id": org.id, "group_id": group.id, "owner_user_id": owner.id}
+            _key, secret = await create_key(session, pepper=settings.secret, name="bench", **ids)
     finally:
         await runtime.close()
-    return secret
+    return str(secret)
 
 
 # --- the load generator ------------------------------------------------------------------------
 
 
-async def drive(result: Result, url: str, key: str, body: bytes, warmup: float) -> None:
+async def drive(result: Result, url: str, key: str, stream: bool, warmup: float) -> None:
     """Closed loop: `concurrency` workers send back to back; only requests started after the
     warm-up and before its end are kept. Latency runs from send to the last byte of the body."""
-    stream = b'"stream": true' in body
+    body = json.dumps({"model": MODEL, "messages": MESSAGES, "stream": stream}).encode()
     headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
     # One client (one keep-alive connection) per worker: httpcore's pool scans every connection
     # on each request, so one shared 64-connection pool made the client itself the bottleneck.
@@ -243,7 +222,7 @@ async def drive(result: Result, url: str, key: str, body: bytes, warmup: float) 
     measure_from = time.perf_counter() + warmup
     measure_until = measure_from + result.seconds
 
-    async def one(client: httpx.AsyncClient) -> tuple[str | None, float | None]:
+    async def send(client: httpx.AsyncClient) -> tuple[str | None, float | None]:
         """The error (None when fine) and, for a stream, when its first bytes came."""
         if not stream:
             response = await client.post(url, content=body, headers=headers)
@@ -251,8 +230,7 @@ async def drive(result: Result, url: str, key: str, body: bytes, warmup: float) 
         first, last = None, b""
         async with client.stream("POST", url, content=body, headers=headers) as response:
             async for chunk in response.aiter_raw():
-                if first is None and chunk:
-                    first = time.perf_counter()
+                first = first or time.perf_counter()
                 last = chunk or last
         if response.status_code != 200:
             return str(response.status_code), first
@@ -262,7 +240,7 @@ async def drive(result: Result, url: str, key: str, body: bytes, warmup: float) 
     async def worker(client: httpx.AsyncClient) -> None:
         while (start := time.perf_counter()) < measure_until:
             try:
-                error, first = await one(client)
+                error, first = await send(client)
             except httpx.HTTPError as exc:
                 error, first = type(exc).__name__, None
             result.completed += 1
@@ -293,27 +271,21 @@ def run_scenarios(
     results = []
     with runner:
         for scenario, stream in (("chat", False), ("chat stream", True)):
-            body = json.dumps({"model": MODEL, "messages": MESSAGES, "stream": stream}).encode()
             for concurrency in args.concurrency:
                 # Direct and gateway back to back, so slow drift of the machine hits both alike.
                 for target, server, token in (("direct", mock, "mock"), ("gateway", gateway, key)):
                     result = Result(scenario, concurrency, target, args.duration)
-                    cpu = {"client": time.process_time(), "mock": mock.cpu_seconds()}
-                    cpu["gateway"] = gateway.cpu_seconds()
+                    before = (time.process_time(), mock.cpu_seconds(), gateway.cpu_seconds())
                     url = f"{server.base_url}/v1/chat/completions"
-                    runner.run(drive(result, url, token, body, args.warmup))
-                    spent = {
-                        "client": time.process_time() - cpu["client"],
-                        "mock": mock.cpu_seconds() - cpu["mock"],
-                        "gateway": gateway.cpu_seconds() - cpu["gateway"],
+                    runner.run(drive(result, url, token, stream, args.warmup))
+                    after = (time.process_time(), mock.cpu_seconds(), gateway.cpu_seconds())
+                    result.cpu_ms_per_request = {
+                        name: (end - start) * 1000 / max(result.completed, 1)
+                        for name, start, end in zip(CPU_OF, before, after, strict=True)
                     }
-                    per_request = 1000 / max(result.completed, 1)
-                    result.cpu_ms_per_request = {k: v * per_request for k, v in spent.items()}
-                    print(
-                        f"  {scenario:<11} c={concurrency:<3} {target:<7} {result.rps:6.0f} req/s"
-                        f"  errors {sum(result.errors.values())}",
-                        file=sys.stderr,
-                    )
+                    errors = sum(result.errors.values())
+                    print(f"  {scenario} c={concurrency} {target}: {result.rps:.0f} req/s, "
+                          f"{errors} errors", file=sys.stderr)  # fmt: skip
                     results.append(result)
     return results
 
@@ -330,7 +302,7 @@ def markdown(results: list[Result]) -> str:
     for r in results:
         lat = percentiles(r.latencies_ms)
         ttfb = f"{percentiles(r.ttfb_ms)['p50']:.2f}" if r.ttfb_ms else "-"
-        cpu = " / ".join(f"{r.cpu_ms_per_request[k]:.2f}" for k in ("client", "mock", "gateway"))
+        cpu = " / ".join(f"{r.cpu_ms_per_request[name]:.2f}" for name in CPU_OF)
         lines.append(
             f"| {r.scenario} | {r.concurrency} | {r.target} | {r.rps:,.0f} | {lat['p50']:.2f} "
             f"| {lat['p90']:.2f} | {lat['p99']:.2f} | {ttfb} | {cpu} | {sum(r.errors.values())} |"
@@ -360,8 +332,6 @@ def parse_args() -> argparse.Namespace:
         "--embedded", action="store_true", help="gateway on SQLite + in-process counters"
     )
     parser.add_argument("--output", type=Path, help="write the raw numbers to this JSON file")
-    parser.add_argument("--postgres", default=ADMIN_DSN, help="admin DSN to create the database")
-    parser.add_argument("--redis", default=REDIS_URL, help="Redis URL for the gateway")
     args = parser.parse_args()
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     return args
@@ -386,7 +356,7 @@ def main() -> int:
     }
     if database is not None:
         env["SLUICEGATE_DATABASE_URL"] = f"postgresql+asyncpg://postgres@127.0.0.1/{database}"
-        env["SLUICEGATE_REDIS_URL"] = args.redis
+        env["SLUICEGATE_REDIS_URL"] = REDIS_URL
     servers: list[Server] = []
     try:
         servers.append(mock := start_server("mock", ["sluicegate.mockupstream"], {}, tmp))
@@ -396,29 +366,29 @@ def main() -> int:
             f"models:\n  - id: {MODEL}\n    provider: mock\n"
         )
         if database is not None:
-            asyncio.run(admin_sql(args.postgres, f'CREATE DATABASE "{database}"'))
+            asyncio.run(create_database(database))
         key = asyncio.run(create_tenant_key(env))
         servers.append(gateway := start_server("gateway", ["sluicegate", "serve"], env, tmp))
-        load_before = os.getloadavg()[0]
-        mode = "embedded (SQLite + in-process)" if args.embedded else "Postgres + Redis"
-        print(
-            f"gateway: {mode}, {args.workers} worker(s); {args.warmup:g} s warm-up + "
-            f"{args.duration:g} s per scenario; load average {load_before:.2f}",
-            file=sys.stderr,
-        )
+        mode = "SQLite + in-process counters" if args.embedded else "Postgres + Redis"
+        load = {"before": os.getloadavg()[0]}
+        print(f"gateway on {mode}, {args.workers} worker(s)", file=sys.stderr)
         results = run_scenarios(args, mock, gateway, key)
-        load_after = os.getloadavg()[0]
-        print(f"load average (1 min) before {load_before:.2f}, after {load_after:.2f}")
+        load["after"] = os.getloadavg()[0]
+        print(f"load average (1 min) before {load['before']:.2f}, after {load['after']:.2f}\n")
         print(markdown(results))
         for server in servers:
             if server.process.poll() is not None:
                 print(f"warning: {server.name} exited:\n{server.log_tail()}", file=sys.stderr)
         if args.output is not None:
-            config = {k: v for k, v in vars(args).items() if k not in ("output", "postgres")}
-            machine = {"nproc": os.cpu_count(), "python": platform.python_version()}
-            load = {"before": load_before, "after": load_after}
-            report = {"config": config, "machine": machine, "load_average": load}
-            report["results"] = [r.summary() for r in results]
+            report = {
+                "config": {k: v for k, v in vars(args).items() if k != "output"},
+                "machine": {"nproc": os.cpu_count(), "python": platform.python_version()},
+                "load_average": load,
+                "results": [
+                    asdict(r) | {"rps": r.rps, "latency": percentiles(r.latencies_ms)}
+                    for r in results
+                ],
+            }
             args.output.write_text(json.dumps(report, indent=1))
         return 0
     except KeyboardInterrupt:
@@ -427,12 +397,9 @@ def main() -> int:
     finally:
         for server in reversed(servers):
             server.stop()
-        if database is not None:
-            asyncio.run(
-                admin_sql(args.postgres, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-            )
-            asyncio.run(delete_redis_keys(args.redis, prefix))
         shutil.rmtree(tmp, ignore_errors=True)
+        if database is not None:
+            asyncio.run(drop_stores(database, prefix))
 
 
 if __name__ == "__main__":

@@ -27,11 +27,13 @@ async def _stream_once(client: httpx.AsyncClient, key: str, index: int) -> tuple
         "POST", "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}
     ) as response:
         usage = None
+        lines = []
         async for line in response.aiter_lines():
+            lines.append(line)
             if line.startswith("data: {"):
                 chunk = orjson.loads(line[6:])
                 usage = chunk.get("usage") or usage
-        assert usage is not None
+        assert usage is not None, (response.status_code, lines[-3:])
         return response.status_code, usage["prompt_tokens"], usage["completion_tokens"]
 
 

@@ -143,3 +143,76 @@ def test_unreachable_provider_is_502(
     )
     gateway = start_gateway(settings, env={"SLUICEGATE_PROVIDERS": str(providers)})
     assert_openai_error(post(gateway, tenant, "gpt-4o-mini"), 502, "upstream_unreachable")
+
+
+async def test_a_connection_dropped_before_any_answer_is_retried_once(
+    settings: Settings, runtime: Runtime, tenant: Tenant, tmp_path: Path
+) -> None:
+    """The first connection is closed without an answer (a stale keep-alive connection looks
+    exactly like this); the gateway sends once more and serves the client."""
+    import asyncio
+
+    from sluicegate.app import create_app
+    from sluicegate.providers.config import load_providers
+
+    answer = orjson.dumps(
+        {
+            "id": "chatcmpl-x",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "gpt-4o-mini",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "hi"},
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                }
+            ],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+        }
+    )
+    connections = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(
+            next(
+                line.split(b":")[1]
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length")
+            )
+        )
+        await reader.readexactly(length)
+        if connections > 1:
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                b"content-length: %d\r\n\r\n%s" % (len(answer), answer)
+            )
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    providers = tmp_path / "flaky.yaml"
+    providers.write_text(
+        f"providers:\n  - name: flaky\n    type: openai\n    base_url: http://127.0.0.1:{port}/v1\n"
+        "models:\n  - id: gpt-4o-mini\n    provider: flaky\n"
+    )
+    app = create_app(settings, runtime, load_providers(providers, {}))
+    async with (
+        server,
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://gw.test"
+        ) as client,
+    ):
+        response = await client.post(
+            "/v1/chat/completions",
+            json={"model": "gpt-4o-mini", "messages": MESSAGES},
+            headers={"authorization": f"Bearer {tenant.key}"},
+        )
+    assert response.status_code == 200, response.text
+    assert connections == 2

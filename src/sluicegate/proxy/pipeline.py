@@ -20,6 +20,7 @@ from sluicegate.providers.base import (
     InvalidUpstreamResponse,
     StreamReader,
     UnsupportedRequest,
+    UpstreamCall,
     Usage,
 )
 from sluicegate.providers.config import ModelRoute
@@ -29,6 +30,8 @@ from sluicegate.proxy.state import ProxyState
 from sluicegate.proxy.streaming import RelayResponse
 
 _JSON = "application/json"
+# One more try when a reused connection turns out dead before the upstream answered anything.
+STALE_CONNECTION_RETRIES = 1
 _MODE_OF = {Endpoint.CHAT: "chat", Endpoint.COMPLETIONS: "chat", Endpoint.EMBEDDINGS: "embedding"}
 
 
@@ -119,9 +122,11 @@ class Pipeline:
             async with asyncio.timeout(
                 route.provider.timeout_seconds or self.settings.upstream_timeout
             ):
-                response = await client.post(
-                    upstream.url, content=upstream.content, headers=upstream.headers
-                )
+                response = await send_upstream(client, upstream)
+                try:
+                    await response.aread()
+                finally:
+                    await response.aclose()
         except (TimeoutError, httpx.TimeoutException):
             raise self.upstream_timeout(route) from None
         except httpx.HTTPError as exc:
@@ -149,11 +154,8 @@ class Pipeline:
         adapter = self.state.adapters[route.provider.name]
         client = self.state.clients[route.provider.name]
         upstream = _prepare(adapter.prepare, call.endpoint, body, route, stream=True)
-        request = client.build_request(
-            "POST", upstream.url, content=upstream.content, headers=upstream.headers
-        )
         try:
-            response = await client.send(request, stream=True)
+            response = await send_upstream(client, upstream)
         except httpx.TimeoutException:
             raise self.upstream_timeout(route) from None
         except httpx.HTTPError as exc:
@@ -316,6 +318,24 @@ class Pipeline:
             if key_allows(context, route_id)
         ]
         return Response(orjson.dumps({"object": "list", "data": data}), media_type=_JSON)
+
+
+async def send_upstream(client: httpx.AsyncClient, upstream: UpstreamCall) -> httpx.Response:
+    """Send and return once the response head arrived (the body is left to the caller).
+
+    A pooled keep-alive connection may have been closed by the upstream just as it was reused;
+    the request then fails before any answer, and sending it once more is safe and expected.
+    """
+    for attempt in range(STALE_CONNECTION_RETRIES + 1):
+        request = client.build_request(
+            "POST", upstream.url, content=upstream.content, headers=upstream.headers
+        )
+        try:
+            return await client.send(request, stream=True)
+        except (httpx.RemoteProtocolError, httpx.WriteError):
+            if attempt == STALE_CONNECTION_RETRIES:
+                raise
+    raise AssertionError("unreachable")
 
 
 def key_allows(context: AuthContext, model: str) -> bool:
