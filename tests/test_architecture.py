@@ -56,3 +56,20 @@ def test_no_module_reads_the_environment_outside_settings_and_cli() -> None:
         if path.name not in allowed and "os.environ" in path.read_text()
     ]
     assert offenders == []
+
+
+@pytest.mark.parametrize("path", _modules("proxy"), ids=lambda p: p.name)
+def test_the_proxy_never_calls_an_admin_service(path: Path) -> None:
+    admin = {name for name in _imports(path) if name.endswith((".service", ".routes"))}
+    assert admin == set(), f"{path.name} imports {admin}"
+
+
+def test_only_the_app_mounts_the_proxy() -> None:
+    offenders = [
+        path.relative_to(PACKAGE)
+        for path in PACKAGE.rglob("*.py")
+        if "proxy" not in path.parts
+        and path.name != "app.py"
+        and any(name.startswith("sluicegate.proxy") for name in _imports(path))
+    ]
+    assert offenders == []

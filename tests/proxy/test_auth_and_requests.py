@@ -196,3 +196,8 @@ async def test_a_burst_with_a_cold_key_loads_it_once(runtime: Runtime, tenant: T
     contexts = await asyncio.gather(*(resolver.resolve(tenant.key) for _ in range(50)))
     assert loads == 1
     assert {c.key_id for c in contexts if c is not None} == {tenant.key_id}
+
+
+async def test_unknown_v1_paths_answer_in_openai_shape(proxy_client: httpx.AsyncClient) -> None:
+    error = error_of(await proxy_client.post("/v1/audio/speech", json={}), 404)
+    assert error["code"] == "unknown_url" and "/v1/chat/completions" in error["message"]

@@ -17,7 +17,6 @@ from sluicegate.core.clock import Clock
 from sluicegate.core.digests import secret_digest
 from sluicegate.core.invalidation import ALL_TOPICS
 from sluicegate.keys import repository
-from sluicegate.keys.service import KEY_TOPIC
 
 # Backstop only: invalidations normally arrive within milliseconds.
 POSITIVE_TTL_SECONDS = 10.0
@@ -26,6 +25,8 @@ POSITIVE_TTL_SECONDS = 10.0
 NEGATIVE_TTL_SECONDS = 60.0
 # Bounded so that a flood of random keys cannot grow memory without limit.
 MAX_ENTRIES = 100_000
+# Topics on the invalidation bus this cache listens to; each payload is the id named.
+KEY_TOPIC = "api_key"
 USER_TOPIC = "user"
 ORG_TOPIC = "org"
 

@@ -11,12 +11,11 @@ from sluicegate.core.digests import display_prefix, new_secret, secret_digest
 from sluicegate.core.errors import InvalidInput, NotFound
 from sluicegate.core.ids import new_id
 from sluicegate.keys import repository
+from sluicegate.keys.lookup import KEY_TOPIC
 from sluicegate.keys.models import ApiKey
 from sluicegate.orgs import repository as orgs_repository
 
 KEY_PREFIX = "sk-sg-"
-# Topic on the invalidation bus; the payload is the key id.
-KEY_TOPIC = "api_key"
 
 
 async def create_key(

@@ -35,6 +35,15 @@ async def list_models(request: Request) -> Response:
         return error.response()
 
 
+async def unknown_path(request: Request) -> Response:
+    served = ", ".join(f"/v1/{endpoint.value}" for endpoint in Endpoint)
+    return ProxyError(
+        404,
+        f"Unknown path {request.url.path}. This gateway serves {served} and /v1/models.",
+        code="unknown_url",
+    ).response()
+
+
 def mount(app: FastAPI) -> None:
     router = APIRouter(prefix="/v1", tags=["proxy"])
     for endpoint in Endpoint:
@@ -46,4 +55,10 @@ def mount(app: FastAPI) -> None:
             summary=f"OpenAI-compatible /v1/{endpoint.value}",
         )
     router.add_api_route("/models", list_models, methods=["GET"], summary="Models this key may use")
+    router.add_api_route(
+        "/{path:path}",
+        unknown_path,
+        methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        include_in_schema=False,
+    )
     app.include_router(router)
