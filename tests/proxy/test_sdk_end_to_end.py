@@ -196,6 +196,7 @@ def test_plain_http_with_each_key_header_and_request_id(
     assert response.status_code == 200, response.text
     assert response.headers["x-request-id"] == "client-trace-1"
     assert response.json()["object"] == "chat.completion"
+    assert tenant.key not in gateway.log()  # the secret never reaches the logs
 
 
 async def test_legacy_completions(gateway: ServerProcess, tenant: Tenant, runtime: Runtime) -> None:
