@@ -100,8 +100,25 @@ def test_random_bodies_never_cause_a_server_error(
         b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "a"}], "n": '
         + b"9" * 400
         + b"}",
+        b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "a"}], "x": '
+        + b"[" * 300
+        + b"]" * 300
+        + b"}",
+        b'{"model": "claude-3-5-haiku", "messages": [{"role": "user", "content": "a"}], '
+        b'"tools": [{"type": "function", "function": {"name": "f", "parameters": '
+        + b'{"a":' * 300
+        + b"1"
+        + b"}" * 300
+        + b"}}]}",
     ],
-    ids=["huge-string", "deep-nesting", "invalid-utf8", "huge-number"],
+    ids=[
+        "huge-string",
+        "deep-nesting",
+        "invalid-utf8",
+        "huge-number",
+        "deep-extra-field",
+        "deep-anthropic-tools",
+    ],
 )
 def test_pathological_bodies(gateway: ServerProcess, tenant: Tenant, raw: bytes) -> None:
     response = httpx.post(

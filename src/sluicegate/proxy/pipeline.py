@@ -368,3 +368,6 @@ def _prepare(
         return prepare(endpoint, body, route, stream)
     except UnsupportedRequest as exc:
         raise bad_request(str(exc), param=exc.param) from None
+    except orjson.JSONEncodeError:
+        # orjson reads up to 1024 levels of nesting but writes at most 254.
+        raise bad_request("The request body is nested too deeply to forward.") from None
