@@ -13,6 +13,8 @@ from sluicegate.providers.openai import AzureAdapter, OpenAIAdapter
 KEEPALIVE_SECONDS = 30.0
 # Writing a request body to a provider never legitimately takes long.
 WRITE_TIMEOUT_SECONDS = 30.0
+# Pools per provider; see UpstreamClients. Measured with bench/proxy_overhead.py at c=64.
+POOL_SHARDS = 8
 
 
 def build_adapter(provider: ProviderConfig) -> Adapter:
@@ -23,12 +25,35 @@ def build_adapter(provider: ProviderConfig) -> Adapter:
     return OpenAIAdapter(provider)
 
 
-def build_client(provider: ProviderConfig, *, connect: float, read: float) -> httpx.AsyncClient:
-    """One pooled client per provider for the life of the process, never one per request."""
+class UpstreamClients:
+    """The shared HTTP clients of one provider, for the life of the process (never one per
+    request). httpx's pool does work proportional to its open connections on every request, which
+    at high concurrency costs more than the request itself; a few smaller pools taken in turn keep
+    each one short while sharing the connection limit."""
+
+    __slots__ = ("_clients", "_next")
+
+    def __init__(self, provider: ProviderConfig, *, connect: float, read: float) -> None:
+        shards = max(1, min(POOL_SHARDS, provider.max_connections))
+        per_shard = max(1, provider.max_connections // shards)
+        self._clients = [_client(per_shard, connect=connect, read=read) for _ in range(shards)]
+        self._next = 0
+
+    def next(self) -> httpx.AsyncClient:
+        client = self._clients[self._next]
+        self._next = (self._next + 1) % len(self._clients)
+        return client
+
+    async def aclose(self) -> None:
+        for client in self._clients:
+            await client.aclose()
+
+
+def _client(max_connections: int, *, connect: float, read: float) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         limits=httpx.Limits(
-            max_connections=provider.max_connections,
-            max_keepalive_connections=provider.max_connections,
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections,
             keepalive_expiry=KEEPALIVE_SECONDS,
         ),
         timeout=httpx.Timeout(

@@ -116,7 +116,7 @@ class Pipeline:
         route = call.route
         assert route is not None
         adapter = self.state.adapters[route.provider.name]
-        client = self.state.clients[route.provider.name]
+        client = self.state.clients[route.provider.name].next()
         upstream = _prepare(adapter.prepare, call.endpoint, body, route, stream=False)
         try:
             async with asyncio.timeout(
@@ -152,7 +152,7 @@ class Pipeline:
         route = call.route
         assert route is not None
         adapter = self.state.adapters[route.provider.name]
-        client = self.state.clients[route.provider.name]
+        client = self.state.clients[route.provider.name].next()
         upstream = _prepare(adapter.prepare, call.endpoint, body, route, stream=True)
         try:
             response = await send_upstream(client, upstream)

@@ -6,13 +6,11 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-import httpx
-
 from sluicegate.keys.lookup import KeyResolver
 from sluicegate.metering.writer import UsageWriter
 from sluicegate.providers.base import Adapter
 from sluicegate.providers.config import ModelRoute, ProviderSettings
-from sluicegate.providers.registry import build_adapter, build_client
+from sluicegate.providers.registry import UpstreamClients, build_adapter
 from sluicegate.runtime import Runtime
 from sluicegate.settings import Settings
 
@@ -23,7 +21,7 @@ class ProxyState:
     runtime: Runtime
     routes: dict[str, ModelRoute]
     adapters: dict[str, Adapter]
-    clients: dict[str, httpx.AsyncClient]
+    clients: dict[str, UpstreamClients]
     resolver: KeyResolver
     writer: UsageWriter
 
@@ -31,7 +29,7 @@ class ProxyState:
     def build(cls, settings: Settings, runtime: Runtime, providers: ProviderSettings) -> ProxyState:
         adapters = {name: build_adapter(config) for name, config in providers.providers.items()}
         clients = {
-            name: build_client(
+            name: UpstreamClients(
                 config,
                 connect=settings.upstream_connect_timeout,
                 read=settings.upstream_read_timeout,
