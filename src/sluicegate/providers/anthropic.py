@@ -27,6 +27,7 @@ from sluicegate.providers.base import (
     UnsupportedRequest,
     UpstreamCall,
     Usage,
+    json_answer,
 )
 from sluicegate.providers.config import ModelRoute, ProviderConfig
 
@@ -127,11 +128,8 @@ class AnthropicAdapter:
     def read(
         self, endpoint: Endpoint, content: bytes, route: ModelRoute
     ) -> tuple[bytes, Usage | None]:
-        try:
-            document = orjson.loads(content)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidUpstreamResponse(f"upstream sent invalid JSON: {exc}") from None
-        if not isinstance(document, dict) or not isinstance(document.get("content"), list):
+        document = json_answer(content)
+        if not isinstance(document.get("content"), list):
             raise InvalidUpstreamResponse("upstream sent something that is not a Messages answer")
         chat = messages_response_to_chat(
             document,

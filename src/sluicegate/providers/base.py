@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
+import orjson
+
 from sluicegate.providers.config import ModelRoute, ProviderConfig
 
 
@@ -46,6 +48,17 @@ class UnsupportedRequest(ValueError):
 
 class InvalidUpstreamResponse(ValueError):
     """The upstream answered 2xx with something that is not the promised format."""
+
+
+def json_answer(content: bytes) -> dict[str, Any]:
+    """A 2xx upstream body as a JSON object, or InvalidUpstreamResponse saying what it was."""
+    try:
+        document = orjson.loads(content)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidUpstreamResponse(f"upstream sent invalid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise InvalidUpstreamResponse("upstream sent JSON that is not an object")
+    return document
 
 
 class StreamReader(Protocol):

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from sluicegate.providers.base import Endpoint, InvalidUpstreamResponse, UpstreamCall, Usage
+from sluicegate.providers.base import Endpoint, UpstreamCall, Usage, json_answer
 from sluicegate.providers.config import ModelRoute, ProviderConfig
 
 DEFAULT_AZURE_API_VERSION = "2024-10-21"
@@ -145,13 +145,7 @@ class OpenAIAdapter:
     def read(
         self, endpoint: Endpoint, content: bytes, route: ModelRoute
     ) -> tuple[bytes, Usage | None]:
-        try:
-            document = orjson.loads(content)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidUpstreamResponse(f"upstream sent invalid JSON: {exc}") from None
-        if not isinstance(document, dict):
-            raise InvalidUpstreamResponse("upstream sent JSON that is not an object")
-        return content, usage_from(document)
+        return content, usage_from(json_answer(content))
 
     def error_body(self, status: int, content: bytes) -> dict[str, Any]:
         return openai_error_body(status, content)

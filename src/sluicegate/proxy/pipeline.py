@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -16,6 +17,7 @@ from sluicegate.core.metrics import UPSTREAM_ERRORS
 from sluicegate.keys.lookup import AuthContext
 from sluicegate.metering import estimate
 from sluicegate.providers.base import (
+    Adapter,
     Endpoint,
     InvalidUpstreamResponse,
     StreamReader,
@@ -112,12 +114,22 @@ class Pipeline:
 
     # --- 4. forward ---------------------------------------------------------------------------
 
-    async def forward(self, call: ProxyCall, body: dict[str, Any]) -> Response:
+    def upstream_call(
+        self, call: ProxyCall, body: dict[str, Any], *, stream: bool
+    ) -> tuple[ModelRoute, Adapter, httpx.AsyncClient, UpstreamCall]:
         route = call.route
         assert route is not None
         adapter = self.state.adapters[route.provider.name]
         client = self.state.clients[route.provider.name].next()
-        upstream = _prepare(adapter.prepare, call.endpoint, body, route, stream=False)
+        return (
+            route,
+            adapter,
+            client,
+            _prepare(adapter.prepare, call.endpoint, body, route, stream=stream),
+        )
+
+    async def forward(self, call: ProxyCall, body: dict[str, Any]) -> Response:
+        route, adapter, client, upstream = self.upstream_call(call, body, stream=False)
         try:
             async with asyncio.timeout(
                 route.provider.timeout_seconds or self.settings.upstream_timeout
@@ -149,11 +161,7 @@ class Pipeline:
         return Response(content, media_type=_JSON)
 
     async def forward_stream(self, call: ProxyCall, body: dict[str, Any]) -> Response:
-        route = call.route
-        assert route is not None
-        adapter = self.state.adapters[route.provider.name]
-        client = self.state.clients[route.provider.name].next()
-        upstream = _prepare(adapter.prepare, call.endpoint, body, route, stream=True)
+        route, adapter, client, upstream = self.upstream_call(call, body, stream=True)
         try:
             response = await send_upstream(client, upstream)
         except httpx.TimeoutException:
@@ -362,8 +370,13 @@ def _prompt_estimate(endpoint: Endpoint, body: dict[str, Any]) -> int:
 
 
 def _prepare(
-    prepare: Any, endpoint: Endpoint, body: dict[str, Any], route: ModelRoute, *, stream: bool
-) -> Any:
+    prepare: Callable[[Endpoint, dict[str, Any], ModelRoute, bool], UpstreamCall],
+    endpoint: Endpoint,
+    body: dict[str, Any],
+    route: ModelRoute,
+    *,
+    stream: bool,
+) -> UpstreamCall:
     try:
         return prepare(endpoint, body, route, stream)
     except UnsupportedRequest as exc:
