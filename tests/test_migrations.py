@@ -32,6 +32,8 @@ EXPECTED_TABLES = {
     "api_keys",
     "usage_events",
     "ledger_entries",
+    "audit_events",
+    "audit_heads",
 }
 
 

@@ -14,9 +14,13 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from sluicegate import __version__
 from sluicegate.core.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from sluicegate.audit.service import ChainReport
 from sluicegate.settings import Settings, load_provider_settings, load_settings
 
 EXIT_CONFIGURATION = 2
@@ -90,6 +94,21 @@ def _parser() -> argparse.ArgumentParser:
     mock.add_argument("--port", type=int, default=18080, help="port (default 18080)")
     mock.set_defaults(command=_mock_upstream)
 
+    audit = commands.add_parser(
+        "audit",
+        help="work with the audit trail",
+        description="Work with the tamper-evident audit trail.",
+    )
+    audit_commands = audit.add_subparsers(title="audit commands", required=True, metavar="COMMAND")
+    verify = audit_commands.add_parser(
+        "verify",
+        help="recompute an org's hash chain and name the first broken link",
+        description="Recompute the organization's audit hash chain from its first event. Exits 0 "
+        "when intact, 1 naming the first event that does not fit.",
+    )
+    verify.add_argument("--org", required=True, help="the organization id (org_...)")
+    verify.set_defaults(command=_audit_verify)
+
     version = commands.add_parser(
         "version", help="print the version", description="Print the version."
     )
@@ -154,6 +173,42 @@ def _bootstrap(args: argparse.Namespace) -> int:
     print("new admin token (shown once; use it as 'Authorization: Bearer <token>'):")
     print(secret)
     return 0
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    report = asyncio.run(_verify_chain(settings, args.org))
+    if report is None:
+        print(f"sluicegate: no organization {args.org}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    if report.intact:
+        print(f"audit chain of {args.org}: intact ({report.checked} events)")
+        return 0
+    where = (
+        f"event {report.broken_event_id} (#{report.broken_seq})"
+        if report.broken_event_id
+        else "the chain head"
+    )
+    print(
+        f"audit chain of {args.org}: broken at {where}: {report.problem}; "
+        f"{report.checked} events before it are intact"
+    )
+    return 1
+
+
+async def _verify_chain(settings: Settings, org_id: str) -> ChainReport | None:
+    from sluicegate.audit.service import verify_chain
+    from sluicegate.orgs.models import Organization
+    from sluicegate.runtime import Runtime
+
+    runtime = Runtime.build(settings)
+    try:
+        async with runtime.sessions() as session:
+            if await session.get(Organization, org_id) is None:
+                return None
+            return await verify_chain(session, org_id)
+    finally:
+        await runtime.close()
 
 
 def _mock_upstream(args: argparse.Namespace) -> int:

@@ -1,5 +1,6 @@
 """Imports every capability's tables so `Base.metadata` is complete (migrations, tests)."""
 
+from sluicegate.audit import models as audit_models
 from sluicegate.core.db import Base
 from sluicegate.credits import models as credits_models
 from sluicegate.identity import models as identity_models
@@ -10,6 +11,7 @@ from sluicegate.orgs import models as orgs_models
 metadata = Base.metadata
 
 __all__ = [
+    "audit_models",
     "credits_models",
     "identity_models",
     "keys_models",

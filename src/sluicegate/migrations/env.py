@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any, Literal
 
 from alembic import context
-from sqlalchemy import Connection
+from sqlalchemy import JSON, Connection
 
-from sluicegate.core.db import make_engine
+from sluicegate.core.db import UTCDateTime, make_engine
 from sluicegate.tables import metadata
+
+
+def _render_item(kind: str, obj: Any, autogen: Any) -> str | Literal[False]:
+    """Render our column types as plain SQLAlchemy ones, so migrations never import our code."""
+    if kind == "type" and isinstance(obj, UTCDateTime):
+        return "sa.DateTime(timezone=True)"
+    if kind == "type" and isinstance(obj, JSON) and getattr(obj, "_variant_mapping", None):
+        autogen.imports.add("from sqlalchemy.dialects import postgresql")
+        return 'sa.JSON().with_variant(postgresql.JSONB(), "postgresql")'
+    return False
 
 
 def _configure_and_run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=metadata,
+        render_item=_render_item,
         # SQLite cannot ALTER most things in place; batch mode copies the table instead.
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
