@@ -201,3 +201,16 @@ async def test_a_burst_with_a_cold_key_loads_it_once(runtime: Runtime, tenant: T
 async def test_unknown_v1_paths_answer_in_openai_shape(proxy_client: httpx.AsyncClient) -> None:
     error = error_of(await proxy_client.post("/v1/audio/speech", json={}), 404)
     assert error["code"] == "unknown_url" and "/v1/chat/completions" in error["message"]
+
+
+async def test_an_unexpected_failure_is_an_openai_shaped_500(
+    proxy_client: httpx.AsyncClient, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sluicegate.proxy.pipeline import Pipeline
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Pipeline, "route_for", broken)
+    error = error_of(await proxy_client.post(CHAT, json=BODY, headers=auth(tenant)), 500)
+    assert error["code"] == "internal_error" and "x-request-id" in error["message"]

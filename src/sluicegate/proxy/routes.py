@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, FastAPI, Request
@@ -10,6 +11,8 @@ from starlette.responses import Response
 from sluicegate.providers.base import Endpoint
 from sluicegate.proxy.errors import ProxyError
 from sluicegate.proxy.pipeline import Pipeline
+
+log = logging.getLogger("sluicegate.proxy")
 
 
 def _pipeline(request: Request) -> Pipeline:
@@ -23,6 +26,16 @@ def _endpoint(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
             return await _pipeline(request).handle(request, endpoint)
         except ProxyError as error:
             return error.response()
+        except Exception:
+            # A bug of ours: logged with its traceback, answered in the shape SDKs understand.
+            log.exception("unexpected error in the proxy pipeline")
+            return ProxyError(
+                500,
+                "The gateway failed unexpectedly; the request id in x-request-id identifies it "
+                "in the gateway's logs.",
+                type="server_error",
+                code="internal_error",
+            ).response()
 
     handle.__name__ = f"proxy_{endpoint.name.lower()}"
     return handle
