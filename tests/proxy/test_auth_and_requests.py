@@ -204,7 +204,10 @@ async def test_unknown_v1_paths_answer_in_openai_shape(proxy_client: httpx.Async
 
 
 async def test_an_unexpected_failure_is_an_openai_shaped_500(
-    proxy_client: httpx.AsyncClient, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+    proxy_client: httpx.AsyncClient,
+    tenant: Tenant,
+    runtime: Runtime,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from sluicegate.proxy.pipeline import Pipeline
 
@@ -214,3 +217,5 @@ async def test_an_unexpected_failure_is_an_openai_shaped_500(
     monkeypatch.setattr(Pipeline, "route_for", broken)
     error = error_of(await proxy_client.post(CHAT, json=BODY, headers=auth(tenant)), 500)
     assert error["code"] == "internal_error" and "x-request-id" in error["message"]
+    (event,) = await usage_events(runtime, tenant.org_id, expect=1)
+    assert (event.status_code, event.error_type) == (500, "internal_error")

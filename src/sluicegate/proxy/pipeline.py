@@ -89,6 +89,9 @@ class Pipeline:
         except ProxyError as error:
             self.settle(call, status=error.status, error_type=error.error_type)
             return error.response()
+        except Exception:
+            self.settle(call, status=500, error_type="internal_error")
+            raise
 
     # --- 3. policy ----------------------------------------------------------------------------
 
