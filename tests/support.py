@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -93,11 +94,9 @@ def start_process(
             raise RuntimeError(
                 f"{' '.join(args)} exited with {process.returncode}:\n{server.log()}"
             )
-        try:
+        with contextlib.suppress(httpx.TransportError):
             if httpx.get(server.base_url + ready_path, timeout=1).status_code == 200:
                 return server
-        except httpx.TransportError:
-            pass
         time.sleep(0.05)
     server.stop()
     raise RuntimeError(f"{' '.join(args)} did not become ready in time:\n{server.log()}")

@@ -228,6 +228,8 @@ def _database_setting(settings: Settings) -> str:
 
 
 async def _upgrade_database(settings: Settings) -> str:
+    from sqlalchemy import text
+
     from sluicegate.core.db import make_engine
     from sluicegate.migrations import current_revision, upgrade
     from sluicegate.runtime import describe_failure, redacted_url
@@ -238,8 +240,8 @@ async def _upgrade_database(settings: Settings) -> str:
     try:
         try:
             async with asyncio.timeout(15):
-                async with engine.connect():
-                    pass
+                async with engine.connect() as connection:
+                    await connection.execute(text("SELECT 1"))
         except Exception as exc:
             raise DependencyUnavailable(
                 _database_setting(settings),

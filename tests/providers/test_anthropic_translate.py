@@ -811,8 +811,7 @@ def accumulate(chunks: list[dict[str, Any]]) -> Any:
     """What the openai SDK makes of the chunks: one chat completion."""
     state: ChatCompletionStreamState[Any] = ChatCompletionStreamState()
     for chunk in chunks:
-        for _ in state.handle_chunk(ChatCompletionChunk.model_validate(chunk)):
-            pass
+        list(state.handle_chunk(ChatCompletionChunk.model_validate(chunk)))
     return state.get_final_completion()
 
 

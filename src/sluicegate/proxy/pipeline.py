@@ -153,13 +153,7 @@ class Pipeline:
         try:
             content, usage = adapter.read(call.endpoint, response.content, route)
         except InvalidUpstreamResponse as exc:
-            UPSTREAM_ERRORS.labels(route.provider.name, "invalid_response").inc()
-            raise ProxyError(
-                502,
-                f"The upstream provider '{route.provider.name}' sent an invalid answer: {exc}",
-                type="upstream_error",
-                code="upstream_invalid_response",
-            ) from None
+            raise self.upstream_invalid(route, exc) from None
         self.settle(call, status=200, usage=usage)
         return Response(content, media_type=_JSON)
 
@@ -236,6 +230,15 @@ class Pipeline:
             f"The upstream provider '{route.provider.name}' did not answer in time.",
             type="upstream_error",
             code="upstream_timeout",
+        )
+
+    def upstream_invalid(self, route: ModelRoute, exc: Exception) -> ProxyError:
+        UPSTREAM_ERRORS.labels(route.provider.name, "invalid_response").inc()
+        return ProxyError(
+            502,
+            f"The upstream provider '{route.provider.name}' sent an invalid answer: {exc}",
+            type="upstream_error",
+            code="upstream_invalid_response",
         )
 
     def upstream_unreachable(self, route: ModelRoute, exc: Exception) -> ProxyError:
