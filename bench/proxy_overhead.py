@@ -173,7 +173,7 @@ async def drop_stores(database: str, prefix: str) -> None:
 async def create_tenant_key(env: dict[str, str]) -> str:
     """Migrate the gateway's database, create an org, a group and an API key; return the key."""
     from sluicegate.core.db import make_engine
-    from sluicegate.identity.service import ensure_user
+    from sluicegate.identity.service import actor_for, ensure_user
     from sluicegate.keys.service import create_key
     from sluicegate.migrations import upgrade
     from sluicegate.orgs.service import create_group, create_organization
@@ -191,10 +191,18 @@ async def create_tenant_key(env: dict[str, str]) -> str:
     try:
         async with runtime.unit_of_work() as session:
             owner, _ = await ensure_user(session, "bench@example.com")
-            org = await create_organization(session, owner=owner, name="Bench")
-            group = await create_group(session, org_id=org.id, name="bench")
-            ids = {"org_id": org.id, "group_id": group.id, "owner_user_id": owner.id}
-            _key, secret = await create_key(session, pepper=settings.secret, name="bench", **ids)
+            actor = actor_for(owner)
+            org = await create_organization(session, actor, name="Bench")
+            group = await create_group(session, actor, org.id, name="bench")
+            _key, secret = await create_key(
+                session,
+                actor,
+                org.id,
+                pepper=settings.secret,
+                name="bench",
+                group_id=group.id,
+                now=runtime.clock.now(),
+            )
     finally:
         await runtime.close()
     return str(secret)

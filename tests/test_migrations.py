@@ -34,6 +34,7 @@ EXPECTED_TABLES = {
     "ledger_entries",
     "audit_events",
     "audit_heads",
+    "invitations",
 }
 
 

@@ -9,11 +9,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
 from sluicegate import __version__
-from sluicegate.core.errors import SluicegateError
+from sluicegate.api import router as admin_api
 from sluicegate.core.logs import configure_logging
 from sluicegate.core.metrics import CONTENT_TYPE, render_metrics
 from sluicegate.core.request_context import RequestContextMiddleware
@@ -56,9 +55,8 @@ def create_app(
         lifespan=lifespan,
     )
     proxy_routes.mount(app)
+    admin_api.mount(app)
     app.add_middleware(RequestContextMiddleware)
-    app.add_exception_handler(SluicegateError, _render_error)  # type: ignore[arg-type]
-    app.add_exception_handler(RequestValidationError, _render_validation_error)  # type: ignore[arg-type]
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
@@ -96,24 +94,3 @@ def app_from_env() -> FastAPI:
     settings = load_settings()
     configure_logging(settings.log_level)
     return create_app(settings)
-
-
-async def _render_error(_request: Request, exc: SluicegateError) -> Response:
-    body = {"error": {"code": exc.code, "message": exc.message, "details": exc.details}}
-    return JSONBody(body, status_code=exc.status_code)
-
-
-async def _render_validation_error(_request: Request, exc: RequestValidationError) -> Response:
-    problems = [
-        {"field": ".".join(str(part) for part in error["loc"][1:]) or "body", "rule": error["msg"]}
-        for error in exc.errors()
-    ]
-    first = problems[0] if problems else {"field": "body", "rule": "invalid"}
-    body = {
-        "error": {
-            "code": "invalid_input",
-            "message": f"{first['field']}: {first['rule']}",
-            "details": {"errors": problems},
-        }
-    }
-    return JSONBody(body, status_code=422)

@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     upstream_read_timeout: float = Field(default=120.0, gt=0)
     upstream_timeout: float = Field(default=600.0, gt=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    session_ttl_hours: int = Field(default=24, ge=1, le=24 * 90)
 
     @field_validator("database_url", "redis_url", "providers", "secret_key", mode="before")
     @classmethod

@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from sluicegate.audit.chain import REDACTED
 from sluicegate.audit.models import AuditEvent
 from sluicegate.audit.service import RequestMeta, record, verify_chain
-from sluicegate.identity.service import ensure_user
+from sluicegate.identity.service import actor_for, ensure_user
 from sluicegate.orgs.service import create_organization
 from sluicegate.runtime import Runtime
 from sluicegate.settings import Settings
@@ -24,7 +24,7 @@ from tests.support import run_cli
 async def new_org(runtime: Runtime) -> str:
     async with runtime.unit_of_work() as session:
         owner, _ = await ensure_user(session, f"audit-{secrets.token_hex(5)}@example.com")
-        org = await create_organization(session, owner=owner, name="Audited")
+        org = await create_organization(session, actor_for(owner), name="Audited")
         return org.id
 
 
@@ -52,14 +52,17 @@ async def test_an_untouched_chain_verifies(runtime: Runtime) -> None:
     await append(runtime, org_id, 5)
     async with runtime.sessions() as session:
         report = await verify_chain(session, org_id)
-    assert report.intact and report.checked == 5
+    # The org's creation is the chain's first event.
+    assert report.intact and report.checked == 6
 
 
 async def test_secrets_never_enter_the_trail(runtime: Runtime) -> None:
     org_id = await new_org(runtime)
     await append(runtime, org_id, 1)
     async with runtime.sessions() as session:
-        event = await session.scalar(select(AuditEvent).where(AuditEvent.org_id == org_id))
+        event = await session.scalar(
+            select(AuditEvent).where(AuditEvent.org_id == org_id, AuditEvent.action == "key.update")
+        )
     assert event is not None and event.after["key"] == REDACTED
     assert (event.ip, event.user_agent, event.request_id) == ("203.0.113.7", "pytest", "req_0")
 
@@ -80,7 +83,7 @@ async def test_a_rolled_back_mutation_leaves_no_event(runtime: Runtime) -> None:
     await append(runtime, org_id, 1)
     async with runtime.sessions() as session:
         report = await verify_chain(session, org_id)
-    assert report.intact and report.checked == 1
+    assert report.intact and report.checked == 2
 
 
 @pytest.mark.parametrize("column", ["after", "action", "created_at", "hash"])
@@ -105,7 +108,7 @@ async def test_editing_one_row_with_sql_is_reported_at_that_row(
     async with runtime.sessions() as session:
         report = await verify_chain(session, org_id)
     assert not report.intact
-    assert (report.broken_event_id, report.broken_seq, report.checked) == (victim, 4, 3)
+    assert (report.broken_event_id, report.broken_seq, report.checked) == (victim, 5, 4)
 
 
 async def test_deleting_a_row_is_reported(runtime: Runtime) -> None:
@@ -115,7 +118,7 @@ async def test_deleting_a_row_is_reported(runtime: Runtime) -> None:
         await session.execute(AuditEvent.__table__.delete().where(AuditEvent.id == ids[1]))
     async with runtime.sessions() as session:
         report = await verify_chain(session, org_id)
-    assert (report.broken_event_id, report.checked) == (ids[2], 1)
+    assert (report.broken_event_id, report.checked) == (ids[2], 2)
 
 
 async def test_concurrent_writers_keep_one_unbroken_line(runtime: Runtime) -> None:
@@ -141,7 +144,7 @@ async def test_concurrent_writers_keep_one_unbroken_line(runtime: Runtime) -> No
             )
         )
     assert report.intact
-    assert seqs == list(range(1, 21))
+    assert seqs == list(range(1, 22))
 
 
 async def test_cli_verify_names_the_broken_event(
@@ -152,13 +155,13 @@ async def test_cli_verify_names_the_broken_event(
     env = settings_env(settings)
     intact = run_cli("audit", "verify", "--org", org_id, env=env, cwd=tmp_path)
     assert intact.returncode == 0, intact.stderr
-    assert "intact (3 events)" in intact.stdout
+    assert "intact (4 events)" in intact.stdout
     async with runtime.sessions() as session, session.begin():
         await session.execute(
             update(AuditEvent).where(AuditEvent.id == ids[1]).values(target_id="key_forged")
         )
     broken = run_cli("audit", "verify", "--org", org_id, env=env, cwd=tmp_path)
     assert broken.returncode == 1
-    assert f"broken at event {ids[1]} (#2)" in broken.stdout
+    assert f"broken at event {ids[1]} (#3)" in broken.stdout
     unknown = run_cli("audit", "verify", "--org", "org_missing", env=env, cwd=tmp_path)
     assert unknown.returncode == 1 and "no organization org_missing" in unknown.stderr

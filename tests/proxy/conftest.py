@@ -16,8 +16,9 @@ import pytest
 from sqlalchemy import select
 
 from sluicegate.app import create_app
-from sluicegate.identity.service import ensure_user
-from sluicegate.keys.service import create_key
+from sluicegate.core.actors import Actor
+from sluicegate.identity.service import actor_for, ensure_user
+from sluicegate.keys.service import create_key, update_key
 from sluicegate.metering.models import UsageEvent
 from sluicegate.orgs.service import create_group, create_organization
 from sluicegate.providers.config import ProviderSettings, load_providers
@@ -107,22 +108,42 @@ class Tenant:
     key_id: str
     key: str
 
+    @property
+    def actor(self) -> Actor:
+        """The org's owner, who also owns the key."""
+        return Actor(user_id=self.user_id, email="owner@example.com")
+
+
+async def set_key_status(runtime: Runtime, tenant: Tenant, status: str) -> None:
+    """Enable or disable the tenant's key through the keys service, as the admin API does."""
+    async with runtime.unit_of_work() as session:
+        await update_key(
+            session,
+            tenant.actor,
+            tenant.org_id,
+            tenant.key_id,
+            {"status": status},
+            runtime.clock.now(),
+        )
+
 
 async def make_tenant(
     runtime: Runtime, *, allowed_models: list[str] | None = None, group_name: str = "project"
 ) -> Tenant:
     async with runtime.unit_of_work() as session:
         owner, _ = await ensure_user(session, f"owner-{secrets.token_hex(6)}@example.com")
-        org = await create_organization(session, owner=owner, name="Acme")
-        group = await create_group(session, org_id=org.id, name=group_name)
+        actor = actor_for(owner)
+        org = await create_organization(session, actor, name="Acme")
+        group = await create_group(session, actor, org.id, name=group_name)
         key, secret = await create_key(
             session,
+            actor,
+            org.id,
             pepper=runtime.settings.secret,
-            org_id=org.id,
             group_id=group.id,
-            owner_user_id=owner.id,
             name="test key",
             allowed_models=allowed_models,
+            now=runtime.clock.now(),
         )
         return Tenant(org.id, group.id, owner.id, key.id, secret)
 

@@ -13,12 +13,11 @@ from sluicegate.app import create_app
 from sluicegate.identity.models import User
 from sluicegate.keys.lookup import USER_TOPIC
 from sluicegate.keys.models import ApiKey
-from sluicegate.keys.service import set_key_status
 from sluicegate.orgs.models import Membership
 from sluicegate.providers.config import ProviderSettings
 from sluicegate.runtime import Runtime
 from sluicegate.settings import Settings
-from tests.proxy.conftest import Tenant, make_tenant, usage_events
+from tests.proxy.conftest import Tenant, make_tenant, set_key_status, usage_events
 
 CHAT = "/v1/chat/completions"
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
@@ -61,12 +60,10 @@ async def test_disabled_key_is_refused_at_once_and_enabled_again(
     proxy_client: httpx.AsyncClient, tenant: Tenant, runtime: Runtime
 ) -> None:
     assert (await proxy_client.post(CHAT, json=BODY, headers=auth(tenant))).status_code == 200
-    async with runtime.unit_of_work() as session:
-        await set_key_status(session, org_id=tenant.org_id, key_id=tenant.key_id, status="disabled")
+    await set_key_status(runtime, tenant, "disabled")
     error = error_of(await proxy_client.post(CHAT, json=BODY, headers=auth(tenant)), 401)
     assert "disabled" in error["message"]
-    async with runtime.unit_of_work() as session:
-        await set_key_status(session, org_id=tenant.org_id, key_id=tenant.key_id, status="active")
+    await set_key_status(runtime, tenant, "active")
     assert (await proxy_client.post(CHAT, json=BODY, headers=auth(tenant))).status_code == 200
 
 

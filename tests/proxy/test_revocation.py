@@ -7,10 +7,9 @@ from pathlib import Path
 
 import httpx
 
-from sluicegate.keys.service import set_key_status
 from sluicegate.runtime import Runtime
 from tests.conftest import GatewayStarter, make_settings
-from tests.proxy.conftest import MOCK_KEY_ENV, make_tenant
+from tests.proxy.conftest import MOCK_KEY_ENV, make_tenant, set_key_status
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 REQUESTS = 30
@@ -49,10 +48,7 @@ async def test_disabled_key_is_refused_within_a_second_on_every_worker(
         tenant = await make_tenant(runtime)
         # Every worker now holds the key's context in its cache (10 s TTL).
         assert await asyncio.to_thread(_statuses, gateway.base_url, tenant.key) == {200}
-        async with runtime.unit_of_work() as session:
-            await set_key_status(
-                session, org_id=tenant.org_id, key_id=tenant.key_id, status="disabled"
-            )
+        await set_key_status(runtime, tenant, "disabled")
         await asyncio.sleep(1.0)
         assert await asyncio.to_thread(_statuses, gateway.base_url, tenant.key) == {401}
     finally:

@@ -35,6 +35,8 @@ HASHED_FIELDS = (
     "user_agent",
     "request_id",
 )
+# Hashed only when set, so events written before the field existed still verify.
+OPTIONAL_HASHED_FIELDS = ("group_id",)
 
 
 def redact(value: Any) -> Any:
@@ -52,6 +54,9 @@ def _timestamp(value: datetime) -> str:
 
 def canonical(fields: dict[str, Any]) -> bytes:
     document = {name: fields[name] for name in HASHED_FIELDS}
+    for name in OPTIONAL_HASHED_FIELDS:
+        if fields.get(name) is not None:
+            document[name] = fields[name]
     document["created_at"] = _timestamp(document["created_at"])
     return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
 

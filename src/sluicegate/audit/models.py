@@ -1,14 +1,22 @@
-"""Audit tables: the events, and each org's chain head (the row writers lock to append)."""
+"""Audit tables: the events, and each chain's head (the row writers lock to append).
+
+There is one chain per organization (`org_id` is the org's id) and one platform chain for
+identity events that belong to no org (`org_id` is PLATFORM_CHAIN). No foreign key on
+`org_id`, so that the platform chain needs no org row and the trail outlives anything.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import BigInteger, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from sluicegate.core.db import Base, JSONType, UTCDateTime
+
+# The chain of identity events (logins, personal tokens, freezes) that belong to no org.
+PLATFORM_CHAIN = "platform"
 
 
 class AuditEvent(Base):
@@ -19,7 +27,7 @@ class AuditEvent(Base):
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    org_id: Mapped[str] = mapped_column(String(40))
     # Position in the org's chain, from 1, without gaps.
     seq: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -27,6 +35,8 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(64))
     target_type: Mapped[str] = mapped_column(String(32))
     target_id: Mapped[str | None] = mapped_column(String(40))
+    # The node the target belongs to, so admins and viewers see the events of their subtree.
+    group_id: Mapped[str | None] = mapped_column(String(40))
     before: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     ip: Mapped[str | None] = mapped_column(String(64))
@@ -42,6 +52,6 @@ class AuditHead(Base):
 
     __tablename__ = "audit_heads"
 
-    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))

@@ -12,22 +12,22 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import Executable
 
-from sluicegate.audit.chain import GENESIS_HASH, HASHED_FIELDS, link_hash, redact
+from sluicegate.audit.chain import (
+    GENESIS_HASH,
+    HASHED_FIELDS,
+    OPTIONAL_HASHED_FIELDS,
+    link_hash,
+    redact,
+)
 from sluicegate.audit.models import AuditEvent, AuditHead
+from sluicegate.core.actors import Actor, RequestMeta
 from sluicegate.core.clock import utcnow
 from sluicegate.core.ids import new_id
 
+__all__ = ["ChainReport", "RequestMeta", "record", "record_action", "verify_chain"]
+
 # Events are checked in pages so that verifying a long chain uses bounded memory.
 VERIFY_PAGE = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class RequestMeta:
-    """Where a mutation came from, as the admin API saw it."""
-
-    ip: str | None = None
-    user_agent: str | None = None
-    request_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +51,7 @@ async def record(
     action: str,
     target_type: str,
     target_id: str | None,
+    group_id: str | None = None,
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
     meta: RequestMeta | None = None,
@@ -74,6 +75,7 @@ async def record(
         "action": action,
         "target_type": target_type,
         "target_id": target_id,
+        "group_id": group_id,
         "before": redact(before) if before is not None else None,
         "after": redact(after) if after is not None else None,
         "ip": meta.ip,
@@ -86,6 +88,33 @@ async def record(
     head.seq, head.hash = event.seq, digest
     await session.flush()
     return event
+
+
+async def record_action(
+    session: AsyncSession,
+    actor: Actor,
+    *,
+    org_id: str,
+    action: str,
+    target_type: str,
+    target_id: str | None,
+    group_id: str | None,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """`record` for a change an authenticated actor made through the admin API."""
+    return await record(
+        session,
+        org_id=org_id,
+        actor_user_id=actor.user_id,
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        group_id=group_id,
+        before=before,
+        after=after,
+        meta=actor.meta,
+    )
 
 
 def _create_head_if_missing(session: AsyncSession, org_id: str) -> Executable:
@@ -116,7 +145,7 @@ async def verify_chain(session: AsyncSession, org_id: str) -> ChainReport:
                     event.seq,
                     f"expected event #{expected_seq}, found #{event.seq}",
                 )
-            fields = {name: getattr(event, name) for name in HASHED_FIELDS}
+            fields = {name: getattr(event, name) for name in HASHED_FIELDS + OPTIONAL_HASHED_FIELDS}
             if event.prev_hash != previous or link_hash(previous, fields) != event.hash:
                 return ChainReport(
                     org_id,

@@ -22,6 +22,10 @@ class Unauthenticated(SluicegateError):
     code = "unauthenticated"
 
 
+class AccountFrozen(Unauthenticated):
+    code = "account_frozen"
+
+
 class PermissionDenied(SluicegateError):
     status_code = 403
     code = "permission_denied"

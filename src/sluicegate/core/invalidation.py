@@ -19,6 +19,11 @@ from redis.exceptions import RedisError
 
 Handler = Callable[[str, str], Awaitable[None]]
 ALL_TOPICS = "*"
+# The topics of cached auth contexts; each payload is the id of what changed.
+KEY_TOPIC = "api_key"
+USER_TOPIC = "user"
+ORG_TOPIC = "org"
+GROUP_TOPIC = "group"  # a group moved or was deleted: contexts of keys in its subtree
 # How long a lost subscriber waits before reconnecting; short, because invalidations are urgent.
 RECONNECT_DELAY_SECONDS = 0.5
 # The listener wakes this often to notice a stop request; reads are client-side waits, not polls

@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, cast
 
+from sqlalchemy import Table, bindparam, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from sluicegate.core.clock import Clock
 from sluicegate.core.digests import secret_digest
-from sluicegate.core.invalidation import ALL_TOPICS
+from sluicegate.core.invalidation import ALL_TOPICS, GROUP_TOPIC, KEY_TOPIC, ORG_TOPIC, USER_TOPIC
 from sluicegate.keys import repository
+from sluicegate.keys.models import ApiKey
 
 # Backstop only: invalidations normally arrive within milliseconds.
 POSITIVE_TTL_SECONDS = 10.0
@@ -25,10 +28,7 @@ POSITIVE_TTL_SECONDS = 10.0
 NEGATIVE_TTL_SECONDS = 60.0
 # Bounded so that a flood of random keys cannot grow memory without limit.
 MAX_ENTRIES = 100_000
-# Topics on the invalidation bus this cache listens to; each payload is the id named.
-KEY_TOPIC = "api_key"
-USER_TOPIC = "user"
-ORG_TOPIC = "org"
+__all__ = ["KEY_TOPIC", "ORG_TOPIC", "USER_TOPIC", "AuthContext", "KeyResolver"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,10 +104,15 @@ class KeyResolver:
             return None
         m = row._mapping
         allowed = m["allowed_models"]
+        expires_at = m["expires_at"]
+        if m["digest"] != digest:
+            # The secret replaced by a rotation, still honoured for its grace period.
+            grace_end = m["previous_expires_at"]
+            expires_at = grace_end if expires_at is None else min(expires_at, grace_end)
         return AuthContext(
             key_id=m["id"],
             key_status=m["status"],
-            key_expires_at=m["expires_at"],
+            key_expires_at=expires_at,
             allowed_models=tuple(allowed) if allowed is not None else None,
             org_id=m["org_id"],
             org_deleted=m["org_deleted_at"] is not None,
@@ -123,13 +128,49 @@ class KeyResolver:
         if topic == ALL_TOPICS:
             self._entries.clear()
             return
-        field = {KEY_TOPIC: "key_id", USER_TOPIC: "owner_user_id", ORG_TOPIC: "org_id"}.get(topic)
-        if field is None:
-            return
-        doomed = [
-            digest
-            for digest, (context, _) in self._entries.items()
-            if context is not None and getattr(context, field) == payload
-        ]
+        if topic == GROUP_TOPIC:
+            doomed = [
+                digest
+                for digest, (context, _) in self._entries.items()
+                if context is not None and payload in context.group_chain
+            ]
+        else:
+            field = {KEY_TOPIC: "key_id", USER_TOPIC: "owner_user_id", ORG_TOPIC: "org_id"}.get(
+                topic
+            )
+            if field is None:
+                return
+            doomed = [
+                digest
+                for digest, (context, _) in self._entries.items()
+                if context is not None and getattr(context, field) == payload
+            ]
         for digest in doomed:
             del self._entries[digest]
+
+
+_KEYS = cast(Table, ApiKey.__table__)
+# A Core statement (not ORM) so a list of parameters runs as one executemany.
+_MARK_USED = (
+    update(_KEYS)
+    .where(
+        _KEYS.c.id == bindparam("key"),
+        or_(_KEYS.c.last_used_at.is_(None), _KEYS.c.last_used_at < bindparam("used")),
+    )
+    # Keep updated_at: a key being used is not a change to the key.
+    .values(last_used_at=bindparam("used"), updated_at=_KEYS.c.updated_at)
+)
+
+
+async def mark_keys_used(session: AsyncSession, events: list[dict[str, Any]]) -> None:
+    """Stamp each key's last use from a batch of usage events: one row update per key and batch,
+    off the response path (the usage writer calls this in its own transaction)."""
+    latest: dict[str, datetime] = {}
+    for event in events:
+        key_id, moment = event["key_id"], event["created_at"]
+        if key_id not in latest or latest[key_id] < moment:
+            latest[key_id] = moment
+    if latest:
+        await session.execute(
+            _MARK_USED, [{"key": key_id, "used": moment} for key_id, moment in latest.items()]
+        )

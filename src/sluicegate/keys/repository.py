@@ -2,16 +2,52 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Row, select
+from sqlalchemy import Row, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from sluicegate.core.ids import has_prefix
+from sluicegate.core.pagination import paginate
 from sluicegate.identity.models import User
 from sluicegate.keys.models import ApiKey
-from sluicegate.orgs.models import Group, Membership, Organization
+from sluicegate.orgs.models import Group, Membership, Organization, in_subtrees
 
 
 async def key_in_org(session: AsyncSession, org_id: str, key_id: str) -> ApiKey | None:
+    if not has_prefix(key_id, "key"):
+        return None
     return await session.scalar(select(ApiKey).where(ApiKey.id == key_id, ApiKey.org_id == org_id))
+
+
+async def list_keys(
+    session: AsyncSession,
+    org_id: str,
+    *,
+    subtrees: list[str] | None,
+    also_owner: str | None,
+    group_subtree: str | None,
+    owner_user_id: str | None,
+    status: str | None,
+    cursor: str | None,
+    limit: int,
+) -> tuple[list[ApiKey], str | None]:
+    """Keys of the org in the given subtrees (all when None) plus those `also_owner` owns."""
+    statement = (
+        select(ApiKey).join(Group, Group.id == ApiKey.group_id).where(ApiKey.org_id == org_id)
+    )
+    if subtrees is not None:
+        visible = in_subtrees(Group.path, subtrees)
+        if also_owner is not None:
+            visible = or_(visible, ApiKey.owner_user_id == also_owner)
+        statement = statement.where(visible)
+    if group_subtree is not None:
+        statement = statement.where(in_subtrees(Group.path, [group_subtree]))
+    if owner_user_id is not None:
+        statement = statement.where(ApiKey.owner_user_id == owner_user_id)
+    if status is None:
+        statement = statement.where(ApiKey.status != "revoked")
+    else:
+        statement = statement.where(ApiKey.status == status)
+    return await paginate(session, statement, ApiKey.id, cursor=cursor, limit=limit)
 
 
 async def add(session: AsyncSession, key: ApiKey) -> None:
@@ -21,6 +57,8 @@ async def add(session: AsyncSession, key: ApiKey) -> None:
 
 _AUTH_COLUMNS = select(
     ApiKey.id,
+    ApiKey.digest,
+    ApiKey.previous_expires_at,
     ApiKey.status,
     ApiKey.expires_at,
     ApiKey.allowed_models,
@@ -45,5 +83,9 @@ AUTH_QUERY = (
 
 
 async def auth_row(session: AsyncSession, digest: str) -> Row[tuple[object, ...]] | None:
-    result = await session.execute(AUTH_QUERY.where(ApiKey.digest == digest))
+    """The key whose current secret, or whose previous secret during a rotation's grace period,
+    has this digest. Both columns are uniquely indexed, so this is two index probes."""
+    result = await session.execute(
+        AUTH_QUERY.where(or_(ApiKey.digest == digest, ApiKey.previous_digest == digest))
+    )
     return result.first()  # type: ignore[return-value]

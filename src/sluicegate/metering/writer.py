@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import insert
@@ -22,6 +23,9 @@ from sqlalchemy.sql.expression import Executable
 from sluicegate.metering.models import UsageEvent
 
 UsageRecord = dict[str, Any]
+# Runs after a batch is committed, in a transaction of its own (e.g. to stamp keys' last use);
+# its failure is logged and never holds back or repeats the usage rows themselves.
+AfterInsert = Callable[[AsyncSession, list[UsageRecord]], Awaitable[None]]
 
 # A batch this large is written at once; smaller ones wait at most FLUSH_INTERVAL_SECONDS.
 BATCH_SIZE = 500
@@ -36,8 +40,11 @@ log = logging.getLogger("sluicegate.metering")
 
 
 class UsageWriter:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], after_insert: AfterInsert | None = None
+    ) -> None:
         self._sessions = sessions
+        self._after_insert = after_insert
         self._buffer: list[UsageRecord] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -104,6 +111,12 @@ class UsageWriter:
         async with self._sessions() as session, session.begin():
             dialect = session.get_bind().dialect.name
             await session.execute(_idempotent_insert(dialect), batch)
+        if self._after_insert is not None:
+            try:
+                async with self._sessions() as session, session.begin():
+                    await self._after_insert(session, batch)
+            except (SQLAlchemyError, OSError):
+                log.warning("post-insert step of a usage batch failed", exc_info=True)
 
 
 def _idempotent_insert(dialect: str) -> Executable:

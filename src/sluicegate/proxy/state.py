@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from sluicegate.keys.lookup import KeyResolver
+from sluicegate.keys.lookup import KeyResolver, mark_keys_used
 from sluicegate.metering.writer import UsageWriter
 from sluicegate.providers.base import Adapter
 from sluicegate.providers.config import ModelRoute, ProviderSettings
@@ -45,7 +45,7 @@ class ProxyState:
             adapters,
             clients,
             resolver,
-            UsageWriter(runtime.sessions),
+            UsageWriter(runtime.sessions, after_insert=mark_keys_used),
         )
 
     async def start(self) -> None:

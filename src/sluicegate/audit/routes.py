@@ -1,0 +1,98 @@
+"""HTTP routes of the audit trail: an org's events and their verification, and the platform
+chain of identity events (platform admins)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import AwareDatetime
+
+from sluicegate.api.deps import DEFAULT_PAGE, CurrentActor, Cursor, DbSession, Limit
+from sluicegate.api.errors import STANDARD_ERRORS
+from sluicegate.api.fields import Id
+from sluicegate.api.pages import Page
+from sluicegate.audit import trail
+from sluicegate.audit.schemas import AuditEventOut, ChainReportOut
+
+router = APIRouter(tags=["audit"], responses=STANDARD_ERRORS)
+Text = Annotated[str | None, Query(max_length=64, pattern=r"^[\w.:-]+$")]
+FilterId = Annotated[Id | None, Query()]
+Since = Annotated[AwareDatetime | None, Query(description="RFC 3339; events at or after")]
+Until = Annotated[AwareDatetime | None, Query(description="RFC 3339; events before")]
+
+
+@router.get("/orgs/{org_id}/audit")
+async def list_org_events(
+    org_id: str,
+    session: DbSession,
+    actor: CurrentActor,
+    action: Annotated[
+        str | None,
+        Query(max_length=64, pattern=r"^[\w.:-]+$", description="'key' or 'key.create'"),
+    ] = None,
+    actor_user_id: FilterId = None,
+    target_type: Text = None,
+    target_id: FilterId = None,
+    since: Since = None,
+    until: Until = None,
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_PAGE,
+) -> Page[AuditEventOut]:
+    """The org's audit events, newest first: all of them for owners, those of their subtree for
+    admins and viewers."""
+    events, next_cursor = await trail.list_events(
+        session,
+        actor,
+        org_id,
+        action=action,
+        actor_user_id=actor_user_id,
+        target_type=target_type,
+        target_id=target_id,
+        since=since,
+        until=until,
+        cursor=cursor,
+        limit=limit,
+    )
+    return Page(items=[AuditEventOut.model_validate(e) for e in events], next_cursor=next_cursor)
+
+
+@router.get("/orgs/{org_id}/audit/verify")
+async def verify_org_chain(org_id: str, session: DbSession, actor: CurrentActor) -> ChainReportOut:
+    """Recompute the org's hash chain from its first event and name the first broken link.
+    Owners, and admins or viewers bound at the root."""
+    return ChainReportOut.of(await trail.verify(session, actor, org_id))
+
+
+@router.get("/audit")
+async def list_platform_events(
+    session: DbSession,
+    actor: CurrentActor,
+    action: Text = None,
+    actor_user_id: FilterId = None,
+    target_id: FilterId = None,
+    since: Since = None,
+    until: Until = None,
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_PAGE,
+) -> Page[AuditEventOut]:
+    """Platform admins: identity events (logins, tokens, freezes), newest first."""
+    events, next_cursor = await trail.list_events(
+        session,
+        actor,
+        None,
+        action=action,
+        actor_user_id=actor_user_id,
+        target_id=target_id,
+        since=since,
+        until=until,
+        cursor=cursor,
+        limit=limit,
+    )
+    return Page(items=[AuditEventOut.model_validate(e) for e in events], next_cursor=next_cursor)
+
+
+@router.get("/audit/verify")
+async def verify_platform_chain(session: DbSession, actor: CurrentActor) -> ChainReportOut:
+    """Platform admins: recompute the platform chain."""
+    return ChainReportOut.of(await trail.verify(session, actor, None))

@@ -1,0 +1,397 @@
+"""Every org-scoped admin endpoint x each role at each position relative to the endpoint's target
+node gets exactly the outcome in the table below.
+
+The world of every cell is built fresh (org A and org B), so no cell sees another's changes:
+
+    org A:  R (root, level 0)
+            └─ D1 (1)
+               ├─ T (2) ── P (3), P2 (3)
+               └─ T2 (2)
+    org B:  RB ── DB ── TB      (the "other" column: the caller holds the role in org B only)
+
+S, the subject, is a member homed at T (member at T, viewer at P) and owns key K in T. I is a
+pending invitation (member at T); E an audit event about K (at T). The caller is bound with the
+column's role at the column's position relative to the row's target node:
+
+    target R: same = R,  desc = D1                  (R has no ancestor or sibling)
+    target T: same = T,  anc = D1, desc = P, sib = T2
+    target P: same = P,  anc = T,  sib = P2         (P has no descendant)
+
+Cells: ok = 2xx; ok+ / ok- = 2xx and the row's item is / is not in the list; a number = that
+status; - = no such position. Owners are bound at the root only.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from sluicegate.audit.service import record
+from sluicegate.core.digests import secret_digest
+from sluicegate.core.ids import new_id
+from sluicegate.identity.models import User
+from sluicegate.identity.service import issue_admin_token
+from sluicegate.keys.models import ApiKey
+from sluicegate.orgs.models import Group, Invitation, Membership, Organization, RoleBinding
+from sluicegate.runtime import Runtime
+from tests.admin import org_scoped_routes
+
+MATRIX = """
+                   owner    | admin                 | viewer                | member
+                   root oth | same anc desc sib oth | same anc desc sib oth | same anc desc sib oth
+org.get            ok   404 | ok   -   ok   -   404 | ok   -   ok   -   404 | ok   -   ok   -   404
+org.update         ok   404 | 403  -   403  -   404 | 403  -   403  -   404 | 403  -   403  -   404
+org.delete         ok   404 | 403  -   403  -   404 | 403  -   403  -   404 | 403  -   403  -   404
+groups.list        ok+  404 | ok+  ok+ ok-  ok- 404 | ok+  ok+ ok-  ok- 404 | ok+  ok+ ok-  ok- 404
+group.create       ok   404 | ok   ok  403  403 404 | 403  403 403  403 404 | 403  403 403  403 404
+group.get          ok   404 | ok   ok  403  403 404 | ok   ok  403  403 404 | ok   ok  403  403 404
+group.rename       ok   404 | 403  ok  403  403 404 | 403  403 403  403 404 | 403  403 403  403 404
+group.move         ok   404 | 403  ok  403  403 404 | 403  403 403  403 404 | 403  403 403  403 404
+group.delete       ok   404 | 403  ok  -    403 404 | 403  403 -    403 404 | 403  403 -    403 404
+members.list       ok+  404 | ok+  ok+ ok-  ok- 404 | ok+  ok+ ok-  ok- 404 | ok-  ok- ok-  ok- 404
+member.get         ok   404 | ok   ok  403  403 404 | ok   ok  403  403 404 | 403  403 403  403 404
+member.rehome      ok   404 | ok   ok  403  403 404 | 403  403 403  403 404 | 403  403 403  403 404
+member.remove      ok   404 | ok   ok  403  403 404 | 403  403 403  403 404 | 403  403 403  403 404
+role.set           ok   404 | ok   ok  403  403 404 | 403  403 403  403 404 | 403  403 403  403 404
+role.remove        ok   404 | ok   ok  403  403 404 | 403  403 403  403 404 | 403  403 403  403 404
+invitation.create  ok   404 | ok   ok  403  403 404 | 403  403 403  403 404 | 403  403 403  403 404
+invitations.list   ok+  404 | ok+  ok+ ok-  ok- 404 | 403  403 403  403 404 | 403  403 403  403 404
+invitation.revoke  ok   404 | ok   ok  403  403 404 | 403  403 403  403 404 | 403  403 403  403 404
+key.create.member  ok   404 | ok   ok  403  403 404 | 403  403 403  403 404 | 403  403 403  403 404
+key.create.own     ok   404 | ok   ok  403  403 404 | 403  403 403  403 404 | ok   ok  403  403 404
+keys.list          ok+  404 | ok+  ok+ ok-  ok- 404 | ok+  ok+ ok-  ok- 404 | ok-  ok- ok-  ok- 404
+key.get            ok   404 | ok   ok  403  403 404 | ok   ok  403  403 404 | 403  403 403  403 404
+key.update         ok   404 | ok   ok  403  403 404 | 403  403 403  403 404 | 403  403 403  403 404
+key.rotate         ok   404 | ok   ok  403  403 404 | 403  403 403  403 404 | 403  403 403  403 404
+key.delete         ok   404 | ok   ok  403  403 404 | 403  403 403  403 404 | 403  403 403  403 404
+audit.list         ok+  404 | ok+  ok+ ok-  ok- 404 | ok+  ok+ ok-  ok- 404 | 403  403 403  403 404
+audit.verify       ok   404 | ok   -   403  -   404 | ok   -   403  -   404 | 403  -   403  -   404
+"""
+
+COLUMNS = [("owner", "root"), ("owner", "oth")] + [
+    (role, position)
+    for role in ("admin", "viewer", "member")
+    for position in ("same", "anc", "desc", "sib", "oth")
+]
+
+
+def parse(matrix: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in matrix.strip().splitlines()[2:]:
+        name, *cells = line.replace("|", " ").split()
+        assert len(cells) == len(COLUMNS), f"row {name} has {len(cells)} cells"
+        rows[name] = cells
+    return rows
+
+
+EXPECTED = parse(MATRIX)
+
+# Where each position lies relative to a row's target node.
+POSITIONS = {
+    "R": {"same": "R", "desc": "D1"},
+    "T": {"same": "T", "anc": "D1", "desc": "P", "sib": "T2"},
+    "P": {"same": "P", "anc": "T", "sib": "P2"},
+}
+OTHER_ORG_NODE = {"owner": "RB", "admin": "TB", "viewer": "TB", "member": "TB"}
+
+
+@dataclass
+class World:
+    org: str  # "/api/v1/orgs/<org A id>"
+    nodes: dict[str, str]
+    subject: str
+    key: str
+    invitation: str
+    event: str
+    caller_token: str
+
+
+@dataclass
+class Call:
+    method: str
+    path: str
+    json: Any = None
+    params: dict[str, Any] | None = None
+    item: str | None = None  # for lists: the id whose presence the cell states
+
+
+def _calls() -> dict[str, tuple[str, Callable[[World], Call]]]:
+    def g(w: World, name: str) -> str:
+        return w.nodes[name]
+
+    every = {"limit": 200}
+    return {
+        "org.get": ("R", lambda w: Call("GET", w.org)),
+        "org.update": ("R", lambda w: Call("PATCH", w.org, {"name": "Renamed"})),
+        "org.delete": ("R", lambda w: Call("DELETE", w.org)),
+        "groups.list": (
+            "T",
+            lambda w: Call("GET", f"{w.org}/groups", params=every, item=g(w, "T")),
+        ),
+        "group.create": (
+            "T",
+            lambda w: Call("POST", f"{w.org}/groups", {"name": "new", "parent_id": g(w, "T")}),
+        ),
+        "group.get": ("T", lambda w: Call("GET", f"{w.org}/groups/{g(w, 'T')}")),
+        "group.rename": (
+            "T",
+            lambda w: Call("PATCH", f"{w.org}/groups/{g(w, 'T')}", {"name": "renamed"}),
+        ),
+        "group.move": (
+            "T",
+            lambda w: Call("PATCH", f"{w.org}/groups/{g(w, 'T')}", {"parent_id": g(w, "T2")}),
+        ),
+        "group.delete": ("P", lambda w: Call("DELETE", f"{w.org}/groups/{g(w, 'P')}")),
+        "members.list": (
+            "T",
+            lambda w: Call("GET", f"{w.org}/members", params=every, item=w.subject),
+        ),
+        "member.get": ("T", lambda w: Call("GET", f"{w.org}/members/{w.subject}")),
+        "member.rehome": (
+            "T",
+            lambda w: Call("PATCH", f"{w.org}/members/{w.subject}", {"home_group_id": g(w, "P")}),
+        ),
+        "member.remove": ("T", lambda w: Call("DELETE", f"{w.org}/members/{w.subject}")),
+        "role.set": (
+            "T",
+            lambda w: Call(
+                "PUT",
+                f"{w.org}/members/{w.subject}/roles",
+                {"group_id": g(w, "P"), "role": "admin"},
+            ),
+        ),
+        "role.remove": (
+            "T",
+            lambda w: Call("DELETE", f"{w.org}/members/{w.subject}/roles/{g(w, 'P')}"),
+        ),
+        "invitation.create": (
+            "T",
+            lambda w: Call(
+                "POST",
+                f"{w.org}/invitations",
+                {
+                    "email": f"new-{secrets.token_hex(4)}@example.com",
+                    "role": "member",
+                    "group_id": g(w, "T"),
+                },
+            ),
+        ),
+        "invitations.list": (
+            "T",
+            lambda w: Call("GET", f"{w.org}/invitations", params=every, item=w.invitation),
+        ),
+        "invitation.revoke": (
+            "T",
+            lambda w: Call("DELETE", f"{w.org}/invitations/{w.invitation}"),
+        ),
+        "key.create.member": (
+            "T",
+            lambda w: Call(
+                "POST",
+                f"{w.org}/keys",
+                {"name": "k", "group_id": g(w, "T"), "owner_user_id": w.subject},
+            ),
+        ),
+        "key.create.own": (
+            "T",
+            lambda w: Call("POST", f"{w.org}/keys", {"name": "k", "group_id": g(w, "T")}),
+        ),
+        "keys.list": ("T", lambda w: Call("GET", f"{w.org}/keys", params=every, item=w.key)),
+        "key.get": ("T", lambda w: Call("GET", f"{w.org}/keys/{w.key}")),
+        "key.update": (
+            "T",
+            lambda w: Call("PATCH", f"{w.org}/keys/{w.key}", {"status": "disabled"}),
+        ),
+        "key.rotate": ("T", lambda w: Call("POST", f"{w.org}/keys/{w.key}/rotate")),
+        "key.delete": ("T", lambda w: Call("DELETE", f"{w.org}/keys/{w.key}")),
+        "audit.list": ("T", lambda w: Call("GET", f"{w.org}/audit", params=every, item=w.event)),
+        "audit.verify": ("R", lambda w: Call("GET", f"{w.org}/audit/verify")),
+    }
+
+
+CALLS = _calls()
+
+
+def test_the_matrix_covers_every_org_scoped_route() -> None:
+    routes = org_scoped_routes()
+    names = ("R", "D1", "T", "P", "P2", "T2")
+    world = World(
+        org="/api/v1/orgs/{org_id}",
+        nodes={name: f"{{{name}}}" for name in names},
+        subject="{user_id}",
+        key="{key_id}",
+        invitation="{invitation_id}",
+        event="",
+        caller_token="",
+    )
+    covered = {
+        (call.method, _template(call.path)) for call in (m(world) for _, m in CALLS.values())
+    }
+    assert set(EXPECTED) == set(CALLS)
+    missing = {(m, p) for m, p in routes if (m, _template(p)) not in covered}
+    assert missing == set(), f"routes without a row in the matrix: {sorted(missing)}"
+
+
+def _template(path: str) -> str:
+    """'/api/v1/orgs/{org_id}/groups/{P}' -> '/api/v1/orgs/{}/groups/{}'."""
+    return re.sub(r"\{[^}]+\}", "{}", path)
+
+
+# --- the world ---------------------------------------------------------------------------------
+
+
+async def build_world(runtime: Runtime, role: str, position: str, target: str) -> World:
+    """Org A and org B as drawn above, and a caller holding `role` at `position`."""
+    pepper = runtime.settings.secret
+    async with runtime.unit_of_work() as session:
+        org_a = Organization(id=new_id("org"), name="A", max_level=4)
+        org_b = Organization(id=new_id("org"), name="B")
+        session.add_all([org_a, org_b])
+        await session.flush()
+        nodes: dict[str, Group] = {}
+
+        def node(name: str, org: Organization, parent: str | None) -> Group:
+            gid = new_id("grp")
+            above = nodes[parent] if parent else None
+            group = Group(
+                id=gid,
+                org_id=org.id,
+                parent_id=above.id if above else None,
+                name=name,
+                level=above.level + 1 if above else 0,
+                path=f"{above.path}/{gid}" if above else gid,
+            )
+            nodes[name] = group
+            return group
+
+        for name, org, parent in (
+            ("R", org_a, None),
+            ("D1", org_a, "R"),
+            ("T", org_a, "D1"),
+            ("P", org_a, "T"),
+            ("P2", org_a, "T"),
+            ("T2", org_a, "D1"),
+            ("RB", org_b, None),
+            ("DB", org_b, "RB"),
+            ("TB", org_b, "DB"),
+        ):
+            session.add(node(name, org, parent))
+            await session.flush()
+
+        def person(label: str) -> User:
+            user = User(id=new_id("usr"), email=f"{label}-{secrets.token_hex(6)}@example.com")
+            session.add(user)
+            return user
+
+        def member(user: User, home: str, *roles: tuple[str, str]) -> None:
+            org_id = nodes[home].org_id
+            session.add(
+                Membership(
+                    id=new_id("mem"), org_id=org_id, user_id=user.id, home_group_id=nodes[home].id
+                )
+            )
+            for at, held in roles:
+                session.add(
+                    RoleBinding(
+                        id=new_id("rb"),
+                        org_id=org_id,
+                        group_id=nodes[at].id,
+                        user_id=user.id,
+                        role=held,
+                    )
+                )
+
+        owner_a, owner_b, subject, caller = (
+            person("owner-a"),
+            person("owner-b"),
+            person("subject"),
+            person("caller"),
+        )
+        await session.flush()
+        member(owner_a, "R", ("R", "owner"))
+        member(owner_b, "RB", ("RB", "owner"))
+        member(subject, "T", ("T", "member"), ("P", "viewer"))
+        at = (
+            OTHER_ORG_NODE[role]
+            if position == "oth"
+            else ("R" if role == "owner" else POSITIONS[target][position])
+        )
+        member(caller, at, (at, role))
+        key = ApiKey(
+            id=new_id("key"),
+            org_id=org_a.id,
+            group_id=nodes["T"].id,
+            owner_user_id=subject.id,
+            name="subject's key",
+            prefix="sk-sg-xxxxxx",
+            digest=secret_digest(pepper, secrets.token_hex(16)),
+        )
+        invitation = Invitation(
+            id=new_id("inv"),
+            org_id=org_a.id,
+            email=f"invited-{secrets.token_hex(4)}@example.com",
+            role="member",
+            group_id=nodes["T"].id,
+            digest=secret_digest(pepper, secrets.token_hex(16)),
+            expires_at=runtime.clock.now().replace(year=2100),
+        )
+        session.add_all([key, invitation])
+        await session.flush()
+        event = await record(
+            session,
+            org_id=org_a.id,
+            actor_user_id=subject.id,
+            action="key.create",
+            target_type="api_key",
+            target_id=key.id,
+            group_id=nodes["T"].id,
+        )
+        _token, secret = await issue_admin_token(session, caller, pepper=pepper)
+        return World(
+            org=f"/api/v1/orgs/{org_a.id}",
+            nodes={name: group.id for name, group in nodes.items()},
+            subject=subject.id,
+            key=key.id,
+            invitation=invitation.id,
+            event=event.id,
+            caller_token=secret,
+        )
+
+
+def outcome(response: httpx.Response, item: str | None) -> str:
+    status = response.status_code
+    if not 200 <= status < 300:
+        return str(status)
+    if item is None:
+        return "ok"
+    ids = {entry.get("id") or entry.get("user_id") for entry in response.json()["items"]}
+    return "ok+" if item in ids else "ok-"
+
+
+@pytest.mark.parametrize("row", list(EXPECTED))
+async def test_permission_matrix(row: str, runtime: Runtime, app_client: httpx.AsyncClient) -> None:
+    target, make = CALLS[row]
+    mismatches = []
+    for (role, position), expected in zip(COLUMNS, EXPECTED[row], strict=True):
+        if expected == "-":
+            assert position not in POSITIONS[target] or role == "owner", (row, role, position)
+            continue
+        world = await build_world(runtime, role, position, target)
+        call = make(world)
+        response = await app_client.request(
+            call.method,
+            call.path,
+            json=call.json,
+            params=call.params,
+            headers={"authorization": f"Bearer {world.caller_token}"},
+        )
+        got = outcome(response, call.item)
+        if got != expected:
+            mismatches.append(f"{role}@{position}: expected {expected}, got {got}: {response.text}")
+    assert mismatches == [], f"{row}:\n" + "\n".join(mismatches)
