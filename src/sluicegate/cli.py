@@ -103,10 +103,15 @@ def _parser() -> argparse.ArgumentParser:
     verify = audit_commands.add_parser(
         "verify",
         help="recompute an org's hash chain and name the first broken link",
-        description="Recompute the organization's audit hash chain from its first event. Exits 0 "
-        "when intact, 1 naming the first event that does not fit.",
+        description="Recompute an organization's audit hash chain (or, with --platform, the chain "
+        "of identity events: logins, tokens, freezes) from its first event. Exits 0 when intact, "
+        "1 naming the first event that does not fit.",
     )
-    verify.add_argument("--org", required=True, help="the organization id (org_...)")
+    chain = verify.add_mutually_exclusive_group(required=True)
+    chain.add_argument("--org", help="the organization id (org_...)")
+    chain.add_argument(
+        "--platform", action="store_true", help="the platform chain of identity events"
+    )
     verify.set_defaults(command=_audit_verify)
 
     version = commands.add_parser(
@@ -176,13 +181,17 @@ def _bootstrap(args: argparse.Namespace) -> int:
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
+    from sluicegate.audit.models import PLATFORM_CHAIN
+
     settings = load_settings()
-    report = asyncio.run(_verify_chain(settings, args.org))
+    chain = PLATFORM_CHAIN if args.platform else args.org
+    report = asyncio.run(_verify_chain(settings, chain))
     if report is None:
         print(f"sluicegate: no organization {args.org}", file=sys.stderr)
         return EXIT_UNAVAILABLE
+    name = "the platform" if args.platform else args.org
     if report.intact:
-        print(f"audit chain of {args.org}: intact ({report.checked} events)")
+        print(f"audit chain of {name}: intact ({report.checked} events)")
         return 0
     where = (
         f"event {report.broken_event_id} (#{report.broken_seq})"
@@ -190,13 +199,15 @@ def _audit_verify(args: argparse.Namespace) -> int:
         else "the chain head"
     )
     print(
-        f"audit chain of {args.org}: broken at {where}: {report.problem}; "
+        f"audit chain of {name}: broken at {where}: {report.problem}; "
         f"{report.checked} events before it are intact"
     )
     return 1
 
 
-async def _verify_chain(settings: Settings, org_id: str) -> ChainReport | None:
+async def _verify_chain(settings: Settings, chain: str) -> ChainReport | None:
+    """The report of an org's chain (None when there is no such org) or the platform chain."""
+    from sluicegate.audit.models import PLATFORM_CHAIN
     from sluicegate.audit.service import verify_chain
     from sluicegate.orgs.models import Organization
     from sluicegate.runtime import Runtime
@@ -204,9 +215,9 @@ async def _verify_chain(settings: Settings, org_id: str) -> ChainReport | None:
     runtime = Runtime.build(settings)
     try:
         async with runtime.sessions() as session:
-            if await session.get(Organization, org_id) is None:
+            if chain != PLATFORM_CHAIN and await session.get(Organization, chain) is None:
                 return None
-            return await verify_chain(session, org_id)
+            return await verify_chain(session, chain)
     finally:
         await runtime.close()
 

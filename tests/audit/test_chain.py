@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select, update
 
 from sluicegate.audit.chain import REDACTED
-from sluicegate.audit.models import AuditEvent
+from sluicegate.audit.models import PLATFORM_CHAIN, AuditEvent
 from sluicegate.audit.service import RequestMeta, record, verify_chain
 from sluicegate.identity.service import actor_for, ensure_user
 from sluicegate.orgs.service import create_organization
@@ -165,3 +165,22 @@ async def test_cli_verify_names_the_broken_event(
     assert f"broken at event {ids[1]} (#3)" in broken.stdout
     unknown = run_cli("audit", "verify", "--org", "org_missing", env=env, cwd=tmp_path)
     assert unknown.returncode == 1 and "no organization org_missing" in unknown.stderr
+
+
+async def test_cli_verifies_the_platform_chain(
+    runtime: Runtime, settings: Settings, tmp_path: Path
+) -> None:
+    async with runtime.unit_of_work() as session:
+        await record(
+            session,
+            org_id=PLATFORM_CHAIN,
+            actor_user_id=None,
+            action="user.freeze",
+            target_type="user",
+            target_id="usr_someone",
+        )
+    result = run_cli("audit", "verify", "--platform", env=settings_env(settings), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "audit chain of the platform: intact" in result.stdout
+    both = run_cli("audit", "verify", "--platform", "--org", "org_x", cwd=tmp_path)
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr

@@ -15,3 +15,10 @@ def test_ids_sort_by_creation_time() -> None:
     time.sleep(0.002)
     second = new_id("req")
     assert first < second
+
+
+def test_a_value_of_the_right_length_but_foreign_characters_is_no_id() -> None:
+    body = new_id("key").partition("_")[2]
+    assert has_prefix(f"key_{body}", "key")
+    for foreign in ("\x00", "I", "u", "/", "%"):
+        assert not has_prefix(f"key_{foreign}{body[1:]}", "key")

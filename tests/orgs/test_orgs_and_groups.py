@@ -212,3 +212,11 @@ async def test_unknown_ids_are_404(owner: Api) -> None:
         await owner.post(f"{base}/groups", json={"name": "x", "parent_id": "grp_nope"}), 404
     )
     assert body["details"] == {"field": "parent_id"}
+
+
+@pytest.mark.parametrize("limit", [1, 2, 5, 200])
+async def test_paging_walks_every_group_once_in_order(owner: Api, limit: int) -> None:
+    org, base = await new_org(owner)
+    made = [(await new_group(owner, base, f"g{i:02}"))["id"] for i in range(11)]
+    walked = [g["id"] for g in await all_pages(owner, f"{base}/groups", {"limit": limit})]
+    assert walked == [org["root_group_id"], *made]

@@ -72,11 +72,18 @@ async def _render_error(_request: Request, exc: SluicegateError) -> Response:
 
 async def _render_validation_error(_request: Request, exc: RequestValidationError) -> Response:
     problems = [
-        {"field": _field_name(error["loc"]), "rule": str(error["msg"])} for error in exc.errors()
+        {
+            "field": _field_name(error["loc"]),
+            "rule": str(error["msg"]).removeprefix("Value error, "),
+        }
+        for error in exc.errors()
     ]
     first = problems[0] if problems else {"field": "body", "rule": "invalid"}
     return error_response(
-        422, "invalid_input", f"{first['field']}: {first['rule']}", {"errors": problems}
+        422,
+        "invalid_input",
+        f"{first['field']}: {first['rule']}",
+        {"field": first["field"], "errors": problems},
     )
 
 
@@ -87,6 +94,10 @@ def _field_name(location: tuple[Any, ...] | list[Any]) -> str:
 
 
 async def _render_http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+    if exc.status_code == 400:
+        # FastAPI's answer to a body it cannot even decode (bytes that are not UTF-8): invalid
+        # input like any other, in the one documented shape and status.
+        return error_response(422, "invalid_input", f"body: {exc.detail}", {"field": "body"})
     codes = {404: "not_found", 405: "method_not_allowed"}
     return error_response(
         exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail)

@@ -6,11 +6,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime
 
 from sluicegate.api.deps import DEFAULT_PAGE, CurrentActor, Cursor, DbSession, Limit
 from sluicegate.api.errors import STANDARD_ERRORS
-from sluicegate.api.fields import Id
+from sluicegate.api.fields import Id, Moment
 from sluicegate.api.pages import Page
 from sluicegate.audit import trail
 from sluicegate.audit.schemas import AuditEventOut, ChainReportOut
@@ -18,8 +17,8 @@ from sluicegate.audit.schemas import AuditEventOut, ChainReportOut
 router = APIRouter(tags=["audit"], responses=STANDARD_ERRORS)
 Text = Annotated[str | None, Query(max_length=64, pattern=r"^[\w.:-]+$")]
 FilterId = Annotated[Id | None, Query()]
-Since = Annotated[AwareDatetime | None, Query(description="RFC 3339; events at or after")]
-Until = Annotated[AwareDatetime | None, Query(description="RFC 3339; events before")]
+Since = Annotated[Moment | None, Query(description="RFC 3339; events at or after")]
+Until = Annotated[Moment | None, Query(description="RFC 3339; events before")]
 
 
 @router.get("/orgs/{org_id}/audit")

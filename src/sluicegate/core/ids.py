@@ -7,6 +7,7 @@ import time
 
 # Crockford base32: no I, L, O, U, so ids read aloud and copy-paste safely.
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+_ALPHABET_SET = frozenset(_ALPHABET)
 _RANDOM_BITS = 80
 _TIME_BITS = 48
 _ENCODED_LENGTH = 26  # ceil((48 + 80) / 5)
@@ -26,4 +27,9 @@ def new_id(prefix: str) -> str:
 def has_prefix(value: str, prefix: str) -> bool:
     """True when `value` looks like an id made by `new_id(prefix)`."""
     head, sep, body = value.partition("_")
-    return sep == "_" and head == prefix and len(body) == _ENCODED_LENGTH
+    return (
+        sep == "_"
+        and head == prefix
+        and len(body) == _ENCODED_LENGTH
+        and all(char in _ALPHABET_SET for char in body)
+    )

@@ -18,6 +18,8 @@ from sluicegate.core.errors import InvalidInput
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 _MAX_CURSOR_LENGTH = 200
+# Integer keys are BIGINT columns.
+_LARGEST_KEY = 2**63 - 1
 
 T = TypeVar("T")
 
@@ -49,7 +51,11 @@ def decode_cursor(cursor: str | None, kind: type[str] | type[int] = str) -> Any:
     if not (isinstance(decoded, list) and len(decoded) == 1):
         raise problem
     value = decoded[0]
-    if type(value) is not kind or (isinstance(value, str) and "\x00" in value):
+    if type(value) is not kind:
+        raise problem
+    if isinstance(value, str) and "\x00" in value:
+        raise problem
+    if isinstance(value, int) and not -_LARGEST_KEY <= value <= _LARGEST_KEY:
         raise problem
     return value
 

@@ -19,6 +19,7 @@ from sluicegate.api.deps import (
     Now,
 )
 from sluicegate.api.errors import CONFLICT, INVALID, NOT_FOUND, STANDARD_ERRORS, UNAUTHENTICATED
+from sluicegate.api.fields import SearchText
 from sluicegate.api.pages import Page
 from sluicegate.identity import service
 from sluicegate.identity.schemas import (
@@ -147,7 +148,7 @@ async def revoke_token(
 async def list_users(
     session: DbSession,
     actor: CurrentActor,
-    email: Annotated[str | None, Query(max_length=320, description="part of the email")] = None,
+    email: Annotated[SearchText | None, Query(description="part of the email")] = None,
     status: Literal["active", "frozen"] | None = None,
     cursor: Cursor = None,
     limit: Limit = DEFAULT_PAGE,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from sluicegate.api.fields import Email, Label, Password
+from sluicegate.api.fields import Email, Label, Moment, Password
 from sluicegate.identity.models import AdminToken
 
 
@@ -57,7 +57,7 @@ class MeUpdate(Strict):
 
 class TokenIn(Strict):
     name: Label
-    expires_at: AwareDatetime | None = Field(
+    expires_at: Moment | None = Field(
         default=None, description="RFC 3339; absent: the token does not expire"
     )
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from sluicegate.api.fields import Id, Label, ModelPattern
+from sluicegate.api.fields import Id, Label, ModelPattern, Moment
 from sluicegate.keys.service import MAX_ALLOWED_MODELS, MAX_GRACE_PERIOD
 
 AllowedModels = Field(
@@ -26,14 +26,14 @@ class KeyCreate(Strict):
     group_id: Id
     owner_user_id: Id | None = Field(default=None, description="absent: yourself")
     allowed_models: list[ModelPattern] | None = AllowedModels
-    expires_at: AwareDatetime | None = Field(default=None, description="absent: never expires")
+    expires_at: Moment | None = Field(default=None, description="absent: never expires")
 
 
 class KeyUpdate(Strict):
     name: Label | None = None
     status: Literal["active", "disabled"] | None = None
     allowed_models: list[ModelPattern] | None = AllowedModels
-    expires_at: AwareDatetime | None = Field(default=None, description="null: never expires")
+    expires_at: Moment | None = Field(default=None, description="null: never expires")
 
 
 class KeyRotate(Strict):
