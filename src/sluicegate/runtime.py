@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy import make_url, text
@@ -40,6 +40,10 @@ class Runtime:
     counters: CounterStore
     bus: InvalidationBus
     clock: Clock
+    # SQLite (embedded, one process) starts a transaction only at its first write, so what a
+    # unit of work read before writing could change under it: units of work take turns instead.
+    # Postgres needs no such lock: its transactions and row locks do the job across replicas.
+    _serial: asyncio.Lock | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, settings: Settings, clock: Clock | None = None) -> Runtime:
@@ -55,7 +59,10 @@ class Runtime:
             redis = connect_redis(settings.redis_url, settings.redis_pool_size)
             counters = RedisCounterStore(redis, settings.redis_prefix)
             bus = RedisInvalidationBus(redis, settings.redis_prefix)
-        return cls(settings, engine, make_session_factory(engine), redis, counters, bus, clock)
+        serial = asyncio.Lock() if settings.is_sqlite else None
+        return cls(
+            settings, engine, make_session_factory(engine), redis, counters, bus, clock, serial
+        )
 
     async def start(self) -> None:
         await self.bus.start()
@@ -70,11 +77,19 @@ class Runtime:
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[AsyncSession]:
         """A transaction: commit on success, roll back on error; then publish its invalidations."""
-        async with self.sessions() as session:
+        async with self._turn(), self.sessions() as session:
             async with session.begin():
                 yield session
             for topic, payload in pending_invalidations(session):
                 await self.bus.publish(topic, payload)
+
+    @asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        if self._serial is None:
+            yield
+            return
+        async with self._serial:
+            yield
 
     async def check_database(self) -> str | None:
         """None when the database answers, else what went wrong in a few words."""

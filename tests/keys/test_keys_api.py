@@ -15,6 +15,7 @@ from sqlalchemy import text
 
 from sluicegate.runtime import Runtime
 from tests.admin import Api, Person, error, make_person, ok, unique_address
+from tests.proxy.conftest import usage_events
 
 CHAT = "/v1/chat/completions"
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
@@ -196,8 +197,14 @@ async def test_a_frozen_owner_and_a_removed_member_stop_their_keys_at_once(
     assert await chat(proxy_client, frozen_key) == 403
     ok(await platform.post(f"/api/v1/users/{frozen_id}/unfreeze"))
     assert await chat(proxy_client, frozen_key) == 200
+    org_id = setup.base.rsplit("/", 1)[1]
+    before = [e for e in await usage_events(runtime, org_id, expect=2) if e.user_id == removed_id]
+    assert len(before) == 1
     assert (await setup.owner.delete(f"{setup.base}/members/{removed_id}")).status_code == 204
     assert await chat(proxy_client, removed_key) == 401
+    # Their usage history stays (the refused call is not theirs to bill: the key is disabled).
+    after = [e for e in await usage_events(runtime, org_id, expect=2) if e.user_id == removed_id]
+    assert [e.request_id for e in after] == [e.request_id for e in before]
 
 
 async def test_deleting_the_org_stops_every_key(

@@ -243,22 +243,15 @@ async def delete_rows(session: AsyncSession, *rows: RoleBinding) -> None:
 
 
 async def owner_count(session: AsyncSession, org_id: str) -> int:
-    count = await session.scalar(
-        select(func.count(func.distinct(RoleBinding.user_id)))
-        .select_from(RoleBinding)
-        .join(
-            Membership,
-            and_(
-                Membership.org_id == RoleBinding.org_id, Membership.user_id == RoleBinding.user_id
-            ),
-        )
-        .where(
-            RoleBinding.org_id == org_id,
-            RoleBinding.role == "owner",
-            Membership.status == "active",
-        )
+    """Owners of the org, counted with their owner bindings locked: two owners removing each
+    other at once take turns, so the second sees one owner left and is refused. (A removed
+    member's bindings are deleted, so every owner binding belongs to an active member.)"""
+    owners = await session.scalars(
+        select(RoleBinding.user_id)
+        .where(RoleBinding.org_id == org_id, RoleBinding.role == "owner")
+        .with_for_update()
     )
-    return int(count or 0)
+    return len(set(owners))
 
 
 async def memberships_of_user(
