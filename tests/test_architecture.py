@@ -73,3 +73,51 @@ def test_only_the_app_mounts_the_proxy() -> None:
         and any(name.startswith("sluicegate.proxy") for name in _imports(path))
     ]
     assert offenders == []
+
+
+def _all_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize(
+    "path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE))
+)
+def test_no_module_reaches_into_another_capabilitys_repository(path: Path) -> None:
+    """Services call other services; only a capability's own code queries its repository."""
+    own = path.relative_to(PACKAGE).parts[0]
+    foreign = {
+        name
+        for name in _imports(path)
+        if name.endswith(".repository") and name.split(".")[1] != own
+    }
+    assert foreign == set(), f"{path.relative_to(PACKAGE)} imports {foreign}"
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("routes.py")), ids=lambda p: p.parent.name)
+def test_routes_speak_http_only(path: Path) -> None:
+    """A route parses, calls services, shapes the answer: no SQL of its own."""
+    reached = {
+        name
+        for name in _all_imports(path)
+        if name.endswith((".repository", ".models")) or name.startswith("sqlalchemy")
+    }
+    assert reached == set(), f"{path.parent.name}/routes.py imports {reached}"
+
+
+def test_every_admin_permission_is_decided_in_one_place() -> None:
+    """Roles are judged by orgs.authorize alone. Besides it only identity raises 403 (platform
+    admin, current password) and accepting an invitation (signed in to another address)."""
+    allowed = {"orgs/authorize.py", "identity/service.py", "orgs/invitation_service.py"}
+    raisers = {
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*.py")
+        if "raise PermissionDenied" in path.read_text()
+    }
+    assert raisers <= allowed, raisers - allowed

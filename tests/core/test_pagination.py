@@ -9,7 +9,10 @@ from hypothesis import strategies as st
 from sluicegate.core.errors import InvalidInput
 from sluicegate.core.pagination import decode_cursor, encode_cursor
 
-keys = st.text(alphabet=st.characters(blacklist_characters="\x00"), max_size=40)
+# Keys are ids and names from the database: any text but NUL and lone surrogates.
+keys = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40
+)
 
 
 @given(keys)

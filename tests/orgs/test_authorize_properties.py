@@ -107,6 +107,8 @@ TARGETS = {
     Action.MEMBER_MANAGE: members,
     Action.MEMBER_REMOVE: members,
     Action.ROLE_GRANT: st.builds(Grant, st.sampled_from(ROLES), nodes()),
+    Action.INVITATION_LIST: st.none(),
+    Action.AUDIT_LIST: st.none(),
     Action.KEY_CREATE: st.builds(KeyTarget, nodes(), members),
     Action.KEY_READ: st.builds(KeyTarget, nodes(), members),
     Action.KEY_MANAGE: st.builds(KeyTarget, nodes(), members),

@@ -14,7 +14,7 @@ from sluicegate.audit import repository
 from sluicegate.audit.models import PLATFORM_CHAIN, AuditEvent
 from sluicegate.audit.service import ChainReport, verify_chain
 from sluicegate.core.actors import Actor
-from sluicegate.core.errors import InvalidInput, PermissionDenied
+from sluicegate.core.errors import InvalidInput
 from sluicegate.identity.service import require_platform_admin
 from sluicegate.orgs import service as orgs
 from sluicegate.orgs.authorize import ADMIN, VIEWER, Action, authorize, readable_subtrees
@@ -42,12 +42,8 @@ async def list_events(
         chain = PLATFORM_CHAIN
     else:
         access = await orgs.load_access(session, actor, org_id)
+        authorize(access, Action.AUDIT_LIST)
         readable = readable_subtrees(access, ADMIN, VIEWER)
-        if readable is not None and not readable:
-            raise PermissionDenied(
-                "audit.read is not allowed: it needs the owner, admin or viewer role",
-                details={"action": Action.AUDIT_READ.value},
-            )
         if readable is not None:
             subtrees = [PATH_SEPARATOR.join(path) for path in readable]
         chain = org_id

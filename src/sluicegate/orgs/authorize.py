@@ -106,10 +106,12 @@ class Action(StrEnum):
     MEMBER_MANAGE = "member.manage"  # home group, role bindings
     MEMBER_REMOVE = "member.remove"
     ROLE_GRANT = "role.grant"  # bindings and invitations, given or taken away
+    INVITATION_LIST = "invitation.list"
     KEY_CREATE = "key.create"
     KEY_READ = "key.read"
     KEY_MANAGE = "key.manage"
     AUDIT_READ = "audit.read"  # target: the node whose events are read
+    AUDIT_LIST = "audit.list"  # the trail, filtered to what the caller reads
 
 
 def can_grant(access: OrgAccess, role: str, node: Path) -> bool:
@@ -131,6 +133,9 @@ def can_manage_member(access: OrgAccess, member: MemberTarget) -> bool:
     if member.user_id == access.actor.user_id or not access.covers(member.home, ADMIN):
         return False
     return all(can_grant(access, held.role, held.path) for held in member.bindings)
+
+
+Rule = Callable[[OrgAccess, "Target"], bool]
 
 
 def _owner(access: OrgAccess, _target: Target) -> bool:
@@ -232,7 +237,12 @@ def _audit_read(access: OrgAccess, target: Target) -> bool:
     return access.is_owner or access.covers(_node(target), ADMIN, VIEWER)
 
 
-Rule = Callable[[OrgAccess, Target], bool]
+def _holds(*roles: str) -> Rule:
+    def rule(access: OrgAccess, _target: Target) -> bool:
+        return access.is_owner or any(access.holding(*roles))
+
+    return rule
+
 
 # Each action, the rule that decides it, and what the rule needs in words (for the 403).
 RULES: dict[Action, tuple[Rule, str]] = {
@@ -264,6 +274,7 @@ RULES: dict[Action, tuple[Rule, str]] = {
         "the owner role, or the admin role: member and viewer at the admin's own group or "
         "below, admin strictly below it",
     ),
+    Action.INVITATION_LIST: (_holds(ADMIN), "the owner or admin role"),
     Action.KEY_CREATE: (
         _key_create,
         "a member, admin or owner role at the key's group or above it (for your own key), or "
@@ -278,6 +289,7 @@ RULES: dict[Action, tuple[Rule, str]] = {
         "being the key's owner, or the admin role at its group or above it over its owner",
     ),
     Action.AUDIT_READ: (_audit_read, "the owner, admin or viewer role at this node or above it"),
+    Action.AUDIT_LIST: (_holds(ADMIN, VIEWER), "the owner, admin or viewer role"),
 }
 
 

@@ -117,10 +117,7 @@ async def list_invitations(
     """The invitations the caller could have made: all for owners, for admins those into their
     subtree with a role they may grant."""
     access = await load_access(session, actor, org_id)
-    if not access.is_owner and not any(access.holding(ADMIN)):
-        raise PermissionDenied(
-            "invitations are managed by owners and admins", details={"action": "role.grant"}
-        )
+    authorize(access, Action.INVITATION_LIST)
     subtrees = None
     if not access.is_owner:
         subtrees = [PATH_SEPARATOR.join(b.path) for b in access.holding(ADMIN)]

@@ -13,7 +13,7 @@ from sluicegate.orgs.membership_service import MemberView
 from sluicegate.orgs.models import Group, Invitation, Organization
 from sluicegate.orgs.service import MAX_LEVEL_LIMIT
 
-Timezone = Field(max_length=64, description="An IANA timezone name, e.g. 'Europe/Paris'")
+TIMEZONE_HELP = "an IANA timezone name, e.g. 'Europe/Paris'"
 
 
 class Strict(BaseModel):
@@ -25,12 +25,12 @@ class Strict(BaseModel):
 
 class OrgCreate(Strict):
     name: Label
-    timezone: str = Field(default="UTC", max_length=64, description=Timezone.description)
+    timezone: str = Field(default="UTC", max_length=64, description=TIMEZONE_HELP)
 
 
 class OrgUpdate(Strict):
     name: Label | None = None
-    timezone: str | None = Field(default=None, max_length=64, description=Timezone.description)
+    timezone: str | None = Field(default=None, max_length=64, description=TIMEZONE_HELP)
     max_level: int | None = Field(
         default=None,
         ge=1,

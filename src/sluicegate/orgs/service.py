@@ -44,9 +44,6 @@ def path_of(group: Group) -> Path:
     return tuple(group.path.split(PATH_SEPARATOR))
 
 
-chain_of = path_of
-
-
 # --- access ------------------------------------------------------------------------------------
 
 
