@@ -201,7 +201,8 @@ async def test_a_frozen_owner_and_a_removed_member_stop_their_keys_at_once(
     before = [e for e in await usage_events(runtime, org_id, expect=2) if e.user_id == removed_id]
     assert len(before) == 1
     assert (await setup.owner.delete(f"{setup.base}/members/{removed_id}")).status_code == 204
-    assert await chat(proxy_client, removed_key) == 401
+    # Its keys are disabled too, but the answer says why: the owner was removed (DESIGN §9).
+    assert await chat(proxy_client, removed_key) == 403
     # Their usage history stays (the refused call is not theirs to bill: the key is disabled).
     after = [e for e in await usage_events(runtime, org_id, expect=2) if e.user_id == removed_id]
     assert [e.request_id for e in after] == [e.request_id for e in before]

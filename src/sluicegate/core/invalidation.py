@@ -28,7 +28,7 @@ GROUP_TOPIC = "group"  # a group moved or was deleted: contexts of keys in its s
 RECONNECT_DELAY_SECONDS = 0.5
 # The listener wakes this often to notice a stop request; reads are client-side waits, not polls
 # of the server, so a short interval costs nothing.
-LISTEN_POLL_SECONDS = 0.2
+LISTEN_POLL_SECONDS = 0.05
 
 log = logging.getLogger("sluicegate.invalidation")
 

@@ -43,7 +43,9 @@ def chat_prompt_tokens(body: dict[str, Any]) -> int:
         if not isinstance(message, dict):
             continue
         chars, images = _content_chars(message.get("content"))
-        for call in message.get("tool_calls") or ():
+        calls = message.get("tool_calls")
+        # The body reached here unvalidated beyond `messages`: any JSON may stand in this field.
+        for call in calls if isinstance(calls, list) else ():
             if isinstance(call, dict) and isinstance(call.get("function"), dict):
                 chars += len(str(call["function"].get("arguments", "")))
         total += TOKENS_PER_MESSAGE + tokens_for_chars(chars) + images * TOKENS_PER_IMAGE

@@ -61,6 +61,9 @@ class MockHttpProtocol(HttpToolsProtocol):
         self.transport = cast(asyncio.Transport, wrapped)
 
 
+IDLE_KEEPALIVE_SECONDS = 75
+
+
 def run(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
     """Serve a fresh mock upstream on ``host:port`` until interrupted."""
     uvicorn.run(
@@ -76,4 +79,8 @@ def run(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
         # Nothing sits in front of the mock, and forwarded-header rewriting costs per request.
         proxy_headers=False,
         server_header=False,
+        # Like a real provider, keep idle connections longer than the gateway does (30 s): with
+        # uvicorn's 5 s default the mock closed connections the gateway was just reusing, and a
+        # request then died on a reset before any answer.
+        timeout_keep_alive=IDLE_KEEPALIVE_SECONDS,
     )

@@ -55,11 +55,10 @@ class Pipeline:
         context = await self.state.resolver.resolve(secret)
         if context is None or context.org_deleted:
             raise unauthorized("The API key is not valid. Check it, or create a new one.")
-        if context.key_status != "active":
-            raise unauthorized(f"This API key is {context.key_status}.")
-        expires = context.key_expires_at
-        if expires is not None and expires <= self.clock.now():
-            raise unauthorized("This API key has expired.")
+        if context.key_status == "revoked":
+            raise unauthorized("This API key is revoked.")
+        # The owner before the key's own status: removing a member also disables their keys,
+        # and the caller should learn why (403 owner_removed), not just that it is disabled.
         if context.owner_status != "active":
             raise forbidden("The owner of this API key is frozen.", code="owner_frozen")
         if not context.owner_is_member:
@@ -67,6 +66,11 @@ class Pipeline:
                 "The owner of this API key is no longer a member of the organization.",
                 code="owner_removed",
             )
+        if context.key_status != "active":
+            raise unauthorized(f"This API key is {context.key_status}.")
+        expires = context.key_expires_at
+        if expires is not None and expires <= self.clock.now():
+            raise unauthorized("This API key has expired.")
         return context
 
     # --- the whole request --------------------------------------------------------------------
