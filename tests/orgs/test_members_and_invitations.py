@@ -278,3 +278,23 @@ async def test_nobody_grants_more_than_they_hold(org: Org, app_client: httpx.Asy
     peer = await join(app_client, org, "admin", org.division)
     assert peer.person is not None
     error(await admin.delete(f"{org.base}/members/{peer.person.user_id}"), 403)
+
+
+async def test_a_group_holding_someones_only_role_is_not_deleted(
+    org: Org, app_client: httpx.AsyncClient
+) -> None:
+    project = ok(
+        await org.owner.post(f"{org.base}/groups", json={"name": "p", "parent_id": org.team}), 201
+    )
+    member = await join(app_client, org, "viewer", org.team)
+    assert member.person is not None
+    roles = f"{org.base}/members/{member.person.user_id}/roles"
+    ok(await org.owner.put(roles, json={"group_id": project["id"], "role": "member"}))
+    ok(await org.owner.delete(f"{roles}/{org.team}"))
+    # Homed at the team, but the project holds their only role now.
+    body = error(await org.owner.delete(f"{org.base}/groups/{project['id']}"), 409)
+    assert body["details"] == {"members": [member.person.user_id]}
+    ok(await org.owner.put(roles, json={"group_id": org.team, "role": "viewer"}))
+    ok(await org.owner.delete(f"{org.base}/groups/{project['id']}"))
+    shown = ok(await org.owner.get(f"{org.base}/members/{member.person.user_id}"))
+    assert shown["roles"] == [{"group_id": org.team, "role": "viewer"}]

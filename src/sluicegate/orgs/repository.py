@@ -236,6 +236,23 @@ async def bindings_at_group(session: AsyncSession, org_id: str, group_id: str) -
     )
 
 
+async def users_with_only_these_bindings(
+    session: AsyncSession, org_id: str, bindings: list[RoleBinding]
+) -> list[str]:
+    """Of the users holding `bindings`, those who hold no other role in the org."""
+    users = {b.user_id for b in bindings}
+    if not users:
+        return []
+    rows = await session.execute(
+        select(RoleBinding.user_id, func.count())
+        .where(RoleBinding.org_id == org_id, RoleBinding.user_id.in_(users))
+        .group_by(RoleBinding.user_id)
+    )
+    held = {user: int(count) for user, count in rows}
+    mine = {user: sum(1 for b in bindings if b.user_id == user) for user in users}
+    return sorted(user for user in users if held.get(user, 0) <= mine[user])
+
+
 async def delete_rows(session: AsyncSession, *rows: RoleBinding) -> None:
     for row in rows:
         await session.delete(row)

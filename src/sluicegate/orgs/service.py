@@ -380,10 +380,17 @@ async def delete_group(
             f"group {group.id} is not empty: it holds {', '.join(parts)}; {hint}",
             details={"subgroups": children, "members": members, "keys": keys},
         )
+    bindings = await repository.bindings_at_group(session, org_id, group.id)
+    stranded = await repository.users_with_only_these_bindings(session, org_id, bindings)
+    if stranded:
+        raise Conflict(
+            f"group {group.id} holds the only role of {len(stranded)} member(s); give them a role "
+            "elsewhere or remove them first",
+            details={"members": stranded},
+        )
     disabled = await repository.disable_keys(session, org_id, group_id=group.id)
     for key_id in disabled:
         invalidate_after_commit(session, KEY_TOPIC, key_id)
-    bindings = await repository.bindings_at_group(session, org_id, group.id)
     await repository.delete_rows(session, *bindings)
     await repository.close_invitations_to(session, org_id, group.id, now)
     group.deleted_at = now
