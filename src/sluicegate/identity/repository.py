@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import func, select, update
@@ -21,13 +20,6 @@ async def user(session: AsyncSession, user_id: str) -> User | None:
     if not has_prefix(user_id, "usr"):
         return None
     return await session.get(User, user_id)
-
-
-async def users_by_id(session: AsyncSession, user_ids: Sequence[str]) -> dict[str, User]:
-    if not user_ids:
-        return {}
-    rows = await session.scalars(select(User).where(User.id.in_(set(user_ids))))
-    return {row.id: row for row in rows}
 
 
 async def add(session: AsyncSession, row: User | AdminToken) -> None:

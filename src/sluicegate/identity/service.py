@@ -81,10 +81,6 @@ async def user_by_email(session: AsyncSession, email: str) -> User | None:
     return await repository.user_by_email(session, normalize_email(email))
 
 
-async def users_by_id(session: AsyncSession, user_ids: list[str]) -> dict[str, User]:
-    return await repository.users_by_id(session, user_ids)
-
-
 async def register_user(session: AsyncSession, *, email: str, name: str, password: str) -> User:
     """A new person with a password (an accepted invitation)."""
     passwords.check_password_rules(password)
