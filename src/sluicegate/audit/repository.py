@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
@@ -12,17 +13,24 @@ from sluicegate.core.pagination import paginate
 from sluicegate.orgs.models import Group, in_subtrees
 
 
+@dataclass(frozen=True, slots=True)
+class AuditFilters:
+    """What a reader narrows the trail to; every field is optional."""
+
+    action: str | None = None  # "key" matches every key.* action, "key.create" only itself
+    actor_user_id: str | None = None
+    target_type: str | None = None
+    target_id: str | None = None
+    since: datetime | None = None  # at or after
+    until: datetime | None = None  # before
+
+
 async def list_events(
     session: AsyncSession,
     chain: str,
+    filters: AuditFilters,
     *,
     subtrees: list[str] | None,
-    action: str | None,
-    actor_user_id: str | None,
-    target_type: str | None,
-    target_id: str | None,
-    since: datetime | None,
-    until: datetime | None,
     cursor: str | None,
     limit: int,
 ) -> tuple[list[AuditEvent], str | None]:
@@ -31,22 +39,22 @@ async def list_events(
         statement = statement.join(Group, Group.id == AuditEvent.group_id).where(
             in_subtrees(Group.path, subtrees)
         )
-    if action is not None:
+    if filters.action is not None:
         # "key" matches every key.* action; "key.create" only itself.
         statement = statement.where(
-            (AuditEvent.action == action)
-            | AuditEvent.action.startswith(action + ".", autoescape=True)
+            (AuditEvent.action == filters.action)
+            | AuditEvent.action.startswith(filters.action + ".", autoescape=True)
         )
-    if actor_user_id is not None:
-        statement = statement.where(AuditEvent.actor_user_id == actor_user_id)
-    if target_type is not None:
-        statement = statement.where(AuditEvent.target_type == target_type)
-    if target_id is not None:
-        statement = statement.where(AuditEvent.target_id == target_id)
-    if since is not None:
-        statement = statement.where(AuditEvent.created_at >= since)
-    if until is not None:
-        statement = statement.where(AuditEvent.created_at < until)
+    if filters.actor_user_id is not None:
+        statement = statement.where(AuditEvent.actor_user_id == filters.actor_user_id)
+    if filters.target_type is not None:
+        statement = statement.where(AuditEvent.target_type == filters.target_type)
+    if filters.target_id is not None:
+        statement = statement.where(AuditEvent.target_id == filters.target_id)
+    if filters.since is not None:
+        statement = statement.where(AuditEvent.created_at >= filters.since)
+    if filters.until is not None:
+        statement = statement.where(AuditEvent.created_at < filters.until)
     return await paginate(
         session,
         statement,

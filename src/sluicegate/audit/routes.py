@@ -3,9 +3,9 @@ chain of identity events (platform admins)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
 from sluicegate.api.deps import DEFAULT_PAGE, CurrentActor, Cursor, DbSession, Limit
 from sluicegate.api.errors import STANDARD_ERRORS
@@ -13,19 +13,14 @@ from sluicegate.api.fields import Id, Moment
 from sluicegate.api.pages import Page
 from sluicegate.audit import trail
 from sluicegate.audit.schemas import AuditEventOut, ChainReportOut
+from sluicegate.audit.trail import AuditFilters
 
 router = APIRouter(tags=["audit"], responses=STANDARD_ERRORS)
 Text = Annotated[str | None, Query(max_length=64, pattern=r"^[\w.:-]+$")]
 FilterId = Annotated[Id | None, Query()]
-Since = Annotated[Moment | None, Query(description="RFC 3339; events at or after")]
-Until = Annotated[Moment | None, Query(description="RFC 3339; events before")]
 
 
-@router.get("/orgs/{org_id}/audit")
-async def list_org_events(
-    org_id: str,
-    session: DbSession,
-    actor: CurrentActor,
+def _filters(
     action: Annotated[
         str | None,
         Query(max_length=64, pattern=r"^[\w.:-]+$", description="'key' or 'key.create'"),
@@ -33,27 +28,29 @@ async def list_org_events(
     actor_user_id: FilterId = None,
     target_type: Text = None,
     target_id: FilterId = None,
-    since: Since = None,
-    until: Until = None,
+    since: Annotated[Moment | None, Query(description="RFC 3339; events at or after")] = None,
+    until: Annotated[Moment | None, Query(description="RFC 3339; events before")] = None,
+) -> AuditFilters:
+    return AuditFilters(action, actor_user_id, target_type, target_id, since, until)
+
+
+Filters = Annotated[AuditFilters, Depends(_filters)]
+
+
+@router.get("/orgs/{org_id}/audit")
+async def list_org_events(
+    org_id: str,
+    session: DbSession,
+    actor: CurrentActor,
+    filters: Filters,
     cursor: Cursor = None,
     limit: Limit = DEFAULT_PAGE,
 ) -> Page[AuditEventOut]:
     """The org's audit events, newest first: all of them for owners, those of their subtree for
     admins and viewers."""
-    events, next_cursor = await trail.list_events(
-        session,
-        actor,
-        org_id,
-        action=action,
-        actor_user_id=actor_user_id,
-        target_type=target_type,
-        target_id=target_id,
-        since=since,
-        until=until,
-        cursor=cursor,
-        limit=limit,
+    return _page(
+        await trail.list_events(session, actor, org_id, filters, cursor=cursor, limit=limit)
     )
-    return Page(items=[AuditEventOut.model_validate(e) for e in events], next_cursor=next_cursor)
 
 
 @router.get("/orgs/{org_id}/audit/verify")
@@ -67,31 +64,20 @@ async def verify_org_chain(org_id: str, session: DbSession, actor: CurrentActor)
 async def list_platform_events(
     session: DbSession,
     actor: CurrentActor,
-    action: Text = None,
-    actor_user_id: FilterId = None,
-    target_id: FilterId = None,
-    since: Since = None,
-    until: Until = None,
+    filters: Filters,
     cursor: Cursor = None,
     limit: Limit = DEFAULT_PAGE,
 ) -> Page[AuditEventOut]:
     """Platform admins: identity events (logins, tokens, freezes), newest first."""
-    events, next_cursor = await trail.list_events(
-        session,
-        actor,
-        None,
-        action=action,
-        actor_user_id=actor_user_id,
-        target_id=target_id,
-        since=since,
-        until=until,
-        cursor=cursor,
-        limit=limit,
-    )
-    return Page(items=[AuditEventOut.model_validate(e) for e in events], next_cursor=next_cursor)
+    return _page(await trail.list_events(session, actor, None, filters, cursor=cursor, limit=limit))
 
 
 @router.get("/audit/verify")
 async def verify_platform_chain(session: DbSession, actor: CurrentActor) -> ChainReportOut:
     """Platform admins: recompute the platform chain."""
     return ChainReportOut.of(await trail.verify(session, actor, None))
+
+
+def _page(found: tuple[list[Any], str | None]) -> Page[AuditEventOut]:
+    events, next_cursor = found
+    return Page(items=[AuditEventOut.model_validate(e) for e in events], next_cursor=next_cursor)

@@ -6,12 +6,11 @@ names the node its target belongs to); platform admins the platform chain of ide
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sluicegate.audit import repository
 from sluicegate.audit.models import PLATFORM_CHAIN, AuditEvent
+from sluicegate.audit.repository import AuditFilters
 from sluicegate.audit.service import ChainReport, verify_chain
 from sluicegate.core.actors import Actor
 from sluicegate.core.errors import InvalidInput
@@ -20,18 +19,15 @@ from sluicegate.orgs import service as orgs
 from sluicegate.orgs.authorize import ADMIN, VIEWER, Action, authorize, readable_subtrees
 from sluicegate.orgs.models import PATH_SEPARATOR
 
+__all__ = ["AuditFilters", "list_events", "verify"]
+
 
 async def list_events(
     session: AsyncSession,
     actor: Actor,
     org_id: str | None,
+    filters: AuditFilters,
     *,
-    action: str | None = None,
-    actor_user_id: str | None = None,
-    target_type: str | None = None,
-    target_id: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
     cursor: str | None = None,
     limit: int = 50,
 ) -> tuple[list[AuditEvent], str | None]:
@@ -47,20 +43,10 @@ async def list_events(
         if readable is not None:
             subtrees = [PATH_SEPARATOR.join(path) for path in readable]
         chain = org_id
-    if since is not None and until is not None and since >= until:
+    if filters.since is not None and filters.until is not None and filters.since >= filters.until:
         raise InvalidInput("since: must be before until", details={"field": "since"})
     return await repository.list_events(
-        session,
-        chain,
-        subtrees=subtrees,
-        action=action,
-        actor_user_id=actor_user_id,
-        target_type=target_type,
-        target_id=target_id,
-        since=since,
-        until=until,
-        cursor=cursor,
-        limit=limit,
+        session, chain, filters, subtrees=subtrees, cursor=cursor, limit=limit
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -123,7 +124,7 @@ async def get_member(session: AsyncSession, actor: Actor, org_id: str, user_id: 
     if membership is None:
         raise NotFound(f"member {user_id} not found")
     authorize(access, Action.MEMBER_READ, await _target_of(session, membership))
-    return (await _views(session, org_id, [membership]))[0]
+    return await _view(session, membership)
 
 
 async def memberships_of(
@@ -131,6 +132,35 @@ async def memberships_of(
 ) -> list[tuple[Membership, str, list[RoleBinding]]]:
     """The caller's own active memberships, with each org's name and their bindings there."""
     return await repository.memberships_of_user(session, user_id)
+
+
+async def _view(session: AsyncSession, membership: Membership) -> MemberView:
+    return (await _views(session, membership.org_id, [membership]))[0]
+
+
+async def _record(
+    session: AsyncSession,
+    actor: Actor,
+    org_id: str,
+    action: str,
+    user_id: str,
+    group_id: str,
+    *,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+) -> None:
+    """The audit event of a change to a member (target type "member")."""
+    await record_action(
+        session,
+        actor,
+        org_id=org_id,
+        action=action,
+        target_type="member",
+        target_id=user_id,
+        group_id=group_id,
+        before=before,
+        after=after,
+    )
 
 
 async def _views(
@@ -167,18 +197,17 @@ async def change_home_group(
     before = {"home_group_id": membership.home_group_id}
     membership.home_group_id = new_home.id
     await session.flush()
-    await record_action(
+    await _record(
         session,
         actor,
-        org_id=org_id,
-        action="member.update",
-        target_type="member",
-        target_id=user_id,
-        group_id=new_home.id,
+        org_id,
+        "member.update",
+        user_id,
+        new_home.id,
         before=before,
         after={"home_group_id": new_home.id},
     )
-    return (await _views(session, org_id, [membership]))[0]
+    return await _view(session, membership)
 
 
 async def set_role(
@@ -195,7 +224,7 @@ async def set_role(
     if existing is not None:
         authorize(access, Action.ROLE_GRANT, Grant(existing.role, path_of(group)))
         if existing.role == role:
-            return (await _views(session, org_id, [membership]))[0]
+            return await _view(session, membership)
         if existing.role == OWNER:
             await _keep_an_owner(session, org_id)
         before = {"group_id": group.id, "role": existing.role}
@@ -209,18 +238,17 @@ async def set_role(
                 id=new_id("rb"), org_id=org_id, group_id=group.id, user_id=user_id, role=role
             ),
         )
-    await record_action(
+    await _record(
         session,
         actor,
-        org_id=org_id,
-        action="role.grant",
-        target_type="member",
-        target_id=user_id,
-        group_id=group.id,
+        org_id,
+        "role.grant",
+        user_id,
+        group.id,
         before=before,
         after={"group_id": group.id, "role": role},
     )
-    return (await _views(session, org_id, [membership]))[0]
+    return await _view(session, membership)
 
 
 async def remove_role(
@@ -244,17 +272,16 @@ async def remove_role(
     if existing.role == OWNER:
         await _keep_an_owner(session, org_id)
     await repository.delete_rows(session, existing)
-    await record_action(
+    await _record(
         session,
         actor,
-        org_id=org_id,
-        action="role.revoke",
-        target_type="member",
-        target_id=user_id,
-        group_id=group.id,
+        org_id,
+        "role.revoke",
+        user_id,
+        group.id,
         before={"group_id": group.id, "role": existing.role},
     )
-    return (await _views(session, org_id, [membership]))[0]
+    return await _view(session, membership)
 
 
 async def remove_member(
@@ -274,14 +301,13 @@ async def remove_member(
         invalidate_after_commit(session, KEY_TOPIC, key_id)
     membership.status, membership.removed_at = "removed", now
     await session.flush()
-    await record_action(
+    await _record(
         session,
         actor,
-        org_id=org_id,
-        action="member.remove",
-        target_type="member",
-        target_id=user_id,
-        group_id=membership.home_group_id,
+        org_id,
+        "member.remove",
+        user_id,
+        membership.home_group_id,
         before={
             "home_group_id": membership.home_group_id,
             "roles": [{"group_id": b.group_id, "role": b.role} for b in bindings],

@@ -54,12 +54,16 @@ async def load_access(session: AsyncSession, actor: Actor, org_id: str) -> OrgAc
     membership = await repository.membership(session, org_id, actor.user_id) if org else None
     if org is None or membership is None or membership.status != "active":
         raise NotFound(f"organization {org_id} not found")
-    root = await repository.root_group(session, org_id)
     rows = await repository.bindings_with_paths(session, org_id, [actor.user_id])
     bindings = tuple(
         Binding(row.group_id, tuple(path.split(PATH_SEPARATOR)), row.role) for row, path in rows
     )
-    return OrgAccess(actor, org_id, path_of(root), bindings)
+    # Every path starts at the root, so a binding names it without another query.
+    if bindings:
+        root = bindings[0].path[:1]
+    else:
+        root = path_of(await repository.root_group(session, org_id))
+    return OrgAccess(actor, org_id, root, bindings)
 
 
 async def organization_of(session: AsyncSession, access: OrgAccess) -> Organization:
