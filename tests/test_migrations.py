@@ -35,6 +35,9 @@ EXPECTED_TABLES = {
     "audit_events",
     "audit_heads",
     "invitations",
+    "budgets",
+    "policies",
+    "policy_bindings",
 }
 
 

@@ -11,6 +11,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -21,9 +23,9 @@ from sluicegate.core.invalidation import (
     MemoryInvalidationBus,
     RedisInvalidationBus,
 )
-from sluicegate.guard.counters import CounterStore, CounterStoreUnavailable
-from sluicegate.guard.memory import MemoryCounterStore
-from sluicegate.guard.redis import RedisCounterStore
+from sluicegate.guard.counters import CounterStoreUnavailable, GuardStore
+from sluicegate.guard.memory import MemoryGuardStore
+from sluicegate.guard.redis import RedisGuardStore
 from sluicegate.settings import Settings
 
 # Readiness answers within a load balancer's probe timeout even when a dependency hangs.
@@ -37,7 +39,7 @@ class Runtime:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     redis: Redis | None
-    counters: CounterStore
+    counters: GuardStore
     bus: InvalidationBus
     clock: Clock
     # SQLite (embedded, one process) starts a transaction only at its first write, so what a
@@ -50,14 +52,17 @@ class Runtime:
         clock = clock or SystemClock()
         engine = make_engine(settings.resolved_database_url, pool_size=settings.database_pool_size)
         redis: Redis | None = None
-        counters: CounterStore
+        counters: GuardStore
         bus: InvalidationBus
+        ttl_ms = settings.reservation_ttl_seconds * 1000
         if settings.redis_url is None:
-            counters = MemoryCounterStore(clock)
+            counters = MemoryGuardStore(clock, reservation_ttl_ms=ttl_ms)
             bus = MemoryInvalidationBus()
         else:
             redis = connect_redis(settings.redis_url, settings.redis_pool_size)
-            counters = RedisCounterStore(redis, settings.redis_prefix)
+            counters = RedisGuardStore(
+                redis, settings.redis_prefix, clock, reservation_ttl_ms=ttl_ms
+            )
             bus = RedisInvalidationBus(redis, settings.redis_prefix)
         serial = asyncio.Lock() if settings.is_sqlite else None
         return cls(
@@ -119,6 +124,9 @@ def connect_redis(url: str, pool_size: int) -> Redis:
     pool = BlockingConnectionPool.from_url(
         url,
         max_connections=pool_size,
+        # One immediate retry on a fresh connection: a pooled connection to a Redis that has
+        # restarted fails once, and that must not reach a client as an error.
+        retry=Retry(NoBackoff(), 1),
         timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
         socket_connect_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
         health_check_interval=15,

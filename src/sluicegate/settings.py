@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -15,6 +16,7 @@ from sluicegate.core.errors import ConfigurationError
 if TYPE_CHECKING:
     from sluicegate.providers.config import ProviderSettings
 
+IPNetwork = IPv4Network | IPv6Network
 ENV_PREFIX = "SLUICEGATE_"
 DATABASE_SCHEMES = ("postgresql+asyncpg", "sqlite+aiosqlite")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
@@ -56,6 +58,23 @@ class Settings(BaseSettings):
     upstream_timeout: float = Field(default=600.0, gt=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     session_ttl_hours: int = Field(default=24, ge=1, le=24 * 90)
+    guard_failure_mode: Literal["closed", "open"] = Field(
+        default="closed",
+        description="Redis down: closed refuses proxied calls (503); open admits them against "
+        "per-process counters until Redis is back.",
+    )
+    reservation_ttl_seconds: int = Field(
+        default=900,
+        ge=30,
+        le=86_400,
+        description="How long a request's reservation holds budget before it is reclaimed "
+        "(a crashed gateway never settles).",
+    )
+    trusted_proxies: str = Field(
+        default="",
+        description="Comma-separated addresses or CIDRs of reverse proxies whose "
+        "X-Forwarded-For is believed; empty: none.",
+    )
 
     @field_validator("database_url", "redis_url", "providers", "secret_key", mode="before")
     @classmethod
@@ -91,6 +110,12 @@ class Settings(BaseSettings):
             raise ValueError(f"file {str(value)!r} does not exist or is not a file")
         return value
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
     @field_validator("secret_key")
     @classmethod
     def _secret_length(cls, value: SecretStr | None) -> SecretStr | None:
@@ -113,6 +138,10 @@ class Settings(BaseSettings):
         return self.resolved_database_url.startswith("sqlite")
 
     @property
+    def trusted_proxy_networks(self) -> tuple[IPNetwork, ...]:
+        return parse_networks(self.trusted_proxies)
+
+    @property
     def secret(self) -> bytes:
         """The pepper for digests and the root of encryption keys; load_settings guarantees it."""
         if self.secret_key is None:
@@ -122,6 +151,19 @@ class Settings(BaseSettings):
                 "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'",
             )
         return self.secret_key.get_secret_value().encode()
+
+
+def parse_networks(value: str) -> tuple[IPNetwork, ...]:
+    """'10.0.0.0/8, 192.168.1.7, ::1' as networks; ValueError naming the entry that is not one."""
+    networks = []
+    for entry in (part.strip() for part in value.split(",")):
+        if not entry:
+            continue
+        try:
+            networks.append(ip_network(entry, strict=False))
+        except ValueError:
+            raise ValueError(f"{entry!r} is not an IP address or CIDR (e.g. 10.0.0.0/8)") from None
+    return tuple(networks)
 
 
 def env_name(field: str) -> str:

@@ -3,6 +3,7 @@
 from sluicegate.audit import models as audit_models
 from sluicegate.core.db import Base
 from sluicegate.credits import models as credits_models
+from sluicegate.guard import models as guard_models
 from sluicegate.identity import models as identity_models
 from sluicegate.keys import models as keys_models
 from sluicegate.metering import models as metering_models
@@ -13,6 +14,7 @@ metadata = Base.metadata
 __all__ = [
     "audit_models",
     "credits_models",
+    "guard_models",
     "identity_models",
     "keys_models",
     "metadata",

@@ -1,39 +1,211 @@
-"""The counter store interface: integer counters with expiry, shared by every gateway worker.
+"""The counter store contract: reserve and settle a request against every counter it touches in
+one atomic step. Two implementations keep it (tests/guard/test_store_contract.py runs both):
+`RedisGuardStore` (one Lua script call per step, shared by every worker and replica) and
+`MemoryGuardStore` (the embedded single process).
 
-Two implementations keep one contract (tests/guard/test_counters.py runs against both):
-`RedisCounterStore` for production, `MemoryCounterStore` for the embedded single process.
+Counters, all keyed under the org's `{org_id}` hash tag (one Redis Cluster slot per org):
+- budget counter: spent (settled nano-USD) and reserved (live reservations) for one budget and
+  period instance;
+- credit counter: the org's balance, reserved, and the total and count of non-usage ledger
+  entries already folded in (so a top-up is applied exactly once, see `sync_credit`);
+- rate counter: requests or tokens per fixed minute window; a sliding minute is the current
+  window plus the previous one weighted by how much of it still overlaps.
+
+A budget or credit counter that does not exist (a new period, Redis restarted empty, FLUSHALL) is
+never guessed: the store asks its `Loader` for the value rebuilt from the database (usage rows,
+ledger) and seeds it, then checks. A reservation holds until settled or until its deadline; the
+next reserve or read of that org reclaims expired reservations, so a crashed request frees its
+budget by itself. Settle is idempotent per request id.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
+
+# Rate limits are per minute (rpm, tpm).
+RATE_WINDOW_MS = 60_000
+# Expired reservations reclaimed per reserve, so one call's work stays bounded; a read (admin,
+# rare) reclaims up to READ_SWEEP_BATCHES times as many.
+SWEEP_BATCH = 64
+READ_SWEEP_BATCHES = 16
+# A settled request id is remembered this long beyond its reservation, so a retried settle
+# arriving late still finds it.
+SETTLED_MEMORY_MS = 24 * 3600 * 1000
 
 
 class CounterStoreUnavailable(Exception):
     """The store cannot be reached; callers decide between failing closed and open."""
 
 
-class CounterStore(Protocol):
+@dataclass(frozen=True, slots=True)
+class SpendScope:
+    """Whose settled spend a budget counter holds, for rebuilding it from usage rows.
+
+    `kind` is org, group (the group's whole subtree), member (the key owner's spend) or key;
+    `start`/`end` bound the period (both None for a total budget)."""
+
+    org_id: str
+    kind: str
+    id: str
+    start: datetime | None
+    end: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetCounter:
+    key: str  # "{org_id}:b:<budget id>:<subject>:<period start ms>"
+    budget_id: str
+    limit: int  # nano-USD
+    hard: bool  # soft budgets are counted but never block
+    expire_at_ms: int  # when the store may forget the counter; 0: never (total budgets)
+    spend: SpendScope
+
+
+@dataclass(frozen=True, slots=True)
+class CreditCounter:
+    key: str  # "{org_id}:credit"
+    org_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RateCounter:
+    key: str  # "{org_id}:rl:<scope kind>:<scope id>:<rpm|tpm>"; the window index is appended
+    limit: int
+    per_token: bool  # tpm when true, rpm otherwise
+    scope_kind: str
+    scope_id: str
+
+
+Check = BudgetCounter | CreditCounter | RateCounter
+
+
+@dataclass(frozen=True, slots=True)
+class CreditSeed:
+    """A credit counter rebuilt from the ledger: balance = sum of all entries; `total` and
+    `version` are the sum and count of the non-usage entries (top-ups, adjustments, refunds)."""
+
+    balance: int
+    total: int
+    version: int
+
+
+Seed = int | CreditSeed
+# Rebuilds missing budget and credit counters from the database, in the order given.
+Loader = Callable[[Sequence[BudgetCounter | CreditCounter]], Awaitable[list[Seed]]]
+
+
+@dataclass(slots=True)
+class Plan:
+    """What one request asks of the counters: `amount` nano-USD on every budget counter and the
+    credit, `tokens` on every tpm counter, one on every rpm counter. `checks` are in the order
+    they are judged (narrowest scope first), so the first that fails is the one named."""
+
+    org_id: str
+    request_id: str
+    amount: int
+    tokens: int
+    checks: tuple[Check, ...]
+    # Settle charges the actual cost to the credit even when credit is not enforced.
+    credit: CreditCounter
+
+
+@dataclass(frozen=True, slots=True)
+class RateState:
+    counter: RateCounter
+    remaining: int
+    reset_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reserved:
+    plan: Plan
+    at_ms: int  # when it was reserved: settle adjusts the tpm windows of that moment
+    rates: tuple[RateState, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Blocked:
+    """The first check that failed. Budget: used = spent; credit: used = balance; rate: used =
+    requests or tokens in the sliding minute and `retry_after_ms` (-1: the request alone is
+    larger than the limit)."""
+
+    check: Check
+    used: int
+    reserved: int
+    retry_after_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CounterValue:
+    """Budget: used = spent; credit: used = balance."""
+
+    used: int
+    reserved: int
+
+
+class GuardStore(Protocol):
     backend: str
 
-    async def increment(
-        self, key: str, amount: int = 1, *, ttl_seconds: float | None = None
-    ) -> int:
-        """Add `amount` (may be negative) and return the new value.
-
-        A key created by this call expires after `ttl_seconds`; an existing key keeps its expiry,
-        so a fixed window stays fixed however often it is touched.
-        """
+    async def reserve(self, plan: Plan, loader: Loader) -> Reserved | Blocked:
+        """All checks pass and all are reserved, or nothing is and the first failure is named."""
         ...
 
-    async def get(self, key: str) -> int:
-        """The current value; 0 for a missing or expired key."""
+    async def settle(self, reserved: Reserved, cost: int, tokens: int) -> bool:
+        """Release the reservation and charge the actual cost (and tokens) instead; False when
+        this request was settled already (nothing changes)."""
         ...
 
-    async def delete(self, *keys: str) -> None: ...
+    async def read(
+        self, counters: Sequence[BudgetCounter | CreditCounter], loader: Loader
+    ) -> list[CounterValue]:
+        """Current values (after reclaiming expired reservations), rebuilding missing ones."""
+        ...
+
+    async def sync_credit(self, counter: CreditCounter, seed: CreditSeed) -> None:
+        """Fold committed top-ups and adjustments into the credit counter, exactly once: applied
+        only when `seed.version` is newer than what the counter has seen. A missing counter is
+        left missing (it is rebuilt from the ledger when next needed)."""
+        ...
+
+    async def forget(self, keys: Sequence[str]) -> None:
+        """Drop counters (a deleted budget); they are rebuilt if needed again."""
+        ...
 
     async def ping(self) -> None:
         """Return when the store answers; raise CounterStoreUnavailable otherwise."""
         ...
 
     async def close(self) -> None: ...
+
+
+def org_of(counter: BudgetCounter | CreditCounter) -> str:
+    return counter.org_id if isinstance(counter, CreditCounter) else counter.spend.org_id
+
+
+def rate_window(now_ms: int) -> tuple[int, int]:
+    """(window index, ms elapsed in it) of a fixed one-minute window."""
+    return divmod(now_ms, RATE_WINDOW_MS)
+
+
+def sliding_usage(current: int, previous: int, elapsed_ms: int) -> float:
+    """Requests or tokens in the sliding minute ending now."""
+    return previous * (RATE_WINDOW_MS - elapsed_ms) / RATE_WINDOW_MS + current
+
+
+def rate_retry_ms(limit: int, want: int, current: int, previous: int, elapsed_ms: int) -> int:
+    """How long until `want` more would fit, if nothing else arrives; -1 when never."""
+    window = RATE_WINDOW_MS
+    if want > limit:
+        return -1
+    if current + want <= limit:
+        # Within this window: wait until the previous window's weight has fallen enough.
+        if previous <= 0:
+            return 0
+        wait = (window - elapsed_ms) - (limit - current - want) * window / previous
+        return max(0, int(wait) + 1)
+    # Next window: this window's count becomes the weighted previous one.
+    later = window - (limit - want) * window / current
+    return (window - elapsed_ms) + max(0, int(later) + 1)

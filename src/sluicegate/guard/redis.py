@@ -1,56 +1,239 @@
-"""Counters in Redis, shared by every worker and replica. Keys live under the instance prefix."""
+"""The counter store in Redis, shared by every worker and replica: one Lua script call to reserve
+and one to settle (scripts in guard/lua/). Keys live under the instance prefix and the org's
+`{org_id}` hash tag, so one org's counters share a Redis Cluster slot.
+
+The reclaim of expired reservations touches the counters a reservation record names, which the
+script reads from the record rather than from KEYS; they are in the same slot by construction.
+"""
 
 from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from importlib.resources import files
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from sluicegate.guard.counters import CounterStoreUnavailable
+from sluicegate.core.clock import Clock, SystemClock
+from sluicegate.guard.counters import (
+    RATE_WINDOW_MS,
+    READ_SWEEP_BATCHES,
+    SETTLED_MEMORY_MS,
+    SWEEP_BATCH,
+    Blocked,
+    BudgetCounter,
+    CounterStoreUnavailable,
+    CounterValue,
+    CreditCounter,
+    CreditSeed,
+    Loader,
+    Plan,
+    RateCounter,
+    RateState,
+    Reserved,
+    Seed,
+    org_of,
+)
+
+# After a failure, calls fail at once for this long instead of each waiting on a dead server.
+BREAKER_SECONDS = 1.0
+# Missing counters rebuilt, then missing again before the retry (forgotten meanwhile): give up.
+MAX_SEED_ROUNDS = 3
+# The scripts' version is part of their text (and so of their SHA): a rolling deploy runs old and
+# new side by side, each calling its own.
+SCRIPT_VERSION = "guard-v1"
 
 
-class RedisCounterStore:
+def _script(name: str) -> str:
+    folder = files("sluicegate.guard") / "lua"
+    prelude = (folder / "prelude.lua").read_text()
+    return f"-- {SCRIPT_VERSION}\n{prelude}\n{(folder / f'{name}.lua').read_text()}"
+
+
+def _seed_text(seed: Seed | None) -> str:
+    if seed is None:
+        return ""
+    if isinstance(seed, CreditSeed):
+        return f"{seed.balance},{seed.total},{seed.version}"
+    return str(seed)
+
+
+class RedisGuardStore:
     backend = "redis"
 
-    def __init__(self, client: Redis, prefix: str) -> None:
+    def __init__(
+        self,
+        client: Redis,
+        prefix: str,
+        clock: Clock | None = None,
+        *,
+        reservation_ttl_ms: int = 900_000,
+    ) -> None:
         self._client = client
         self._prefix = f"{prefix}:"
+        self._clock = clock or SystemClock()
+        self._ttl_ms = reservation_ttl_ms
+        self._reserve = client.register_script(_script("reserve"))
+        self._settle = client.register_script(_script("settle"))
+        self._read = client.register_script(_script("read"))
+        self._sync_credit = client.register_script(_script("sync_credit"))
+        self._down_until = 0.0
 
-    async def increment(
-        self, key: str, amount: int = 1, *, ttl_seconds: float | None = None
-    ) -> int:
-        name = self._prefix + key
+    def _now_ms(self) -> int:
+        return int(self._clock.now().timestamp() * 1000)
+
+    def _org_keys(self, org_id: str) -> tuple[str, str]:
+        """The org's zset of live reservations and the prefix of its reservation records."""
+        zset = f"{self._prefix}{{{org_id}}}:rsv"
+        return zset, zset + ":"
+
+    async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        if time.monotonic() < self._down_until:
+            raise CounterStoreUnavailable("Redis failed a moment ago; waiting before retrying")
         try:
-            if ttl_seconds is None:
-                return int(await self._client.incrby(name, amount))
-            # One round trip; PEXPIRE NX sets the deadline only when the key has none yet.
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.incrby(name, amount)
-                pipe.pexpire(name, max(1, int(ttl_seconds * 1000)), nx=True)
-                value, _ = await pipe.execute()
-            return int(value)
-        except RedisError as exc:
-            raise CounterStoreUnavailable(str(exc)) from exc
+            return await script(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            self._down_until = time.monotonic() + BREAKER_SECONDS
+            raise CounterStoreUnavailable(str(exc) or type(exc).__name__) from exc
 
-    async def get(self, key: str) -> int:
-        try:
-            value = await self._client.get(self._prefix + key)
-        except RedisError as exc:
-            raise CounterStoreUnavailable(str(exc)) from exc
-        return 0 if value is None else int(value)
+    # --- the contract ------------------------------------------------------------------------
 
-    async def delete(self, *keys: str) -> None:
+    async def reserve(self, plan: Plan, loader: Loader) -> Reserved | Blocked:
+        seeds: dict[int, Seed] = {}
+        for _ in range(MAX_SEED_ROUNDS + 1):
+            now = self._now_ms()
+            keys, args = self._reserve_call(plan, now, seeds)
+            answer = await self._call(self._reserve, keys, args)
+            status = int(answer[0])
+            if status == 1:
+                return Reserved(plan, now, self._rate_states(plan, answer))
+            if status == 3:
+                return Reserved(plan, now, ())
+            if status == 0:
+                check = plan.checks[int(answer[1]) - 1]
+                return Blocked(check, int(answer[2] or 0), int(answer[3] or 0), int(answer[4]))
+            positions = [int(i) - 1 for i in answer[1:]]
+            missing = [plan.checks[i] for i in positions]
+            seeds.update(zip(positions, await loader(missing), strict=True))  # type: ignore[arg-type]
+        raise CounterStoreUnavailable("counters vanished while they were being rebuilt")
+
+    def _reserve_call(
+        self, plan: Plan, now: int, seeds: dict[int, Seed]
+    ) -> tuple[list[str], list[Any]]:
+        zset, records = self._org_keys(plan.org_id)
+        prefix = self._prefix
+        keys = [zset, records + plan.request_id]
+        args: list[Any] = [
+            now,
+            now + self._ttl_ms,
+            plan.amount,
+            plan.request_id,
+            records,
+            len(plan.checks),
+            RATE_WINDOW_MS,
+            self._ttl_ms + SETTLED_MEMORY_MS,
+            SWEEP_BATCH,
+        ]
+        window = now // RATE_WINDOW_MS
+        for index, check in enumerate(plan.checks):
+            if isinstance(check, RateCounter):
+                keys.append(f"{prefix}{check.key}:{window}")
+                keys.append(f"{prefix}{check.key}:{window - 1}")
+                want = plan.tokens if check.per_token else 1
+                args += ("r", check.limit, want, "", "")
+            elif isinstance(check, BudgetCounter):
+                keys.append(prefix + check.key)
+                seed = _seed_text(seeds.get(index))
+                args += ("b", check.limit, 1 if check.hard else 0, check.expire_at_ms, seed)
+            else:
+                keys.append(prefix + check.key)
+                args += ("c", "", "", "", _seed_text(seeds.get(index)))
+        return keys, args
+
+    @staticmethod
+    def _rate_states(plan: Plan, answer: list[Any]) -> tuple[RateState, ...]:
+        rates = [check for check in plan.checks if isinstance(check, RateCounter)]
+        return tuple(
+            RateState(check, int(answer[1 + 2 * i]), int(answer[2 + 2 * i]))
+            for i, check in enumerate(rates)
+        )
+
+    async def settle(self, reserved: Reserved, cost: int, tokens: int) -> bool:
+        plan = reserved.plan
+        zset, records = self._org_keys(plan.org_id)
+        prefix = self._prefix
+        keys = [
+            zset,
+            records + plan.request_id,
+            f"{prefix}{{{plan.org_id}}}:done:{plan.request_id}",
+        ]
+        charged = [prefix + c.key for c in plan.checks if isinstance(c, BudgetCounter)]
+        charged.append(prefix + plan.credit.key)
+        keys += charged
+        window = reserved.at_ms // RATE_WINDOW_MS
+        keys += [
+            f"{prefix}{c.key}:{window}"
+            for c in plan.checks
+            if isinstance(c, RateCounter) and c.per_token
+        ]
+        args = [
+            plan.request_id,
+            cost,
+            len(charged),
+            len(charged),
+            tokens - plan.tokens,
+            self._ttl_ms + SETTLED_MEMORY_MS,
+        ]
+        return bool(await self._call(self._settle, keys, args))
+
+    async def read(
+        self, counters: Sequence[BudgetCounter | CreditCounter], loader: Loader
+    ) -> list[CounterValue]:
+        if not counters:
+            return []
+        org_id = org_of(counters[0])
+        zset, records = self._org_keys(org_id)
+        seeds: dict[int, Seed] = {}
+        for _ in range(MAX_SEED_ROUNDS + 1):
+            keys = [zset]
+            args: list[Any] = [self._now_ms(), records, SWEEP_BATCH * READ_SWEEP_BATCHES]
+            for index, counter in enumerate(counters):
+                keys.append(self._prefix + counter.key)
+                if isinstance(counter, BudgetCounter):
+                    args += ("b", counter.expire_at_ms, _seed_text(seeds.get(index)))
+                else:
+                    args += ("c", 0, _seed_text(seeds.get(index)))
+            answer = await self._call(self._read, keys, args)
+            if int(answer[0]) == 1:
+                return [
+                    CounterValue(int(answer[1 + 2 * i] or 0), int(answer[2 + 2 * i] or 0))
+                    for i in range(len(counters))
+                ]
+            positions = [int(i) - 1 for i in answer[1:]]
+            missing = [counters[i] for i in positions]
+            seeds.update(zip(positions, await loader(missing), strict=True))
+        raise CounterStoreUnavailable("counters vanished while they were being rebuilt")
+
+    async def sync_credit(self, counter: CreditCounter, seed: CreditSeed) -> None:
+        await self._call(
+            self._sync_credit, [self._prefix + counter.key], [seed.total, seed.version]
+        )
+
+    async def forget(self, keys: Sequence[str]) -> None:
         if not keys:
             return
         try:
             await self._client.delete(*(self._prefix + key for key in keys))
-        except RedisError as exc:
+        except (RedisError, OSError) as exc:
             raise CounterStoreUnavailable(str(exc)) from exc
 
     async def ping(self) -> None:
         try:
             await self._client.ping()
         except (RedisError, OSError) as exc:
-            raise CounterStoreUnavailable(str(exc)) from exc
+            raise CounterStoreUnavailable(str(exc) or type(exc).__name__) from exc
 
     async def close(self) -> None:
         """The Redis client is shared and owned by the runtime, which closes it."""
