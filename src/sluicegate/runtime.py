@@ -6,6 +6,7 @@ The app's lifespan and the CLI commands open one Runtime and close it on the way
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -17,7 +18,12 @@ from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from sluicegate.core.clock import Clock, SystemClock
-from sluicegate.core.db import make_engine, make_session_factory, pending_invalidations
+from sluicegate.core.db import (
+    make_engine,
+    make_session_factory,
+    pending_after_commit,
+    pending_invalidations,
+)
 from sluicegate.core.invalidation import (
     InvalidationBus,
     MemoryInvalidationBus,
@@ -31,6 +37,8 @@ from sluicegate.settings import Settings
 # Readiness answers within a load balancer's probe timeout even when a dependency hangs.
 CHECK_TIMEOUT_SECONDS = 2.0
 REDIS_SOCKET_TIMEOUT_SECONDS = 2.0
+
+log = logging.getLogger("sluicegate.runtime")
 
 
 @dataclass
@@ -83,10 +91,21 @@ class Runtime:
     async def unit_of_work(self) -> AsyncIterator[AsyncSession]:
         """A transaction: commit on success, roll back on error; then publish its invalidations."""
         async with self._turn(), self.sessions() as session:
-            async with session.begin():
-                yield session
+            try:
+                async with session.begin():
+                    yield session
+            except BaseException:
+                pending_after_commit(session)
+                raise
             for topic, payload in pending_invalidations(session):
                 await self.bus.publish(topic, payload)
+            for action in pending_after_commit(session):
+                try:
+                    await action()
+                except Exception:
+                    # Committed already: the change stands; whatever the action keeps in sync
+                    # repairs itself (see the callers), so the request is not failed for it.
+                    log.warning("an after-commit step failed", exc_info=True)
 
     @asynccontextmanager
     async def _turn(self) -> AsyncIterator[None]:

@@ -5,7 +5,7 @@ Both backends go through here: `postgresql+asyncpg` in production, `sqlite+aiosq
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -105,6 +105,21 @@ def invalidate_after_commit(session: AsyncSession, topic: str, payload: str) -> 
 
 def pending_invalidations(session: AsyncSession) -> list[tuple[str, str]]:
     queued: list[tuple[str, str]] = session.info.pop(INVALIDATIONS_KEY, [])
+    return queued
+
+
+AFTER_COMMIT_KEY = "sluicegate.after_commit"
+AfterCommit = Callable[[], Awaitable[None]]
+
+
+def after_commit(session: AsyncSession, action: AfterCommit) -> None:
+    """Run `action` once the unit of work committed (dropped on rollback): a side effect outside
+    the database, such as folding a top-up into the credit counter."""
+    session.info.setdefault(AFTER_COMMIT_KEY, []).append(action)
+
+
+def pending_after_commit(session: AsyncSession) -> list[AfterCommit]:
+    queued: list[AfterCommit] = session.info.pop(AFTER_COMMIT_KEY, [])
     return queued
 
 

@@ -13,6 +13,13 @@ the ids from the root down to it. "Covers N" below means "is bound at N or above
 - member bound at M: reads the groups of M's subtree, creates and manages their own keys in
   groups of that subtree, and reads their own membership.
 
+Guardrails (budgets, policy bindings) on a scope are governed by whoever manages that scope from
+above, never by the scope itself: the org (root) by owners; a group by owners and admins strictly
+above it; a member by those who manage the member (an admin never governs themselves); a key by
+owners and admins who manage its owner, never by the key's owner as such. So nobody raises their
+own limits. Credits: owners and admins and viewers read the balance; owners and admins bound at
+level <= the org's `topup_max_level` top up; only owners adjust or refund.
+
 A caller with no active membership in the org never gets here: loading their access answers
 404, so another tenant's ids look exactly like ids that do not exist. A role too small inside
 the same org is a 403 naming what the action needs.
@@ -92,7 +99,14 @@ class KeyTarget:
     owner: MemberTarget
 
 
-Target = Path | MemberTarget | Grant | KeyTarget | None
+@dataclass(frozen=True, slots=True)
+class TopUp:
+    """A top-up of the org's credit; admins bound at this level or above may make one."""
+
+    max_level: int
+
+
+Target = Path | MemberTarget | Grant | KeyTarget | TopUp | None
 
 
 class Action(StrEnum):
@@ -112,6 +126,13 @@ class Action(StrEnum):
     KEY_MANAGE = "key.manage"
     AUDIT_READ = "audit.read"  # target: the node whose events are read
     AUDIT_LIST = "audit.list"  # the trail, filtered to what the caller reads
+    GUARDRAIL_READ = "guardrail.read"  # budgets of a scope; target: node, member or key
+    GUARDRAIL_MANAGE = "guardrail.manage"  # budgets and policy bindings of a scope
+    POLICY_CREATE = "policy.create"
+    POLICY_READ = "policy.read"
+    CREDIT_READ = "credit.read"
+    CREDIT_TOPUP = "credit.topup"  # target: TopUp
+    CREDIT_ADJUST = "credit.adjust"  # adjustments and refunds
 
 
 def can_grant(access: OrgAccess, role: str, node: Path) -> bool:
@@ -237,6 +258,34 @@ def _audit_read(access: OrgAccess, target: Target) -> bool:
     return access.is_owner or access.covers(_node(target), ADMIN, VIEWER)
 
 
+def _guardrail_read(access: OrgAccess, target: Target) -> bool:
+    if isinstance(target, MemberTarget):
+        return _member_read(access, target)
+    if isinstance(target, KeyTarget):
+        return _key_read(access, target)
+    return access.is_owner or access.covers(_node(target), ADMIN, VIEWER)
+
+
+def _guardrail_manage(access: OrgAccess, target: Target) -> bool:
+    if access.is_owner:
+        return True
+    if isinstance(target, MemberTarget):
+        return can_manage_member(access, target)
+    if isinstance(target, KeyTarget):
+        return access.covers(target.node, ADMIN) and can_manage_member(access, target.owner)
+    node = _node(target)
+    return any(strictly_below(node, binding.path) for binding in access.holding(ADMIN))
+
+
+def _credit_topup(access: OrgAccess, target: Target) -> bool:
+    if not isinstance(target, TopUp):
+        raise TypeError(f"this action takes a top-up, not {target!r}")
+    # The root is level 0: a binding's level is its depth below the root.
+    return access.is_owner or any(
+        len(binding.path) - 1 <= target.max_level for binding in access.holding(ADMIN)
+    )
+
+
 def _holds(*roles: str) -> Rule:
     def rule(access: OrgAccess, _target: Target) -> bool:
         return access.is_owner or any(access.holding(*roles))
@@ -290,6 +339,24 @@ RULES: dict[Action, tuple[Rule, str]] = {
     ),
     Action.AUDIT_READ: (_audit_read, "the owner, admin or viewer role at this node or above it"),
     Action.AUDIT_LIST: (_holds(ADMIN, VIEWER), "the owner, admin or viewer role"),
+    Action.GUARDRAIL_READ: (
+        _guardrail_read,
+        "the owner role, the admin or viewer role at the scope or above it, or being the member "
+        "or key owner concerned",
+    ),
+    Action.GUARDRAIL_MANAGE: (
+        _guardrail_manage,
+        "the owner role, or the admin role strictly above the group, over the member, or over "
+        "the key's owner (nobody sets their own limits)",
+    ),
+    Action.POLICY_CREATE: (_holds(ADMIN), "the owner or admin role"),
+    Action.POLICY_READ: (_holds(ADMIN, VIEWER), "the owner, admin or viewer role"),
+    Action.CREDIT_READ: (_holds(ADMIN, VIEWER), "the owner, admin or viewer role"),
+    Action.CREDIT_TOPUP: (
+        _credit_topup,
+        "the owner role, or the admin role at a level the org allows to top up (topup_max_level)",
+    ),
+    Action.CREDIT_ADJUST: (_owner, "the owner role"),
 }
 
 

@@ -5,10 +5,20 @@ Stages of a request (proxy/pipeline.py), and what each adds to the call:
    (cached in-process; no database round trip on a hit). 401 / 403.
 2. parse: the body, read with a size limit (413), parsed by orjson; only the fields the gateway
    needs are checked (400), the rest is forwarded untouched.
-3. policy: the model's route exists (404) and the key may use it (403).
-4. forward: the provider adapter builds the upstream call; the shared httpx client sends it;
-   whole answers and SSE streams are relayed in OpenAI's format (429 / 502 / 504 on failure).
-5. settle: tokens from the upstream's usage (or an estimate, marked), cost in nano-USD, and
-   one usage event handed to the buffered writer; for streams in the relay's `finally`, so a
-   client that disconnects is still billed for what it received.
+3. policy: the model's route exists (404) and the key may use it (403); every policy bound along
+   the key's chain (org, groups, member, key) allows the model, the caller's address and the
+   requested max_tokens (403 naming the policy). Rules are cached per org (guard/rules.py).
+4. reserve: the worst-case cost (prompt estimate + max output tokens) and tokens are reserved in
+   ONE atomic counter-store call over every budget (key, member, each group, org), rate limit
+   and the org's credit -> `call.reserved`, or the first scope that blocks is named (402 budget
+   or credit, 429 rate limit with Retry-After, 503 when Redis is down and failing closed).
+   Keys with no guardrail at all skip the call.
+5. forward: the provider adapter builds the upstream call; the shared httpx client sends it;
+   whole answers and SSE streams are relayed in OpenAI's format (429 / 502 / 504 on failure),
+   with `x-ratelimit-*` headers when rate limits apply.
+6. settle: tokens from the upstream's usage (or an estimate, marked), cost in nano-USD, one
+   usage event handed to the buffered writer, and the reservation replaced by the actual cost
+   (ONE counter-store call, off the response path, idempotent); for streams in the relay's
+   `finally`, so a client that disconnects is still billed for what it received. Blocked
+   requests are recorded too, at cost 0, with the guardrail as their error type.
 """

@@ -1,4 +1,5 @@
-"""The request pipeline: authenticate -> parse -> policy -> forward -> settle (see __init__)."""
+"""The request pipeline: authenticate -> parse -> policy -> reserve -> forward -> settle (see
+__init__)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from sluicegate.core.metrics import UPSTREAM_ERRORS
+from sluicegate.guard.counters import Blocked, CounterStoreUnavailable
+from sluicegate.guard.policy import client_address
+from sluicegate.guard.rules import KeyRules
 from sluicegate.keys.lookup import AuthContext
 from sluicegate.metering import estimate
 from sluicegate.providers.base import (
@@ -26,7 +30,9 @@ from sluicegate.providers.base import (
     Usage,
 )
 from sluicegate.providers.config import ModelRoute
+from sluicegate.proxy import guardrails
 from sluicegate.proxy.errors import ProxyError, bad_request, forbidden, unauthorized
+from sluicegate.proxy.guardrails import rate_headers
 from sluicegate.proxy.requests import ProxyCall, read_body, validate_body
 from sluicegate.proxy.state import ProxyState
 from sluicegate.proxy.streaming import RelayResponse
@@ -42,6 +48,8 @@ class Pipeline:
         self.state = state
         self.settings = state.settings
         self.clock = state.runtime.clock
+        self.guard = state.guard
+        self.trusted_proxies = state.settings.trusted_proxy_networks
 
     # --- 1. authenticate ----------------------------------------------------------------------
 
@@ -87,6 +95,7 @@ class Pipeline:
             options = body.get("stream_options")
             call.include_usage = isinstance(options, dict) and options.get("include_usage") is True
             call.prompt_estimate = _prompt_estimate(endpoint, body)
+            await self.reserve(request, call, body)
             if call.stream:
                 return await self.forward_stream(call, body)
             return await self.forward(call, body)
@@ -119,7 +128,47 @@ class Pipeline:
             )
         return route
 
-    # --- 4. forward ---------------------------------------------------------------------------
+    async def key_rules(self, context: AuthContext) -> KeyRules | None:
+        rules = await self.guard.rules.get(context.org_id)
+        if rules is None:
+            return None
+        return rules.for_key(context.key_id, context.owner_user_id, context.group_chain)
+
+    # --- 4. reserve ---------------------------------------------------------------------------
+
+    async def reserve(self, request: Request, call: ProxyCall, body: dict[str, Any]) -> None:
+        """Policies along the key's chain, then one atomic reservation over every budget, rate
+        limit and the credit (402 / 429 / 403 / 503). Keys without any guardrail skip it."""
+        route = call.route
+        assert route is not None
+        context = call.context
+        rules = await self.guard.rules.get(context.org_id)
+        if rules is None:
+            return
+        key_rules = rules.for_key(context.key_id, context.owner_user_id, context.group_chain)
+        policy = key_rules.policy
+        if not policy.empty:
+            address = None
+            if policy.ip_rules:
+                peer = request.client.host if request.client else None
+                forwarded = request.headers.get("x-forwarded-for")
+                address = client_address(peer, forwarded, self.trusted_proxies)
+            guardrails.check_policy(policy, call.requested_model, address)
+        output = guardrails.output_tokens(call.endpoint, body, route, policy)
+        if key_rules.empty:
+            return
+        tokens = call.prompt_estimate + output
+        amount = route.price.cost_nanos(call.prompt_estimate, output)
+        plan = key_rules.plan(call.request_id, amount, tokens, call.received_at)
+        try:
+            result = await self.guard.reserve(plan)
+        except CounterStoreUnavailable:
+            raise guardrails.unavailable() from None
+        if isinstance(result, Blocked):
+            raise guardrails.blocked(result, rules, amount, tokens)
+        call.reserved = result
+
+    # --- 5. forward ---------------------------------------------------------------------------
 
     def upstream_call(
         self, call: ProxyCall, body: dict[str, Any], *, stream: bool
@@ -158,8 +207,9 @@ class Pipeline:
             content, usage = adapter.read(call.endpoint, response.content, route)
         except InvalidUpstreamResponse as exc:
             raise self.upstream_invalid(route, exc) from None
+        headers = rate_headers(call.reserved) if call.reserved is not None else None
         self.settle(call, status=200, usage=usage)
-        return Response(content, media_type=_JSON)
+        return Response(content, media_type=_JSON, headers=headers)
 
     async def forward_stream(self, call: ProxyCall, body: dict[str, Any]) -> Response:
         route, adapter, client, upstream = self.upstream_call(call, body, stream=True)
@@ -178,7 +228,8 @@ class Pipeline:
                 await response.aclose()
             raise self.upstream_failure(route, response.status_code, content, response.headers)
         reader = adapter.stream_reader(call.endpoint, route, call.include_usage)
-        return RelayResponse(self.relay(call, response, reader))
+        headers = rate_headers(call.reserved) if call.reserved is not None else None
+        return RelayResponse(self.relay(call, response, reader), headers)
 
     async def relay(self, call: ProxyCall, response: httpx.Response, reader: StreamReader) -> Any:
         """Yield the client's SSE bytes; settle in `finally`, whatever ended the stream."""
@@ -278,7 +329,7 @@ class Pipeline:
             )
         return ProxyError.from_body(status, body, error_type="upstream_rejected")
 
-    # --- 5. settle ----------------------------------------------------------------------------
+    # --- 6. settle ----------------------------------------------------------------------------
 
     def settle(
         self,
@@ -300,6 +351,9 @@ class Pipeline:
                 tokens.prompt_tokens, tokens.completion_tokens, tokens.cached_tokens
             )
         context = call.context
+        reserved, call.reserved = call.reserved, None
+        if reserved is not None:
+            self.guard.settle_soon(reserved, cost, tokens.prompt_tokens + tokens.completion_tokens)
         self.state.writer.record(
             {
                 "request_id": call.request_id,
@@ -330,10 +384,12 @@ class Pipeline:
 
     async def models(self, request: Request) -> Response:
         context = await self.authenticate(request)
+        key_rules = await self.key_rules(context)
         data = [
             {"id": route_id, "object": "model", "created": 0, "owned_by": route.provider.name}
             for route_id, route in self.state.routes.items()
             if key_allows(context, route_id)
+            and (key_rules is None or key_rules.policy.allows_models(route_id))
         ]
         return Response(orjson.dumps({"object": "list", "data": data}), media_type=_JSON)
 

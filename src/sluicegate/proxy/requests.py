@@ -10,6 +10,7 @@ import orjson
 from starlette.requests import Request
 
 from sluicegate.core.ids import new_id
+from sluicegate.guard.counters import Reserved
 from sluicegate.keys.lookup import AuthContext
 from sluicegate.providers.base import Endpoint
 from sluicegate.providers.config import ModelRoute
@@ -33,6 +34,7 @@ class ProxyCall:
         "received_at",
         "request_id",
         "requested_model",
+        "reserved",
         "route",
         "started",
         "stream",
@@ -57,6 +59,7 @@ class ProxyCall:
         self.app: str | None = app[:APP_NAME_LIMIT] if app else None
         self.requested_model = ""
         self.route: ModelRoute | None = None
+        self.reserved: Reserved | None = None
         self.stream = False
         self.include_usage = False
         self.prompt_estimate = 0

@@ -1,11 +1,13 @@
 """What the proxy keeps for the life of the process: routes, adapters, upstream clients, the
-key resolver and the usage writer. Built in the app's lifespan, closed with it."""
+key resolver, the guard (rules cache and counter store) and the usage writer. Built in the app's
+lifespan, closed with it."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
 
+from sluicegate.guard.enforcer import Guard
 from sluicegate.keys.lookup import KeyResolver, mark_keys_used
 from sluicegate.metering.writer import UsageWriter
 from sluicegate.providers.base import Adapter
@@ -24,6 +26,7 @@ class ProxyState:
     clients: dict[str, UpstreamClients]
     resolver: KeyResolver
     writer: UsageWriter
+    guard: Guard
 
     @classmethod
     def build(cls, settings: Settings, runtime: Runtime, providers: ProviderSettings) -> ProxyState:
@@ -38,6 +41,14 @@ class ProxyState:
         }
         resolver = KeyResolver(runtime.sessions, settings.secret, runtime.clock)
         runtime.bus.subscribe(resolver.invalidate)
+        guard = Guard(
+            runtime.counters,
+            runtime.sessions,
+            runtime.clock,
+            fail_open=settings.guard_failure_mode == "open",
+            reservation_ttl_seconds=settings.reservation_ttl_seconds,
+        )
+        runtime.bus.subscribe(guard.rules.invalidate)
         return cls(
             settings,
             runtime,
@@ -46,6 +57,7 @@ class ProxyState:
             clients,
             resolver,
             UsageWriter(runtime.sessions, after_insert=mark_keys_used),
+            guard,
         )
 
     async def start(self) -> None:
@@ -53,5 +65,7 @@ class ProxyState:
 
     async def close(self) -> None:
         self.runtime.bus.unsubscribe(self.resolver.invalidate)
+        self.runtime.bus.unsubscribe(self.guard.rules.invalidate)
+        await self.guard.drain()
         await self.writer.close()
         await asyncio.gather(*(client.aclose() for client in self.clients.values()))

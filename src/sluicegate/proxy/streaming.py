@@ -12,8 +12,12 @@ SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 class RelayResponse(StreamingResponse):
-    def __init__(self, relay: AsyncGenerator[bytes, Any]) -> None:
-        super().__init__(relay, media_type="text/event-stream", headers=SSE_HEADERS)
+    def __init__(
+        self, relay: AsyncGenerator[bytes, Any], headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(
+            relay, media_type="text/event-stream", headers={**SSE_HEADERS, **(headers or {})}
+        )
         self._relay = relay
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

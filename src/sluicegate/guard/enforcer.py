@@ -1,0 +1,142 @@
+"""What the proxy calls: reserve before forwarding, settle after. Wraps the counter store with the
+rules cache, the rebuild of missing counters from the database, the choice between failing
+closed and open when Redis is down, and settlement off the response path (retried while the
+store is unreachable, since a settled cost must not be lost)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from sluicegate.core.clock import Clock
+from sluicegate.guard import repository
+from sluicegate.guard.counters import (
+    Blocked,
+    BudgetCounter,
+    CounterStoreUnavailable,
+    CreditCounter,
+    GuardStore,
+    Plan,
+    Reserved,
+    Seed,
+)
+from sluicegate.guard.memory import MemoryGuardStore
+from sluicegate.guard.rules import RulesCache
+
+# Settling against an unreachable store is retried with these pauses (seconds), then the last
+# pause repeats until the reservation's deadline has passed (the store reclaims it by then).
+SETTLE_BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+log = logging.getLogger("sluicegate.guard")
+
+
+async def seed_of(session: AsyncSession, counter: BudgetCounter | CreditCounter) -> Seed:
+    """A counter's value rebuilt from the database."""
+    if isinstance(counter, CreditCounter):
+        return await repository.credit_seed(session, counter.org_id)
+    return await repository.spent(session, counter.spend)
+
+
+class CounterLoader:
+    """Rebuilds missing counters from the database; concurrent requests missing the same counter
+    share one query."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+        self._loading: dict[str, asyncio.Future[Seed]] = {}
+
+    async def __call__(self, counters: Sequence[BudgetCounter | CreditCounter]) -> list[Seed]:
+        return [await self._one(counter) for counter in counters]
+
+    async def _one(self, counter: BudgetCounter | CreditCounter) -> Seed:
+        pending = self._loading.get(counter.key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Seed] = asyncio.get_running_loop().create_future()
+        self._loading[counter.key] = future
+        try:
+            async with self._sessions() as session:
+                seed = await seed_of(session, counter)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()
+            raise
+        finally:
+            del self._loading[counter.key]
+        future.set_result(seed)
+        return seed
+
+
+class Guard:
+    def __init__(
+        self,
+        store: GuardStore,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Clock,
+        *,
+        fail_open: bool,
+        reservation_ttl_seconds: float,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.rules = RulesCache(sessions, clock)
+        self.loader = CounterLoader(sessions)
+        self._ttl = reservation_ttl_seconds
+        # Fail-open: while Redis is down, this process counts on its own (seeded from the
+        # database like any missing counter), and settles there what it reserved there.
+        self._local = (
+            MemoryGuardStore(clock, reservation_ttl_ms=int(reservation_ttl_seconds * 1000))
+            if fail_open and not isinstance(store, MemoryGuardStore)
+            else None
+        )
+        self._reserved_locally: set[str] = set()
+        self._settling: set[asyncio.Task[None]] = set()
+
+    async def reserve(self, plan: Plan) -> Reserved | Blocked:
+        """Raises CounterStoreUnavailable when the store is down and the gateway fails closed."""
+        try:
+            return await self.store.reserve(plan, self.loader)
+        except CounterStoreUnavailable:
+            if self._local is None:
+                raise
+            log.warning("counter store unavailable; counting in this process (fail-open)")
+            result = await self._local.reserve(plan, self.loader)
+            if isinstance(result, Reserved):
+                self._reserved_locally.add(plan.request_id)
+            return result
+
+    def settle_soon(self, reserved: Reserved, cost: int, tokens: int) -> None:
+        """Settle off the response path; a client that went away never cancels it."""
+        task = asyncio.create_task(self._settle(reserved, cost, tokens))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def _settle(self, reserved: Reserved, cost: int, tokens: int) -> None:
+        request_id = reserved.plan.request_id
+        store: GuardStore = self.store
+        if request_id in self._reserved_locally and self._local is not None:
+            self._reserved_locally.discard(request_id)
+            store = self._local
+        deadline = self.clock.monotonic() + self._ttl
+        for attempt in range(10_000):
+            try:
+                await store.settle(reserved, cost, tokens)
+                return
+            except CounterStoreUnavailable as exc:
+                if self.clock.monotonic() > deadline:
+                    log.error(
+                        "could not settle a request before its reservation expired: %s; its cost "
+                        "is in its usage event and reaches the counters when they are rebuilt",
+                        exc,
+                        extra={"request_id": request_id, "cost_nusd": cost},
+                    )
+                    return
+                await asyncio.sleep(SETTLE_BACKOFF[min(attempt, len(SETTLE_BACKOFF) - 1)])
+
+    async def drain(self) -> None:
+        """Wait for settlements in flight (shutdown, tests)."""
+        while self._settling:
+            await asyncio.gather(*list(self._settling), return_exceptions=True)

@@ -1,0 +1,238 @@
+"""The SQL of the guardrails: budgets and policies, the rules snapshot the proxy caches per org,
+and the sums that rebuild a missing counter from usage rows and the ledger."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Select, case, delete, func, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from sluicegate.core.ids import has_prefix
+from sluicegate.core.pagination import paginate
+from sluicegate.credits.models import LedgerEntry
+from sluicegate.guard.counters import CreditSeed, SpendScope
+from sluicegate.guard.models import Budget, Policy, PolicyBinding
+from sluicegate.identity.models import User
+from sluicegate.keys.models import ApiKey
+from sluicegate.metering.models import UsageEvent
+from sluicegate.orgs.models import Group, Organization, in_subtrees
+
+# --- rebuilding counters ---------------------------------------------------------------------
+
+
+async def spent(session: AsyncSession, scope: SpendScope) -> int:
+    """Settled spend of a budget scope in its period, from the usage rows written so far."""
+    statement: Select[Any] = select(func.coalesce(func.sum(UsageEvent.cost_nusd), 0)).where(
+        UsageEvent.org_id == scope.org_id
+    )
+    if scope.start is not None and scope.end is not None:
+        statement = statement.where(
+            UsageEvent.created_at >= scope.start, UsageEvent.created_at < scope.end
+        )
+    if scope.kind == "key":
+        statement = statement.where(UsageEvent.key_id == scope.id)
+    elif scope.kind == "member":
+        statement = statement.where(UsageEvent.user_id == scope.id)
+    elif scope.kind == "group":
+        path = await session.scalar(
+            select(Group.path).where(Group.org_id == scope.org_id, Group.id == scope.id)
+        )
+        if path is None:
+            return 0
+        subtree = select(Group.id).where(
+            Group.org_id == scope.org_id, in_subtrees(Group.path, [path])
+        )
+        statement = statement.where(UsageEvent.group_id.in_(subtree))
+    return int(await session.scalar(statement) or 0)
+
+
+async def credit_seed(session: AsyncSession, org_id: str) -> CreditSeed:
+    """The balance (every ledger entry) and the total and count of non-usage entries."""
+    other = LedgerEntry.kind != "usage"
+    row = (
+        await session.execute(
+            select(
+                func.coalesce(func.sum(LedgerEntry.amount_nusd), 0),
+                func.coalesce(func.sum(case((other, LedgerEntry.amount_nusd), else_=0)), 0),
+                func.count().filter(other),
+            ).where(LedgerEntry.org_id == org_id)
+        )
+    ).one()
+    return CreditSeed(int(row[0]), int(row[1]), int(row[2]))
+
+
+# --- the rules snapshot ------------------------------------------------------------------------
+
+
+async def guard_settings(session: AsyncSession, org_id: str) -> tuple[str, bool] | None:
+    """(timezone, credit_enforced) of a live org."""
+    row = (
+        await session.execute(
+            select(Organization.timezone, Organization.credit_enforced).where(
+                Organization.id == org_id, Organization.deleted_at.is_(None)
+            )
+        )
+    ).first()
+    return None if row is None else (str(row[0]), bool(row[1]))
+
+
+async def budgets_of_org(session: AsyncSession, org_id: str) -> list[Budget]:
+    return list(await session.scalars(select(Budget).where(Budget.org_id == org_id)))
+
+
+async def bound_policies(session: AsyncSession, org_id: str) -> list[tuple[PolicyBinding, Policy]]:
+    rows = await session.execute(
+        select(PolicyBinding, Policy)
+        .join(Policy, Policy.id == PolicyBinding.policy_id)
+        .where(PolicyBinding.org_id == org_id)
+        .order_by(PolicyBinding.id)
+    )
+    return [(binding, policy) for binding, policy in rows]
+
+
+async def scope_names(
+    session: AsyncSession,
+    org_id: str,
+    group_ids: Sequence[str],
+    key_ids: Sequence[str],
+    user_ids: Sequence[str],
+) -> dict[tuple[str, str], str]:
+    """Display names of the scopes rules name: groups and keys by name, members by email."""
+    names: dict[tuple[str, str], str] = {}
+    if group_ids:
+        rows = await session.execute(
+            select(Group.id, Group.name).where(Group.org_id == org_id, Group.id.in_(group_ids))
+        )
+        names.update({("group", i): n for i, n in rows})
+    if key_ids:
+        rows = await session.execute(
+            select(ApiKey.id, ApiKey.name).where(ApiKey.org_id == org_id, ApiKey.id.in_(key_ids))
+        )
+        names.update({("key", i): n for i, n in rows})
+    if user_ids:
+        rows = await session.execute(select(User.id, User.email).where(User.id.in_(user_ids)))
+        names.update({("member", i): n for i, n in rows})
+    return names
+
+
+# --- budgets -------------------------------------------------------------------------------------
+
+
+async def budget_in_org(session: AsyncSession, org_id: str, budget_id: str) -> Budget | None:
+    if not has_prefix(budget_id, "bud"):
+        return None
+    return await session.scalar(
+        select(Budget).where(Budget.org_id == org_id, Budget.id == budget_id)
+    )
+
+
+async def budget_for_scope(
+    session: AsyncSession, org_id: str, scope_type: str, scope_id: str, period: str
+) -> Budget | None:
+    return await session.scalar(
+        select(Budget)
+        .where(
+            Budget.org_id == org_id,
+            Budget.scope_type == scope_type,
+            Budget.scope_id == scope_id,
+            Budget.period == period,
+        )
+        .with_for_update()
+    )
+
+
+async def list_budgets(
+    session: AsyncSession,
+    org_id: str,
+    *,
+    scope_type: str | None,
+    scope_id: str | None,
+    cursor: str | None,
+    limit: int,
+) -> tuple[list[Budget], str | None]:
+    statement = select(Budget).where(Budget.org_id == org_id)
+    if scope_type is not None:
+        statement = statement.where(Budget.scope_type == scope_type)
+    if scope_id is not None:
+        statement = statement.where(Budget.scope_id == scope_id)
+    return await paginate(session, statement, Budget.id, cursor=cursor, limit=limit)
+
+
+async def add(session: AsyncSession, *rows: Budget | Policy | PolicyBinding) -> None:
+    session.add_all(rows)
+    await session.flush()
+
+
+async def delete_row(session: AsyncSession, row: Budget | Policy | PolicyBinding) -> None:
+    await session.delete(row)
+    await session.flush()
+
+
+# --- policies ------------------------------------------------------------------------------------
+
+
+async def policy_in_org(session: AsyncSession, org_id: str, policy_id: str) -> Policy | None:
+    if not has_prefix(policy_id, "pol"):
+        return None
+    return await session.scalar(
+        select(Policy).where(Policy.org_id == org_id, Policy.id == policy_id)
+    )
+
+
+async def policy_named(session: AsyncSession, org_id: str, name: str) -> Policy | None:
+    return await session.scalar(select(Policy).where(Policy.org_id == org_id, Policy.name == name))
+
+
+async def list_policies(
+    session: AsyncSession, org_id: str, *, cursor: str | None, limit: int
+) -> tuple[list[Policy], str | None]:
+    statement = select(Policy).where(Policy.org_id == org_id)
+    return await paginate(session, statement, Policy.id, cursor=cursor, limit=limit)
+
+
+async def bindings_of(session: AsyncSession, policy_ids: Sequence[str]) -> list[PolicyBinding]:
+    if not policy_ids:
+        return []
+    return list(
+        await session.scalars(
+            select(PolicyBinding)
+            .where(PolicyBinding.policy_id.in_(policy_ids))
+            .order_by(PolicyBinding.id)
+        )
+    )
+
+
+async def binding(
+    session: AsyncSession, policy_id: str, target_type: str, target_id: str
+) -> PolicyBinding | None:
+    return await session.scalar(
+        select(PolicyBinding).where(
+            PolicyBinding.policy_id == policy_id,
+            PolicyBinding.target_type == target_type,
+            PolicyBinding.target_id == target_id,
+        )
+    )
+
+
+async def policies_bound_to(
+    session: AsyncSession, org_id: str, targets: Sequence[tuple[str, str]]
+) -> list[tuple[PolicyBinding, Policy]]:
+    """Every binding (with its policy) on any of the given (target type, target id)."""
+    if not targets:
+        return []
+    rows = await session.execute(
+        select(PolicyBinding, Policy)
+        .join(Policy, Policy.id == PolicyBinding.policy_id)
+        .where(
+            PolicyBinding.org_id == org_id,
+            tuple_(PolicyBinding.target_type, PolicyBinding.target_id).in_(list(targets)),
+        )
+        .order_by(PolicyBinding.id)
+    )
+    return [(b, p) for b, p in rows]
+
+
+async def delete_bindings_of(session: AsyncSession, policy_id: str) -> None:
+    await session.execute(delete(PolicyBinding).where(PolicyBinding.policy_id == policy_id))

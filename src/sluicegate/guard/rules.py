@@ -1,0 +1,286 @@
+"""The guardrail rules of one org as the proxy uses them, cached per process and dropped over the
+invalidation bus when a budget, policy or guard setting changes.
+
+For each key (with its group chain and owner) the rules resolve once into `KeyRules`: the scopes
+from narrowest to widest (key, member, each group from the key's up, org), their budgets, rate
+limits and the effective policy. A request's plan is then built from cached pieces: counters of
+the current periods (rebuilt when a period ends) plus the request's amount and tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from sluicegate.core.clock import Clock
+from sluicegate.core.invalidation import ALL_TOPICS, GUARD_TOPIC, ORG_TOPIC
+from sluicegate.core.money import nanos_to_usd
+from sluicegate.core.timezones import zone
+from sluicegate.guard import repository
+from sluicegate.guard.counters import (
+    BudgetCounter,
+    Check,
+    CreditCounter,
+    Plan,
+    RateCounter,
+    SpendScope,
+)
+from sluicegate.guard.periods import period_bounds
+from sluicegate.guard.policy import Bound, EffectivePolicy, PolicyRule
+
+# Backstop only: changes arrive over the bus within milliseconds.
+RULES_TTL_SECONDS = 30.0
+# Counters of a period are kept a day past its end, so a request settling late still finds them.
+PERIOD_GRACE = timedelta(days=1)
+# Keys whose resolved rules one org snapshot keeps; beyond it, the oldest are dropped.
+MAX_KEYS_PER_ORG = 50_000
+
+PERIOD_WORDS = {"day": "daily", "week": "weekly", "month": "monthly", "total": "total"}
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetRule:
+    id: str
+    scope_type: str
+    scope_id: str
+    period: str
+    limit: int
+    hard: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    kind: str  # key | member | group | org
+    id: str
+    budgets: tuple[tuple[BudgetRule, str], ...]  # (rule, subject: user id for member defaults)
+    rates: tuple[RateCounter, ...]
+
+
+@dataclass(slots=True)
+class KeyRules:
+    """Everything one key's requests are judged by, resolved once per rules snapshot."""
+
+    org_id: str
+    scopes: tuple[Scope, ...]
+    policy: EffectivePolicy
+    credit: CreditCounter
+    credit_enforced: bool
+    zone: ZoneInfo
+    has_budgets: bool
+    # The checks of the current periods, valid until the first of them ends.
+    _checks: tuple[Check, ...] = ()
+    _valid_until: datetime | None = None
+
+    def checks(self, now: datetime) -> tuple[Check, ...]:
+        until = self._valid_until
+        if until is not None and now < until:
+            return self._checks
+        checks: list[Check] = []
+        ends: list[datetime] = []
+        for scope in self.scopes:
+            for rule, subject in scope.budgets:
+                bounds = period_bounds(rule.period, self.zone, now)
+                start = end = None
+                start_ms, expire_ms = 0, 0
+                if bounds is not None:
+                    start, end = bounds
+                    ends.append(end)
+                    start_ms = int(start.timestamp() * 1000)
+                    expire_ms = int((end + PERIOD_GRACE).timestamp() * 1000)
+                spender = subject or scope.id
+                checks.append(
+                    BudgetCounter(
+                        key=f"{{{self.org_id}}}:b:{rule.id}:{subject or '-'}:{start_ms}",
+                        budget_id=rule.id,
+                        limit=rule.limit,
+                        hard=rule.hard,
+                        expire_at_ms=expire_ms,
+                        spend=SpendScope(self.org_id, scope.kind, spender, start, end),
+                    )
+                )
+            checks.extend(scope.rates)
+        if self.credit_enforced:
+            checks.append(self.credit)
+        self._checks = tuple(checks)
+        self._valid_until = min(ends) if ends else datetime.max.replace(tzinfo=UTC)
+        return self._checks
+
+    def plan(self, request_id: str, amount: int, tokens: int, now: datetime) -> Plan:
+        return Plan(self.org_id, request_id, amount, tokens, self.checks(now), self.credit)
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to check: no budgets, rate limits or credit. Settle still charges the credit."""
+        return not self.credit_enforced and not any(s.budgets or s.rates for s in self.scopes)
+
+
+@dataclass
+class OrgRules:
+    """A snapshot of one org's guardrails."""
+
+    org_id: str
+    zone: ZoneInfo
+    credit_enforced: bool
+    budgets: dict[tuple[str, str], list[BudgetRule]]
+    member_defaults: list[BudgetRule]
+    policies: dict[tuple[str, str], list[PolicyRule]]
+    names: dict[tuple[str, str], str]
+    budgets_by_id: dict[str, BudgetRule] = field(default_factory=dict)
+    _keys: dict[tuple[str, tuple[str, ...], str], KeyRules] = field(default_factory=dict)
+
+    def for_key(self, key_id: str, owner_user_id: str, group_chain: tuple[str, ...]) -> KeyRules:
+        cache_key = (key_id, group_chain, owner_user_id)
+        rules = self._keys.get(cache_key)
+        if rules is None:
+            if len(self._keys) >= MAX_KEYS_PER_ORG:
+                self._keys.clear()
+            rules = self._keys[cache_key] = self._resolve(key_id, owner_user_id, group_chain)
+        return rules
+
+    def _resolve(self, key_id: str, owner_user_id: str, group_chain: tuple[str, ...]) -> KeyRules:
+        root = group_chain[0]
+        targets = [
+            ("key", key_id, "key", key_id),
+            ("member", owner_user_id, "member", owner_user_id),
+        ]
+        targets += [("group", g, "group", g) for g in reversed(group_chain[1:])]
+        targets.append(("org", self.org_id, "group", root))
+        scopes = []
+        bound: list[Bound] = []
+        for kind, scope_id, target_type, target_id in targets:
+            budgets = [(rule, "") for rule in self.budgets.get((kind, scope_id), [])]
+            if kind == "member":
+                own = {rule.period for rule, _ in budgets}
+                budgets += [
+                    (rule, owner_user_id) for rule in self.member_defaults if rule.period not in own
+                ]
+            policies = self.policies.get((target_type, target_id), [])
+            where = self.describe_scope(kind, scope_id)
+            bound.extend(Bound(policy, where) for policy in policies)
+            rates = []
+            rpm = [p.rpm for p in policies if p.rpm is not None]
+            tpm = [p.tpm for p in policies if p.tpm is not None]
+            base = f"{{{self.org_id}}}:rl:{kind}:{scope_id}"
+            if rpm:
+                rates.append(RateCounter(f"{base}:rpm", min(rpm), False, kind, scope_id))
+            if tpm:
+                rates.append(RateCounter(f"{base}:tpm", min(tpm), True, kind, scope_id))
+            scopes.append(Scope(kind, scope_id, tuple(budgets), tuple(rates)))
+        return KeyRules(
+            org_id=self.org_id,
+            scopes=tuple(scopes),
+            policy=EffectivePolicy(tuple(bound)),
+            credit=CreditCounter(f"{{{self.org_id}}}:credit", self.org_id),
+            credit_enforced=self.credit_enforced,
+            zone=self.zone,
+            has_budgets=any(scope.budgets for scope in scopes),
+        )
+
+    def describe_scope(self, kind: str, scope_id: str) -> str:
+        if kind == "org":
+            return "the organization"
+        name = self.names.get((kind, scope_id))
+        if kind == "member":
+            return f"member {name} ({scope_id})" if name else f"member {scope_id}"
+        return f"{kind} '{name}' ({scope_id})" if name else f"{kind} {scope_id}"
+
+    def describe_budget(self, counter: BudgetCounter) -> str:
+        """E.g. "the monthly budget of key 'ci' (key_...): 10.000000000 USD"."""
+        rule = self.budgets_by_id.get(counter.budget_id)
+        period = f"{PERIOD_WORDS[rule.period]} " if rule else ""
+        scope = self.describe_scope(counter.spend.kind, counter.spend.id)
+        if rule is not None and rule.scope_type == "member_default":
+            scope += " (the org's default member budget)"
+        return f"the {period}budget of {scope}: {nanos_to_usd(counter.limit)} USD"
+
+
+async def load_org_rules(session: AsyncSession, org_id: str) -> OrgRules | None:
+    """The snapshot of a live org; None for an unknown or deleted one."""
+    settings = await repository.guard_settings(session, org_id)
+    if settings is None:
+        return None
+    timezone, credit_enforced = settings
+    budgets: dict[tuple[str, str], list[BudgetRule]] = {}
+    defaults: list[BudgetRule] = []
+    by_id: dict[str, BudgetRule] = {}
+    for row in await repository.budgets_of_org(session, org_id):
+        rule = BudgetRule(
+            row.id,
+            row.scope_type,
+            row.scope_id,
+            row.period,
+            row.limit_nusd,
+            row.enforcement == "hard",
+        )
+        by_id[rule.id] = rule
+        if row.scope_type == "member_default":
+            defaults.append(rule)
+        else:
+            budgets.setdefault((row.scope_type, row.scope_id), []).append(rule)
+    policies: dict[tuple[str, str], list[PolicyRule]] = {}
+    for binding, policy in await repository.bound_policies(session, org_id):
+        policy_rule = PolicyRule.build(
+            policy.id,
+            policy.name,
+            policy.allowed_models,
+            policy.blocked_models,
+            policy.ip_allowlist,
+            policy.rpm,
+            policy.tpm,
+            policy.max_tokens,
+        )
+        policies.setdefault((binding.target_type, binding.target_id), []).append(policy_rule)
+    named = [*budgets, *policies]
+    names = await repository.scope_names(
+        session,
+        org_id,
+        [i for kind, i in named if kind == "group"],
+        [i for kind, i in named if kind == "key"],
+        [i for kind, i in named if kind == "member"],
+    )
+    return OrgRules(
+        org_id, zone(timezone), credit_enforced, budgets, defaults, policies, names, by_id
+    )
+
+
+class RulesCache:
+    """Org rules by org id, loaded on first use, dropped when the bus says they changed."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], clock: Clock) -> None:
+        self._sessions = sessions
+        self._clock = clock
+        self._entries: dict[str, tuple[OrgRules | None, float]] = {}
+        self._loading: dict[str, asyncio.Future[OrgRules | None]] = {}
+
+    async def get(self, org_id: str) -> OrgRules | None:
+        entry = self._entries.get(org_id)
+        now = self._clock.monotonic()
+        if entry is not None and entry[1] > now:
+            return entry[0]
+        pending = self._loading.get(org_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[OrgRules | None] = asyncio.get_running_loop().create_future()
+        self._loading[org_id] = future
+        try:
+            async with self._sessions() as session:
+                rules = await load_org_rules(session, org_id)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it, nobody logs it as lost
+            raise
+        finally:
+            del self._loading[org_id]
+        future.set_result(rules)
+        self._entries[org_id] = (rules, now + RULES_TTL_SECONDS)
+        return rules
+
+    async def invalidate(self, topic: str, payload: str) -> None:
+        if topic == ALL_TOPICS:
+            self._entries.clear()
+        elif topic in (GUARD_TOPIC, ORG_TOPIC):
+            self._entries.pop(payload, None)
