@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sluicegate.core.actors import Actor, RequestMeta
 from sluicegate.core.errors import Unauthenticated
 from sluicegate.core.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from sluicegate.guard.counters import GuardStore
 from sluicegate.identity import service as identity
 from sluicegate.runtime import Runtime
 from sluicegate.settings import Settings
@@ -51,8 +52,14 @@ def settings(request: Request) -> Settings:
     return runtime_of(request).settings
 
 
+def counters(request: Request) -> GuardStore:
+    return runtime_of(request).counters
+
+
 Now = Annotated[datetime, Depends(now)]
 CurrentSettings = Annotated[Settings, Depends(settings)]
+# The guard's counter store: budgets' spent and reserved, the credit balance.
+Counters = Annotated[GuardStore, Depends(counters)]
 
 
 def request_meta(request: Request) -> RequestMeta:

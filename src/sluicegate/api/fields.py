@@ -10,7 +10,16 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AwareDatetime, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BeforeValidator,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+)
+
+from sluicegate.core.money import MoneyError, usd_to_nanos
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 ID_MAX_LENGTH = 64
@@ -52,3 +61,33 @@ ModelPattern = Annotated[
     AfterValidator(_printable),
 ]
 Role = Literal["owner", "admin", "member", "viewer"]
+
+
+# Any one amount stays far inside int64 nano-USD, so sums of many never overflow.
+MAX_USD_NANOS = 10**18
+
+
+def _nanos(value: object) -> int:
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise ValueError("must be an amount of USD: a decimal string such as '12.5' or a number")
+    try:
+        nanos = usd_to_nanos(value.strip() if isinstance(value, str) else value)
+    except MoneyError as exc:
+        raise ValueError(str(exc)) from None
+    if abs(nanos) > MAX_USD_NANOS:
+        raise ValueError("must be at most 1000000000 USD (either sign)")
+    return nanos
+
+
+# USD in: a decimal string ("12.500000000") or a number, held as integer nano-USD; never a float.
+USD = Annotated[
+    int,
+    BeforeValidator(_nanos),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string"}, {"type": "number"}],
+            "description": "USD as an exact decimal string (at most 9 decimals); numbers accepted",
+            "examples": ["12.500000000"],
+        }
+    ),
+]

@@ -6,6 +6,8 @@ from fastapi import APIRouter, FastAPI
 
 from sluicegate.api.errors import install_error_handlers
 from sluicegate.audit import routes as audit_routes
+from sluicegate.credits import routes as credits_routes
+from sluicegate.guard import budget_routes, policy_routes
 from sluicegate.identity import routes as identity_routes
 from sluicegate.keys import routes as keys_routes
 from sluicegate.orgs import routes as orgs_routes
@@ -15,7 +17,15 @@ PREFIX = "/api/v1"
 
 def _admin_router() -> APIRouter:
     router = APIRouter(prefix=PREFIX)
-    for module in (identity_routes, orgs_routes, keys_routes, audit_routes):
+    for module in (
+        identity_routes,
+        orgs_routes,
+        keys_routes,
+        audit_routes,
+        budget_routes,
+        policy_routes,
+        credits_routes,
+    ):
         router.include_router(module.router)
     return router
 
