@@ -41,6 +41,7 @@ FORBIDDEN = _described(403, "The caller's role is too small for this, inside the
 NOT_FOUND = _described(404, "Unknown id, or an id of another organization")
 CONFLICT = _described(409, "Conflicts with the current state (named in the message)")
 INVALID = _described(422, "Invalid input; the message names the field and the rule")
+UNAVAILABLE = _described(503, "The counter store (Redis) is unavailable; retry shortly")
 
 # What every authenticated, org-scoped route may answer besides success.
 STANDARD_ERRORS: Responses = {

@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, case, delete, func, select, tuple_
+from sqlalchemy import Select, and_, case, delete, false, func, or_, select, true, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from sluicegate.core.ids import has_prefix
 from sluicegate.core.pagination import paginate
@@ -17,7 +18,7 @@ from sluicegate.guard.models import Budget, Policy, PolicyBinding
 from sluicegate.identity.models import User
 from sluicegate.keys.models import ApiKey
 from sluicegate.metering.models import UsageEvent
-from sluicegate.orgs.models import Group, Organization, in_subtrees
+from sluicegate.orgs.models import PATH_SEPARATOR, Group, Membership, Organization, in_subtrees
 
 # --- rebuilding counters ---------------------------------------------------------------------
 
@@ -149,15 +150,56 @@ async def list_budgets(
     *,
     scope_type: str | None,
     scope_id: str | None,
+    readable: list[str] | None,
+    reader: str,
     cursor: str | None,
     limit: int,
 ) -> tuple[list[Budget], str | None]:
+    """Budgets of the org; with `readable` (subtree paths), only those whose scope lies in one of
+    them, plus the reader's own member and key budgets. None: all of them."""
     statement = select(Budget).where(Budget.org_id == org_id)
     if scope_type is not None:
         statement = statement.where(Budget.scope_type == scope_type)
     if scope_id is not None:
         statement = statement.where(Budget.scope_id == scope_id)
+    if readable is not None:
+        statement = _readable_budgets(statement, readable, reader)
     return await paginate(session, statement, Budget.id, cursor=cursor, limit=limit)
+
+
+def _readable_budgets(statement: Select[Any], readable: list[str], reader: str) -> Select[Any]:
+    scope_group, key_group, home_group = aliased(Group), aliased(Group), aliased(Group)
+    at_root = any(PATH_SEPARATOR not in path for path in readable)
+    statement = (
+        statement.outerjoin(
+            scope_group, and_(Budget.scope_type == "group", scope_group.id == Budget.scope_id)
+        )
+        .outerjoin(ApiKey, and_(Budget.scope_type == "key", ApiKey.id == Budget.scope_id))
+        .outerjoin(key_group, key_group.id == ApiKey.group_id)
+        .outerjoin(
+            Membership,
+            and_(
+                Budget.scope_type == "member",
+                Membership.org_id == Budget.org_id,
+                Membership.user_id == Budget.scope_id,
+            ),
+        )
+        .outerjoin(home_group, home_group.id == Membership.home_group_id)
+    )
+    return statement.where(
+        or_(
+            and_(Budget.scope_type == "group", in_subtrees(scope_group.path, readable)),
+            and_(
+                Budget.scope_type == "key",
+                or_(in_subtrees(key_group.path, readable), ApiKey.owner_user_id == reader),
+            ),
+            and_(
+                Budget.scope_type == "member",
+                or_(in_subtrees(home_group.path, readable), Budget.scope_id == reader),
+            ),
+            and_(Budget.scope_type.in_(("org", "member_default")), true() if at_root else false()),
+        )
+    )
 
 
 async def add(session: AsyncSession, *rows: Budget | Policy | PolicyBinding) -> None:
@@ -236,3 +278,17 @@ async def policies_bound_to(
 
 async def delete_bindings_of(session: AsyncSession, policy_id: str) -> None:
     await session.execute(delete(PolicyBinding).where(PolicyBinding.policy_id == policy_id))
+
+
+async def binding_of_policy(
+    session: AsyncSession, org_id: str, policy_id: str, binding_id: str
+) -> PolicyBinding | None:
+    if not has_prefix(binding_id, "pb"):
+        return None
+    return await session.scalar(
+        select(PolicyBinding).where(
+            PolicyBinding.org_id == org_id,
+            PolicyBinding.policy_id == policy_id,
+            PolicyBinding.id == binding_id,
+        )
+    )

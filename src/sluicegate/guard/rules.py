@@ -83,25 +83,12 @@ class KeyRules:
         ends: list[datetime] = []
         for scope in self.scopes:
             for rule, subject in scope.budgets:
-                bounds = period_bounds(rule.period, self.zone, now)
-                start = end = None
-                start_ms, expire_ms = 0, 0
-                if bounds is not None:
-                    start, end = bounds
-                    ends.append(end)
-                    start_ms = int(start.timestamp() * 1000)
-                    expire_ms = int((end + PERIOD_GRACE).timestamp() * 1000)
-                spender = subject or scope.id
-                checks.append(
-                    BudgetCounter(
-                        key=f"{{{self.org_id}}}:b:{rule.id}:{subject or '-'}:{start_ms}",
-                        budget_id=rule.id,
-                        limit=rule.limit,
-                        hard=rule.hard,
-                        expire_at_ms=expire_ms,
-                        spend=SpendScope(self.org_id, scope.kind, spender, start, end),
-                    )
+                counter = budget_counter(
+                    self.org_id, rule, scope.kind, subject or scope.id, subject, self.zone, now
                 )
+                if counter.spend.end is not None:
+                    ends.append(counter.spend.end)
+                checks.append(counter)
             checks.extend(scope.rates)
         if self.credit_enforced:
             checks.append(self.credit)
@@ -116,6 +103,35 @@ class KeyRules:
     def empty(self) -> bool:
         """Nothing to check: no budgets, rate limits or credit. Settle still charges the credit."""
         return not self.credit_enforced and not any(s.budgets or s.rates for s in self.scopes)
+
+
+def budget_counter(
+    org_id: str,
+    rule: BudgetRule,
+    scope_kind: str,
+    spender: str,
+    subject: str,
+    zone: ZoneInfo,
+    now: datetime,
+) -> BudgetCounter:
+    """The counter of `rule` for the period containing `now`. `spender` is whose spend it holds
+    (the scope's id; for the org's default member budget, the member); `subject` is "" except
+    for default member budgets, where each member has a counter of their own."""
+    bounds = period_bounds(rule.period, zone, now)
+    start = end = None
+    start_ms = expire_ms = 0
+    if bounds is not None:
+        start, end = bounds
+        start_ms = int(start.timestamp() * 1000)
+        expire_ms = int((end + PERIOD_GRACE).timestamp() * 1000)
+    return BudgetCounter(
+        key=f"{{{org_id}}}:b:{rule.id}:{subject or '-'}:{start_ms}",
+        budget_id=rule.id,
+        limit=rule.limit,
+        hard=rule.hard,
+        expire_at_ms=expire_ms,
+        spend=SpendScope(org_id, scope_kind, spender, start, end),
+    )
 
 
 @dataclass

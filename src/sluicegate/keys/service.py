@@ -236,6 +236,14 @@ def key_view(key: ApiKey) -> dict[str, Any]:
     }
 
 
+async def key_and_target(
+    session: AsyncSession, access: OrgAccess, key_id: str
+) -> tuple[ApiKey, KeyTarget]:
+    """A key of the caller's org (revoked ones included) and the target the rules judge: for
+    other capabilities that govern keys (budgets, policies). 404 for unknown ids."""
+    return await _key_and_target(session, access, key_id)
+
+
 async def _key_and_target(
     session: AsyncSession, access: OrgAccess, key_id: str
 ) -> tuple[ApiKey, KeyTarget]:
