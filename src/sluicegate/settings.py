@@ -8,7 +8,7 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sluicegate.core.errors import ConfigurationError
@@ -121,6 +121,19 @@ class Settings(BaseSettings):
     def _secret_length(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < MIN_SECRET_KEY_LENGTH:
             raise ValueError(f"must be at least {MIN_SECRET_KEY_LENGTH} characters")
+        return value
+
+    @field_validator("reservation_ttl_seconds")
+    @classmethod
+    def _reservations_outlive_calls(cls, value: int, info: ValidationInfo) -> int:
+        # A non-streaming call may take upstream_timeout; its reservation must not expire first
+        # (streams renew theirs while they run).
+        timeout = info.data.get("upstream_timeout")
+        if timeout is not None and value <= timeout:
+            raise ValueError(
+                f"must be longer than SLUICEGATE_UPSTREAM_TIMEOUT ({timeout:g} s), or calls "
+                "could outlive their reservations"
+            )
         return value
 
     @property

@@ -138,6 +138,22 @@ async def test_an_unsettled_reservation_is_reclaimed_after_its_deadline(
     await reserved(store, org.plan(10, budget))
 
 
+async def test_an_extended_reservation_outlives_its_first_deadline(
+    store: GuardStore, clock: ManualClock
+) -> None:
+    org = Org()
+    budget = org.budget(10)
+    done = await reserved(store, org.plan(10, budget))
+    clock.advance(TTL_MS / 1000 - 1)
+    assert await store.extend(done) is True
+    clock.advance(TTL_MS / 1000 - 1)
+    assert (await store.read([budget], Seeds()))[0].reserved == 10
+    await store.settle(done, 4, 0)
+    assert await store.extend(done) is False
+    value = (await store.read([budget], Seeds()))[0]
+    assert (value.used, value.reserved) == (4, 0)
+
+
 async def test_a_settle_after_the_deadline_still_charges_once(
     store: GuardStore, clock: ManualClock
 ) -> None:

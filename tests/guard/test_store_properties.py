@@ -1,6 +1,8 @@
-"""Random sequences of reserve, settle, duplicate settle, crash (never settled) and the clock
-moving past reservation deadlines, against both stores: the counters always equal settled spend
-plus live reservations, a hard budget is never exceeded, and the credit never goes below zero."""
+"""Random sequences of reserve, settle, duplicate settle, crash (never settled), the clock moving
+past reservation deadlines and settles arriving after them, against both stores: the counters
+always equal settled spend plus live reservations; a hard budget is never exceeded and the credit
+never goes below zero, except by what was settled after its reservation had expired (a request
+outliving the reservation TTL, which the gateway prevents by extending long streams)."""
 
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ def machine_for(kind: str, redis_url: str, prefix: str) -> type[RuleBasedStateMa
             self.seeds = Seeds({self.org.credit.key: CreditSeed(BALANCE, BALANCE, 1)})
             self.held: list[Held] = []
             self.settled_spend = 0
+            self.late_spend = 0
 
         def run(self, coroutine):  # type: ignore[no-untyped-def]
             return self.loop.run_until_complete(coroutine)
@@ -83,7 +86,18 @@ def machine_for(kind: str, redis_url: str, prefix: str) -> type[RuleBasedStateMa
                 assert isinstance(result, Blocked)
 
         def open_(self) -> list[Held]:
-            return [h for h in self.held if not h.settled and not h.crashed]
+            return [
+                h
+                for h in self.held
+                if not h.settled and not h.crashed and h.deadline_ms > self.now_ms
+            ]
+
+        def expired(self) -> list[Held]:
+            return [
+                h
+                for h in self.held
+                if not h.settled and not h.crashed and h.deadline_ms <= self.now_ms
+            ]
 
         @precondition(lambda self: self.open_())
         @rule(data=st.data())
@@ -93,6 +107,17 @@ def machine_for(kind: str, redis_url: str, prefix: str) -> type[RuleBasedStateMa
             assert self.run(self.store.settle(held.reserved, cost, 0)) is True
             held.settled = True
             self.settled_spend += cost
+
+        @precondition(lambda self: self.expired())
+        @rule(data=st.data())
+        def settle_late(self, data: st.DataObject) -> None:
+            """The request outlived its reservation; what it cost is still charged, once."""
+            held = data.draw(st.sampled_from(self.expired()))
+            cost = data.draw(st.integers(min_value=0, max_value=held.amount))
+            assert self.run(self.store.settle(held.reserved, cost, 0)) is True
+            held.settled = True
+            self.settled_spend += cost
+            self.late_spend += cost
 
         @precondition(lambda self: any(h.settled for h in self.held))
         @rule(data=st.data())
@@ -119,8 +144,8 @@ def machine_for(kind: str, redis_url: str, prefix: str) -> type[RuleBasedStateMa
             assert (hard.used, hard.reserved) == (self.settled_spend, live)
             assert (soft.used, soft.reserved) == (self.settled_spend, live)
             assert (credit.used, credit.reserved) == (BALANCE - self.settled_spend, live)
-            assert hard.used + hard.reserved <= LIMIT
-            assert credit.used - credit.reserved >= 0
+            assert hard.used + hard.reserved <= LIMIT + self.late_spend
+            assert credit.used - credit.reserved >= -self.late_spend
 
     return CounterModel
 

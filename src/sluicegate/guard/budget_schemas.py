@@ -42,7 +42,6 @@ class BudgetPut(BaseModel):
         description="percentages of the limit at which alerts fire, e.g. [50, 90]",
     )
 
-
     @field_validator("limit_usd")
     @classmethod
     def _not_negative(cls, value: int) -> int:

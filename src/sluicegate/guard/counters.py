@@ -21,9 +21,9 @@ budget by itself. Settle is idempotent per request id.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 # Rate limits are per minute (rpm, tpm).
 RATE_WINDOW_MS = 60_000
@@ -110,6 +110,9 @@ class Plan:
     checks: tuple[Check, ...]
     # Settle charges the actual cost to the credit even when credit is not enforced.
     credit: CreditCounter
+    # Shared by every plan built from the same cached `checks`: a store keeps what it derives
+    # from them here (its encoding of keys and limits), so the hot path does not redo it.
+    memo: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +159,11 @@ class GuardStore(Protocol):
     async def settle(self, reserved: Reserved, cost: int, tokens: int) -> bool:
         """Release the reservation and charge the actual cost (and tokens) instead; False when
         this request was settled already (nothing changes)."""
+        ...
+
+    async def extend(self, reserved: Reserved) -> bool:
+        """Push the reservation's deadline one TTL past now (a request still running, such as a
+        long stream); False when it is no longer held."""
         ...
 
     async def read(

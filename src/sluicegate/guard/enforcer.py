@@ -108,6 +108,24 @@ class Guard:
                 self._reserved_locally.add(plan.request_id)
             return result
 
+    def extend_soon(self, reserved: Reserved) -> None:
+        """Keep a long-running request's reservation alive (a stream still relaying)."""
+        task = asyncio.create_task(self._extend(reserved))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def _extend(self, reserved: Reserved) -> None:
+        store = self._local if reserved.plan.request_id in self._reserved_locally else self.store
+        try:
+            await (store or self.store).extend(reserved)
+        except CounterStoreUnavailable:
+            log.warning("could not extend a reservation; the next attempt may succeed")
+
+    @property
+    def extend_every(self) -> float:
+        """How often a running request renews its reservation: well before it would expire."""
+        return self._ttl / 3
+
     def settle_soon(self, reserved: Reserved, cost: int, tokens: int) -> None:
         """Settle off the response path; a client that went away never cancels it."""
         task = asyncio.create_task(self._settle(reserved, cost, tokens))

@@ -132,6 +132,17 @@ class MemoryGuardStore:
                         self._rates[window] = max(0, self._rates[window] + delta)
         return True
 
+    async def extend(self, reserved: Reserved) -> bool:
+        plan = reserved.plan
+        held = self._held.get(plan.request_id)
+        if held is None:
+            return False
+        deadline = self._now_ms() + self._ttl_ms
+        self._held[plan.request_id] = (deadline, held[1])
+        # The old heap entry stays behind; the sweep skips entries whose deadline moved.
+        heapq.heappush(self._deadlines.setdefault(plan.org_id, []), (deadline, plan.request_id))
+        return True
+
     async def read(
         self, counters: Sequence[BudgetCounter | CreditCounter], loader: Loader
     ) -> list[CounterValue]:

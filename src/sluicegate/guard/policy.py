@@ -57,10 +57,12 @@ class PolicyRule:
 
 @dataclass(frozen=True, slots=True)
 class Bound:
-    """A policy where it applies: `where` names the group, member or key it is bound to."""
+    """A policy where it applies: bound to (target_type, target_id); `where` says it in words."""
 
     rule: PolicyRule
     where: str
+    target_type: str
+    target_id: str
 
     def describe(self) -> str:
         return f"policy '{self.rule.name}' ({self.rule.id}) on {self.where}"

@@ -75,10 +75,12 @@ class RedisGuardStore:
         self._prefix = f"{prefix}:"
         self._clock = clock or SystemClock()
         self._ttl_ms = reservation_ttl_ms
+        self._record_ttl_ms = reservation_ttl_ms + SETTLED_MEMORY_MS
         self._reserve = client.register_script(_script("reserve"))
         self._settle = client.register_script(_script("settle"))
         self._read = client.register_script(_script("read"))
         self._sync_credit = client.register_script(_script("sync_credit"))
+        self._extend = client.register_script(_script("extend"))
         self._down_until = 0.0
 
     def _now_ms(self) -> int:
@@ -102,13 +104,26 @@ class RedisGuardStore:
 
     async def reserve(self, plan: Plan, loader: Loader) -> Reserved | Blocked:
         seeds: dict[int, Seed] = {}
+        spec, fixed, rates = self._prepared(plan)
+        zset, records = self._org_keys(plan.org_id)
         for _ in range(MAX_SEED_ROUNDS + 1):
             now = self._now_ms()
-            keys, args = self._reserve_call(plan, now, seeds)
+            keys = [zset, records + plan.request_id, *self._window_keys(plan, fixed, now)]
+            header = (
+                f"{now} {now + self._ttl_ms} {plan.amount} {plan.request_id} {records} "
+                f"{RATE_WINDOW_MS} {self._record_ttl_ms} {SWEEP_BATCH} {plan.tokens}"
+            )
+            args = [header, spec]
+            if seeds:
+                args.append(" ".join(f"{i + 1}={_seed_text(v)}" for i, v in seeds.items()))
             answer = await self._call(self._reserve, keys, args)
             status = int(answer[0])
             if status == 1:
-                return Reserved(plan, now, self._rate_states(plan, answer))
+                states = tuple(
+                    RateState(check, int(answer[1 + 2 * i]), int(answer[2 + 2 * i]))
+                    for i, check in enumerate(rates)
+                )
+                return Reserved(plan, now, states)
             if status == 3:
                 return Reserved(plan, now, ())
             if status == 0:
@@ -119,74 +134,71 @@ class RedisGuardStore:
             seeds.update(zip(positions, await loader(missing), strict=True))  # type: ignore[arg-type]
         raise CounterStoreUnavailable("counters vanished while they were being rebuilt")
 
-    def _reserve_call(
-        self, plan: Plan, now: int, seeds: dict[int, Seed]
-    ) -> tuple[list[str], list[Any]]:
-        zset, records = self._org_keys(plan.org_id)
-        prefix = self._prefix
-        keys = [zset, records + plan.request_id]
-        args: list[Any] = [
-            now,
-            now + self._ttl_ms,
-            plan.amount,
-            plan.request_id,
-            records,
-            len(plan.checks),
-            RATE_WINDOW_MS,
-            self._ttl_ms + SETTLED_MEMORY_MS,
-            SWEEP_BATCH,
-        ]
-        window = now // RATE_WINDOW_MS
-        for index, check in enumerate(plan.checks):
-            if isinstance(check, RateCounter):
-                keys.append(f"{prefix}{check.key}:{window}")
-                keys.append(f"{prefix}{check.key}:{window - 1}")
-                want = plan.tokens if check.per_token else 1
-                args += ("r", check.limit, want, "", "")
-            elif isinstance(check, BudgetCounter):
-                keys.append(prefix + check.key)
-                seed = _seed_text(seeds.get(index))
-                args += ("b", check.limit, 1 if check.hard else 0, check.expire_at_ms, seed)
-            else:
-                keys.append(prefix + check.key)
-                args += ("c", "", "", "", _seed_text(seeds.get(index)))
-        return keys, args
+    def _prepared(self, plan: Plan) -> tuple[str, list[str | None], tuple[RateCounter, ...]]:
+        """What never changes for a set of checks, derived once and kept in the plan's memo:
+        the spec argument, the keys (None where a rate counter's two window keys go) and the
+        rate counters in order."""
+        prepared = plan.memo.get("redis")
+        if prepared is None:
+            parts: list[str] = []
+            fixed: list[str | None] = []
+            for check in plan.checks:
+                if isinstance(check, RateCounter):
+                    parts.append(f"r,{check.limit},{1 if check.per_token else 0}")
+                    fixed.append(None)
+                elif isinstance(check, BudgetCounter):
+                    parts.append(f"b,{check.limit},{1 if check.hard else 0},{check.expire_at_ms}")
+                    fixed.append(self._prefix + check.key)
+                else:
+                    parts.append("c")
+                    fixed.append(self._prefix + check.key)
+            rates = tuple(c for c in plan.checks if isinstance(c, RateCounter))
+            charged = [self._prefix + c.key for c in plan.checks if isinstance(c, BudgetCounter)]
+            charged.append(self._prefix + plan.credit.key)
+            prepared = plan.memo["redis"] = (" ".join(parts), fixed, rates, charged)
+        return prepared[0], prepared[1], prepared[2]
 
-    @staticmethod
-    def _rate_states(plan: Plan, answer: list[Any]) -> tuple[RateState, ...]:
-        rates = [check for check in plan.checks if isinstance(check, RateCounter)]
-        return tuple(
-            RateState(check, int(answer[1 + 2 * i]), int(answer[2 + 2 * i]))
-            for i, check in enumerate(rates)
-        )
+    def _window_keys(self, plan: Plan, fixed: list[str | None], now: int) -> list[str]:
+        """The checks' keys, with the rate counters' current and previous windows of `now`."""
+        window = now // RATE_WINDOW_MS
+        cached = plan.memo.get("redis-window")
+        if cached is not None and cached[0] == window:
+            return cached[1]  # type: ignore[no-any-return]
+        keys: list[str] = []
+        rates = iter(c for c in plan.checks if isinstance(c, RateCounter))
+        for key in fixed:
+            if key is None:
+                base = self._prefix + next(rates).key
+                keys += (f"{base}:{window}", f"{base}:{window - 1}")
+            else:
+                keys.append(key)
+        plan.memo["redis-window"] = (window, keys)
+        return keys
 
     async def settle(self, reserved: Reserved, cost: int, tokens: int) -> bool:
         plan = reserved.plan
+        self._prepared(plan)
+        charged: list[str] = plan.memo["redis"][3]
         zset, records = self._org_keys(plan.org_id)
-        prefix = self._prefix
-        keys = [
-            zset,
-            records + plan.request_id,
-            f"{prefix}{{{plan.org_id}}}:done:{plan.request_id}",
-        ]
-        charged = [prefix + c.key for c in plan.checks if isinstance(c, BudgetCounter)]
-        charged.append(prefix + plan.credit.key)
-        keys += charged
-        window = reserved.at_ms // RATE_WINDOW_MS
-        keys += [
-            f"{prefix}{c.key}:{window}"
-            for c in plan.checks
-            if isinstance(c, RateCounter) and c.per_token
-        ]
-        args = [
-            plan.request_id,
-            cost,
-            len(charged),
-            len(charged),
-            tokens - plan.tokens,
-            self._ttl_ms + SETTLED_MEMORY_MS,
-        ]
-        return bool(await self._call(self._settle, keys, args))
+        done = f"{self._prefix}{{{plan.org_id}}}:done:{plan.request_id}"
+        keys = [zset, records + plan.request_id, done, *charged]
+        delta = tokens - plan.tokens
+        if delta:
+            window = reserved.at_ms // RATE_WINDOW_MS
+            keys += [
+                f"{self._prefix}{c.key}:{window}"
+                for c in plan.checks
+                if isinstance(c, RateCounter) and c.per_token
+            ]
+        header = f"{plan.request_id} {cost} {len(charged)} {delta} {self._record_ttl_ms}"
+        return bool(await self._call(self._settle, keys, [header]))
+
+    async def extend(self, reserved: Reserved) -> bool:
+        plan = reserved.plan
+        zset, records = self._org_keys(plan.org_id)
+        deadline = self._now_ms() + self._ttl_ms
+        args = [plan.request_id, deadline, self._record_ttl_ms]
+        return bool(await self._call(self._extend, [zset, records + plan.request_id], args))
 
     async def read(
         self, counters: Sequence[BudgetCounter | CreditCounter], loader: Loader

@@ -234,23 +234,26 @@ async def list_policies(
     return await paginate(session, statement, Policy.id, cursor=cursor, limit=limit)
 
 
-async def bindings_of(session: AsyncSession, policy_ids: Sequence[str]) -> list[PolicyBinding]:
+async def bindings_of(
+    session: AsyncSession, org_id: str, policy_ids: Sequence[str]
+) -> list[PolicyBinding]:
     if not policy_ids:
         return []
     return list(
         await session.scalars(
             select(PolicyBinding)
-            .where(PolicyBinding.policy_id.in_(policy_ids))
+            .where(PolicyBinding.org_id == org_id, PolicyBinding.policy_id.in_(policy_ids))
             .order_by(PolicyBinding.id)
         )
     )
 
 
 async def binding(
-    session: AsyncSession, policy_id: str, target_type: str, target_id: str
+    session: AsyncSession, org_id: str, policy_id: str, target_type: str, target_id: str
 ) -> PolicyBinding | None:
     return await session.scalar(
         select(PolicyBinding).where(
+            PolicyBinding.org_id == org_id,
             PolicyBinding.policy_id == policy_id,
             PolicyBinding.target_type == target_type,
             PolicyBinding.target_id == target_id,
@@ -276,8 +279,12 @@ async def policies_bound_to(
     return [(b, p) for b, p in rows]
 
 
-async def delete_bindings_of(session: AsyncSession, policy_id: str) -> None:
-    await session.execute(delete(PolicyBinding).where(PolicyBinding.policy_id == policy_id))
+async def delete_bindings_of(session: AsyncSession, org_id: str, policy_id: str) -> None:
+    await session.execute(
+        delete(PolicyBinding).where(
+            PolicyBinding.org_id == org_id, PolicyBinding.policy_id == policy_id
+        )
+    )
 
 
 async def binding_of_policy(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -74,6 +75,7 @@ class KeyRules:
     # The checks of the current periods, valid until the first of them ends.
     _checks: tuple[Check, ...] = ()
     _valid_until: datetime | None = None
+    _memo: dict[str, Any] = field(default_factory=dict)
 
     def checks(self, now: datetime) -> tuple[Check, ...]:
         until = self._valid_until
@@ -94,10 +96,12 @@ class KeyRules:
             checks.append(self.credit)
         self._checks = tuple(checks)
         self._valid_until = min(ends) if ends else datetime.max.replace(tzinfo=UTC)
+        self._memo = {}
         return self._checks
 
     def plan(self, request_id: str, amount: int, tokens: int, now: datetime) -> Plan:
-        return Plan(self.org_id, request_id, amount, tokens, self.checks(now), self.credit)
+        checks = self.checks(now)
+        return Plan(self.org_id, request_id, amount, tokens, checks, self.credit, self._memo)
 
     @property
     def empty(self) -> bool:
@@ -176,7 +180,7 @@ class OrgRules:
                 ]
             policies = self.policies.get((target_type, target_id), [])
             where = self.describe_scope(kind, scope_id)
-            bound.extend(Bound(policy, where) for policy in policies)
+            bound.extend(Bound(policy, where, target_type, target_id) for policy in policies)
             rates = []
             rpm = [p.rpm for p in policies if p.rpm is not None]
             tpm = [p.tpm for p in policies if p.tpm is not None]

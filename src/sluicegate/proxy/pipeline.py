@@ -234,6 +234,8 @@ class Pipeline:
     async def relay(self, call: ProxyCall, response: httpx.Response, reader: StreamReader) -> Any:
         """Yield the client's SSE bytes; settle in `finally`, whatever ended the stream."""
         status, error_type, ttft_ms = 200, None, None
+        # A stream may outlive its reservation's TTL: renew it while it runs.
+        renew_at = call.started + self.guard.extend_every if call.reserved is not None else None
         try:
             async for data in response.aiter_raw():
                 out = reader.feed(data)
@@ -241,6 +243,10 @@ class Pipeline:
                     if ttft_ms is None:
                         ttft_ms = int((time.perf_counter() - call.started) * 1000)
                     yield out
+                if renew_at is not None and time.perf_counter() >= renew_at:
+                    assert call.reserved is not None
+                    self.guard.extend_soon(call.reserved)
+                    renew_at += self.guard.extend_every
             yield reader.finish()
         except httpx.HTTPError as exc:
             route = call.route

@@ -1,12 +1,15 @@
 -- settle: release a request's reservation and charge its actual cost, once per request id.
 -- KEYS: [1] the org's zset of live reservations, [2] the request's record, [3] its settled
---       marker, then the charged counters (budgets and the credit), then the tpm windows the
---       request reserved tokens in.
--- ARGV: [1] request id, [2] cost nano-USD, [3] number of charged counters, [4] position of the
---       credit among them (0: none), [5] actual minus reserved tokens, [6] marker lifetime ms.
+--       marker, then the charged counters (budgets, then the credit last), then the tpm windows
+--       the request reserved tokens in.
+-- ARGV: [1] "request_id cost charged_count token_delta marker_ttl_ms": cost in nano-USD,
+--       token_delta = actual minus reserved tokens.
 -- Returns 1, or 0 when the request was settled already (nothing changes).
+local h = {}
+for part in string.gmatch(ARGV[1], '%S+') do h[#h + 1] = part end
+local rid, cost, charged, delta = h[1], h[2], tonumber(h[3]), h[4]
 if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
-redis.call('SET', KEYS[3], '1', 'PX', ARGV[6])
+redis.call('SET', KEYS[3], '1', 'PX', h[5])
 local held = redis.call('HGETALL', KEYS[2])
 for i = 1, #held, 2 do
   if redis.call('EXISTS', held[i]) == 1 then
@@ -14,16 +17,15 @@ for i = 1, #held, 2 do
   end
 end
 redis.call('DEL', KEYS[2])
-redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[1], rid)
 
-local cost, charged, credit = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 -- A counter that is gone (expired, flushed) is not recreated here: it is rebuilt from the
 -- database, which will hold this request's cost.
 if cost ~= '0' then
   for i = 1, charged do
     local key = KEYS[3 + i]
     if redis.call('EXISTS', key) == 1 then
-      if i == credit then
+      if i == charged then
         redis.call('HINCRBY', key, 'b', negated(cost))
       else
         redis.call('HINCRBY', key, 's', cost)
@@ -31,7 +33,6 @@ if cost ~= '0' then
     end
   end
 end
-local delta = ARGV[5]
 if delta ~= '0' then
   for i = 4 + charged, #KEYS do
     if redis.call('EXISTS', KEYS[i]) == 1 then
