@@ -271,6 +271,23 @@ async def test_forgotten_counters_are_rebuilt(store: GuardStore) -> None:
     assert (await store.read([budget], seeds))[0].used == 30
 
 
+async def test_a_counter_rebuilt_under_live_reservations_never_goes_below_zero(
+    store: GuardStore,
+) -> None:
+    org = Org()
+    budget = org.budget(100)
+    seeds = Seeds({budget.key: 0})
+    first = await reserved(store, org.plan(30, budget), seeds)
+    await store.forget([budget.key])  # dropped and rebuilt: it knows nothing of `first`
+    second = await reserved(store, org.plan(20, budget), seeds)
+    await store.settle(first, 30, 0)
+    value = (await store.read([budget], seeds))[0]
+    assert (value.used, value.reserved) == (30, 0)
+    await store.settle(second, 20, 0)
+    value = (await store.read([budget], seeds))[0]
+    assert (value.used, value.reserved) == (50, 0)
+
+
 async def test_amounts_beyond_double_precision_are_exact(store: GuardStore) -> None:
     org = Org()
     limit = 2**62 + 1  # about 4.6 billion USD: far past 2**53

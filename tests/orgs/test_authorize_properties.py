@@ -18,6 +18,7 @@ from sluicegate.orgs.authorize import (
     MemberTarget,
     OrgAccess,
     Path,
+    TopUp,
     allowed,
     can_grant,
     can_manage_member,
@@ -96,6 +97,24 @@ def test_admins_never_manage_owners_themselves_or_anyone_holding_more(
     assert all(can_grant(access, b.role, b.path) for b in member.bindings)
 
 
+@settings(max_examples=1000)
+@given(held_roles, st.one_of(nodes(), members, st.builds(KeyTarget, nodes(), members)))
+def test_nobody_but_an_owner_governs_their_own_limits(
+    held: list[Binding], target: Path | MemberTarget | KeyTarget
+) -> None:
+    """Budgets and policy bindings are set from strictly above the scope: never on one's own
+    node or above it, never on oneself, never on one's own key."""
+    access = access_of(held)
+    if access.is_owner or not allowed(access, Action.GUARDRAIL_MANAGE, target):
+        return
+    if isinstance(target, MemberTarget):
+        assert target.user_id != ME
+    elif isinstance(target, KeyTarget):
+        assert target.owner.user_id != ME
+    else:
+        assert any(strictly_below(target, b.path) for b in held if b.role == ADMIN)
+
+
 TARGETS = {
     Action.ORG_READ: st.none(),
     Action.ORG_UPDATE: st.none(),
@@ -113,6 +132,13 @@ TARGETS = {
     Action.KEY_READ: st.builds(KeyTarget, nodes(), members),
     Action.KEY_MANAGE: st.builds(KeyTarget, nodes(), members),
     Action.AUDIT_READ: nodes(),
+    Action.GUARDRAIL_READ: st.one_of(nodes(), members, st.builds(KeyTarget, nodes(), members)),
+    Action.GUARDRAIL_MANAGE: st.one_of(nodes(), members, st.builds(KeyTarget, nodes(), members)),
+    Action.POLICY_CREATE: st.none(),
+    Action.POLICY_READ: st.none(),
+    Action.CREDIT_READ: st.none(),
+    Action.CREDIT_TOPUP: st.builds(TopUp, st.integers(0, 3)),
+    Action.CREDIT_ADJUST: st.none(),
 }
 
 

@@ -35,6 +35,8 @@ import pytest
 from sluicegate.audit.service import record
 from sluicegate.core.digests import secret_digest
 from sluicegate.core.ids import new_id
+from sluicegate.credits.models import LedgerEntry
+from sluicegate.guard.models import Budget, Policy, PolicyBinding
 from sluicegate.identity.models import User
 from sluicegate.identity.service import issue_admin_token
 from sluicegate.keys.models import ApiKey
@@ -72,6 +74,26 @@ key.rotate         ok   404 | ok   ok  403  403 404 | 403  403 403  403 404 | 40
 key.delete         ok   404 | ok   ok  403  403 404 | 403  403 403  403 404 | 403  403 403  403 404
 audit.list         ok+  404 | ok+  ok+ ok-  ok- 404 | ok+  ok+ ok-  ok- 404 | 403  403 403  403 404
 audit.verify       ok   404 | ok   -   403  -   404 | ok   -   403  -   404 | 403  -   403  -   404
+credits.get        ok   404 | ok   -   ok   -   404 | ok   -   ok   -   404 | 403  -   403  -   404
+credits.topup      ok   404 | ok   -   ok   -   404 | 403  -   403  -   404 | 403  -   403  -   404
+credits.adjust     ok   404 | 403  -   403  -   404 | 403  -   403  -   404 | 403  -   403  -   404
+ledger.list        ok+  404 | ok+  -   ok+  -   404 | ok+  -   ok+  -   404 | 403  -   403  -   404
+ledger.csv         ok   404 | ok   -   ok   -   404 | ok   -   ok   -   404 | 403  -   403  -   404
+policy.create      ok   404 | ok   ok  ok   ok  404 | 403  403 403  403 404 | 403  403 403  403 404
+policies.list      ok+  404 | ok+  ok+ ok+  ok+ 404 | ok+  ok+ ok+  ok+ 404 | 403  403 403  403 404
+policy.get         ok   404 | ok   ok  ok   ok  404 | ok   ok  ok   ok  404 | 403  403 403  403 404
+policy.update      ok   404 | 403  ok  403  403 404 | 403  403 403  403 404 | 403  403 403  403 404
+policy.delete      ok   404 | 403  ok  403  403 404 | 403  403 403  403 404 | 403  403 403  403 404
+policy.bind        ok   404 | ok   ok  403  403 404 | 403  403 403  403 404 | 403  403 403  403 404
+policy.unbind      ok   404 | 403  ok  403  403 404 | 403  403 403  403 404 | 403  403 403  403 404
+key.policy         ok   404 | ok   ok  403  403 404 | ok   ok  403  403 404 | 403  403 403  403 404
+budget.put.org     ok   404 | 403  -   403  -   404 | 403  -   403  -   404 | 403  -   403  -   404
+budget.put.group   ok   404 | 403  ok  403  403 404 | 403  403 403  403 404 | 403  403 403  403 404
+budget.put.member  ok   404 | ok   ok  403  403 404 | 403  403 403  403 404 | 403  403 403  403 404
+budget.put.key     ok   404 | ok   ok  403  403 404 | 403  403 403  403 404 | 403  403 403  403 404
+budgets.list       ok+  404 | ok+  ok+ ok-  ok- 404 | ok+  ok+ ok-  ok- 404 | ok-  ok- ok-  ok- 404
+budget.get         ok   404 | ok   ok  403  403 404 | ok   ok  403  403 404 | 403  403 403  403 404
+budget.delete      ok   404 | 403  ok  403  403 404 | 403  403 403  403 404 | 403  403 403  403 404
 """
 
 COLUMNS = [("owner", "root"), ("owner", "oth")] + [
@@ -110,6 +132,18 @@ class World:
     invitation: str
     event: str
     caller_token: str
+    # --- policies: a policy bound to T (and that binding), and one bound nowhere. The defaults
+    # are the route's path parameters, which the coverage test reads; build_world sets ids.
+    policy: str = "{policy_id}"
+    policy_binding: str = "{binding_id}"
+    free_policy: str = "{policy_id}"
+    # --- end policies
+    # --- credits: a top-up in org A's ledger (the ledger rows' listed item)
+    ledger_entry: str = ""
+    # --- end credits
+    # --- budgets: a budget on group T
+    budget: str = "{budget_id}"
+    # --- end budgets
 
 
 @dataclass
@@ -212,7 +246,76 @@ def _calls() -> dict[str, tuple[str, Callable[[World], Call]]]:
         "key.delete": ("T", lambda w: Call("DELETE", f"{w.org}/keys/{w.key}")),
         "audit.list": ("T", lambda w: Call("GET", f"{w.org}/audit", params=every, item=w.event)),
         "audit.verify": ("R", lambda w: Call("GET", f"{w.org}/audit/verify")),
+        # --- policies (the key row binds the policy bound nowhere to S's key K) ---
+        "policy.create": (
+            "T",
+            lambda w: Call("POST", f"{w.org}/policies", {"name": "new policy", "rpm": 10}),
+        ),
+        "policies.list": (
+            "T",
+            lambda w: Call("GET", f"{w.org}/policies", params=every, item=w.policy),
+        ),
+        "policy.get": ("T", lambda w: Call("GET", f"{w.org}/policies/{w.policy}")),
+        "policy.update": (
+            "T",
+            lambda w: Call("PATCH", f"{w.org}/policies/{w.policy}", {"rpm": 1000}),
+        ),
+        "policy.delete": ("T", lambda w: Call("DELETE", f"{w.org}/policies/{w.policy}")),
+        "policy.bind": (
+            "T",
+            lambda w: Call(
+                "POST",
+                f"{w.org}/policies/{w.free_policy}/bindings",
+                {"target_type": "key", "target_id": w.key},
+            ),
+        ),
+        "policy.unbind": (
+            "T",
+            lambda w: Call("DELETE", f"{w.org}/policies/{w.policy}/bindings/{w.policy_binding}"),
+        ),
+        "key.policy": ("T", lambda w: Call("GET", f"{w.org}/keys/{w.key}/policy")),
+        # --- end policies ---
+        # --- credits (the org's pool: target R) ---
+        "credits.get": ("R", lambda w: Call("GET", f"{w.org}/credits")),
+        "credits.topup": (
+            "R",
+            lambda w: Call("POST", f"{w.org}/credits/topups", {"amount_usd": "1.5"}),
+        ),
+        "credits.adjust": (
+            "R",
+            lambda w: Call(
+                "POST", f"{w.org}/credits/adjustments", {"amount_usd": "-1", "note": "matrix"}
+            ),
+        ),
+        "ledger.list": (
+            "R",
+            lambda w: Call("GET", f"{w.org}/credits/ledger", params=every, item=w.ledger_entry),
+        ),
+        "ledger.csv": ("R", lambda w: Call("GET", f"{w.org}/credits/ledger.csv")),
+        # --- end credits ---
+        # --- budgets (who governs a scope: from above it; who reads: its subtree) ---
+        "budget.put.org": ("R", lambda w: Call("PUT", f"{w.org}/budgets", _budget("org", None))),
+        "budget.put.group": (
+            "T",
+            lambda w: Call("PUT", f"{w.org}/budgets", _budget("group", g(w, "T"))),
+        ),
+        "budget.put.member": (
+            "T",
+            lambda w: Call("PUT", f"{w.org}/budgets", _budget("member", w.subject)),
+        ),
+        "budget.put.key": ("T", lambda w: Call("PUT", f"{w.org}/budgets", _budget("key", w.key))),
+        "budgets.list": (
+            "T",
+            lambda w: Call("GET", f"{w.org}/budgets", params=every, item=w.budget),
+        ),
+        "budget.get": ("T", lambda w: Call("GET", f"{w.org}/budgets/{w.budget}")),
+        "budget.delete": ("T", lambda w: Call("DELETE", f"{w.org}/budgets/{w.budget}")),
+        # --- end budgets ---
     }
+
+
+def _budget(scope_type: str, scope_id: str | None) -> dict[str, Any]:
+    return {"scope_type": scope_type, "scope_id": scope_id, "limit_usd": "10", "period": "day"}
 
 
 CALLS = _calls()
@@ -352,6 +455,42 @@ async def build_world(runtime: Runtime, role: str, position: str, target: str) -
             target_id=key.id,
             group_id=nodes["T"].id,
         )
+        # --- policies: one bound to group T, one bound nowhere ---
+        bound_policy = Policy(id=new_id("pol"), org_id=org_a.id, name="bound at T", rpm=100)
+        free_policy = Policy(id=new_id("pol"), org_id=org_a.id, name="bound nowhere", rpm=100)
+        session.add_all([bound_policy, free_policy])
+        await session.flush()
+        policy_binding = PolicyBinding(
+            id=new_id("pb"),
+            org_id=org_a.id,
+            policy_id=bound_policy.id,
+            target_type="group",
+            target_id=nodes["T"].id,
+        )
+        session.add(policy_binding)
+        await session.flush()
+        # --- end policies ---
+        # --- credits: one top-up in org A's ledger ---
+        ledger_entry = LedgerEntry(
+            id=new_id("led"), org_id=org_a.id, kind="topup", amount_nusd=5 * 10**9, note="seed"
+        )
+        session.add(ledger_entry)
+        await session.flush()
+        # --- end credits ---
+        # --- budgets: one on group T ---
+        budget = Budget(
+            id=new_id("bud"),
+            org_id=org_a.id,
+            scope_type="group",
+            scope_id=nodes["T"].id,
+            period="month",
+            limit_nusd=10**9,
+            enforcement="hard",
+            thresholds=[],
+        )
+        session.add(budget)
+        await session.flush()
+        # --- end budgets ---
         _token, secret = await issue_admin_token(session, caller, pepper=pepper)
         return World(
             org=f"/api/v1/orgs/{org_a.id}",
@@ -361,6 +500,11 @@ async def build_world(runtime: Runtime, role: str, position: str, target: str) -
             invitation=invitation.id,
             event=event.id,
             caller_token=secret,
+            ledger_entry=ledger_entry.id,
+            policy=bound_policy.id,
+            policy_binding=policy_binding.id,
+            free_policy=free_policy.id,
+            budget=budget.id,
         )
 
 

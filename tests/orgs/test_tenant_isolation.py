@@ -25,6 +25,9 @@ class Tenant:
     member_id: str
     key_id: str
     invitation_id: str
+    budget_id: str
+    policy_id: str
+    binding_id: str
     api: Api
 
     def ids(self) -> dict[str, str]:
@@ -34,6 +37,9 @@ class Tenant:
             "user_id": self.member_id,
             "key_id": self.key_id,
             "invitation_id": self.invitation_id,
+            "budget_id": self.budget_id,
+            "policy_id": self.policy_id,
+            "binding_id": self.binding_id,
         }
 
 
@@ -78,7 +84,32 @@ async def make_tenant(runtime: Runtime, client: httpx.AsyncClient, name: str) ->
         ),
         201,
     )
-    return Tenant(org["id"], group["id"], joined["user_id"], key["id"], pending["id"], api)
+    budget = ok(
+        await api.put(
+            f"{base}/budgets",
+            json={"scope_type": "key", "scope_id": key["id"], "limit_usd": "5", "period": "month"},
+        )
+    )
+    policy = ok(await api.post(f"{base}/policies", json={"name": "p", "rpm": 100}), 201)
+    binding = ok(
+        await api.post(
+            f"{base}/policies/{policy['id']}/bindings",
+            json={"target_type": "group", "target_id": group["id"]},
+        ),
+        201,
+    )
+    ok(await api.post(f"{base}/credits/topups", json={"amount_usd": "10"}), 201)
+    return Tenant(
+        org["id"],
+        group["id"],
+        joined["user_id"],
+        key["id"],
+        pending["id"],
+        budget["id"],
+        policy["id"],
+        binding["id"],
+        api,
+    )
 
 
 def body_for(method: str, template: str, ids: dict[str, str]) -> Any:
@@ -104,6 +135,24 @@ def body_for(method: str, template: str, ids: dict[str, str]) -> Any:
         },
         ("PATCH", "/orgs/{org_id}/keys/{key_id}"): {"status": "disabled"},
         ("POST", "/orgs/{org_id}/keys/{key_id}/rotate"): {"grace_period_seconds": 0},
+        ("PUT", "/orgs/{org_id}/budgets"): {
+            "scope_type": "key",
+            "scope_id": ids["key_id"],
+            "limit_usd": "1000",
+            "period": "day",
+        },
+        ("POST", "/orgs/{org_id}/policies"): {"name": f"p-{secrets.token_hex(3)}"},
+        ("PATCH", "/orgs/{org_id}/policies/{policy_id}"): {"rpm": 100000},
+        ("POST", "/orgs/{org_id}/policies/{policy_id}/bindings"): {
+            "target_type": "key",
+            "target_id": ids["key_id"],
+        },
+        ("POST", "/orgs/{org_id}/credits/topups"): {"amount_usd": "1000"},
+        ("POST", "/orgs/{org_id}/credits/adjustments"): {
+            "amount_usd": "1000",
+            "kind": "adjustment",
+            "note": "taken over",
+        },
     }
     return bodies.get((method, template.removeprefix("/api/v1")))
 
@@ -165,7 +214,16 @@ async def test_org_a_ids_inside_org_b_routes_are_404(
 
 async def test_lists_never_show_another_tenants_rows(tenants: tuple[Tenant, Tenant]) -> None:
     a, b = tenants
-    for collection in ("groups", "members", "keys", "invitations", "audit"):
+    for collection in (
+        "groups",
+        "members",
+        "keys",
+        "invitations",
+        "audit",
+        "budgets",
+        "policies",
+        "credits/ledger",
+    ):
         items = ok(await b.api.get(f"/api/v1/orgs/{b.org_id}/{collection}", params={"limit": 200}))
         text = str(items)
         for foreign in a.ids().values():

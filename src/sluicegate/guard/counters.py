@@ -85,7 +85,9 @@ Check = BudgetCounter | CreditCounter | RateCounter
 @dataclass(frozen=True, slots=True)
 class CreditSeed:
     """A credit counter rebuilt from the ledger: balance = sum of all entries; `total` and
-    `version` are the sum and count of the non-usage entries (top-ups, adjustments, refunds)."""
+    `version` are the sum and count of the non-usage entries (top-ups, adjustments, refunds).
+    The count works as a version because those entries are only ever appended, never changed
+    or deleted; a correction is a new adjustment."""
 
     balance: int
     total: int
@@ -187,6 +189,11 @@ class GuardStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+def credit_counter(org_id: str) -> CreditCounter:
+    """The org's credit counter: one key for the proxy, the credits API and the org settings."""
+    return CreditCounter(f"{{{org_id}}}:credit", org_id)
 
 
 def org_of(counter: BudgetCounter | CreditCounter) -> str:

@@ -244,14 +244,15 @@ class MemoryGuardStore:
         held = self._held.pop(request_id, None)
         if held is None:
             return
+        # A counter rebuilt while this was live never held it: never below 0 (as in Redis).
         for key, amount in held[1]:
             budget = self._budgets.get(key)
             if budget is not None:
-                budget.reserved -= amount
+                budget.reserved = max(0, budget.reserved - amount)
                 continue
             credit = self._credits.get(key)
             if credit is not None:
-                credit.reserved -= amount
+                credit.reserved = max(0, credit.reserved - amount)
 
     def _sweep(self, org_id: str, now: int, batch: int = SWEEP_BATCH) -> None:
         heap = self._deadlines.get(org_id)

@@ -37,7 +37,9 @@ from sluicegate.guard.counters import (
     org_of,
 )
 
-# After a failure, calls fail at once for this long instead of each waiting on a dead server.
+# After this many failures in a row, calls fail at once for BREAKER_SECONDS instead of each
+# waiting on a dead server; a single timeout under load does not trip it.
+BREAKER_FAILURES = 3
 BREAKER_SECONDS = 1.0
 # Missing counters rebuilt, then missing again before the retry (forgotten meanwhile): give up.
 MAX_SEED_ROUNDS = 3
@@ -82,6 +84,7 @@ class RedisGuardStore:
         self._sync_credit = client.register_script(_script("sync_credit"))
         self._extend = client.register_script(_script("extend"))
         self._down_until = 0.0
+        self._failures = 0
 
     def _now_ms(self) -> int:
         return int(self._clock.now().timestamp() * 1000)
@@ -93,12 +96,16 @@ class RedisGuardStore:
 
     async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         if time.monotonic() < self._down_until:
-            raise CounterStoreUnavailable("Redis failed a moment ago; waiting before retrying")
+            raise CounterStoreUnavailable("Redis failed repeatedly; waiting before retrying")
         try:
-            return await script(keys=keys, args=args)
+            answer = await script(keys=keys, args=args)
         except (RedisError, OSError) as exc:
-            self._down_until = time.monotonic() + BREAKER_SECONDS
+            self._failures += 1
+            if self._failures >= BREAKER_FAILURES:
+                self._down_until = time.monotonic() + BREAKER_SECONDS
             raise CounterStoreUnavailable(str(exc) or type(exc).__name__) from exc
+        self._failures = 0
+        return answer
 
     # --- the contract ------------------------------------------------------------------------
 

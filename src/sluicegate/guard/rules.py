@@ -29,6 +29,7 @@ from sluicegate.guard.counters import (
     Plan,
     RateCounter,
     SpendScope,
+    credit_counter,
 )
 from sluicegate.guard.periods import period_bounds
 from sluicegate.guard.policy import Bound, EffectivePolicy, PolicyRule
@@ -105,7 +106,9 @@ class KeyRules:
 
     @property
     def empty(self) -> bool:
-        """Nothing to check: no budgets, rate limits or credit. Settle still charges the credit."""
+        """Nothing to check: no budgets, no rate limits, credit not enforced. Such requests
+        neither reserve nor settle; while credit is not enforced no credit counter is kept
+        (turning enforcement on drops and rebuilds it from the ledger)."""
         return not self.credit_enforced and not any(s.budgets or s.rates for s in self.scopes)
 
 
@@ -194,7 +197,7 @@ class OrgRules:
             org_id=self.org_id,
             scopes=tuple(scopes),
             policy=EffectivePolicy(tuple(bound)),
-            credit=CreditCounter(f"{{{self.org_id}}}:credit", self.org_id),
+            credit=credit_counter(self.org_id),
             credit_enforced=self.credit_enforced,
             zone=self.zone,
             has_budgets=any(scope.budgets for scope in scopes),

@@ -1,6 +1,10 @@
 """The buffered usage writer: the proxy hands over an event and moves on; batches are inserted
 in the background, idempotently on request id. No database round trip on the response path.
 
+In the same transaction as the usage rows, the credit ledger's hourly usage debits grow by the
+cost of the rows that batch actually stored (a retried batch stores, and debits, nothing twice),
+so sum(usage debits) == sum(usage cost) at every commit.
+
 Durability here is "in memory until the next flush" (a fraction of a second); the durable
 pipeline (Redis stream, drain worker) replaces this buffer's role in production.
 """
@@ -10,16 +14,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.expression import Executable
 
+from sluicegate.core.ids import new_id
+from sluicegate.credits.models import USAGE, LedgerEntry
 from sluicegate.metering.models import UsageEvent
 
 UsageRecord = dict[str, Any]
@@ -110,7 +116,12 @@ class UsageWriter:
     async def _insert(self, batch: list[UsageRecord]) -> None:
         async with self._sessions() as session, session.begin():
             dialect = session.get_bind().dialect.name
-            await session.execute(_idempotent_insert(dialect), batch)
+            # RETURNING with a list of parameters: SQLAlchemy's "insertmanyvalues" sends it as
+            # multi-row INSERTs (asyncpg and aiosqlite alike) and returns only the rows stored.
+            stored = (await session.execute(_idempotent_insert(dialect), batch)).all()
+            debits = hourly_debits(stored)
+            if debits:
+                await session.execute(_debit_upsert(dialect), debits)
         if self._after_insert is not None:
             try:
                 async with self._sessions() as session, session.begin():
@@ -119,10 +130,61 @@ class UsageWriter:
                 log.warning("post-insert step of a usage batch failed", exc_info=True)
 
 
-def _idempotent_insert(dialect: str) -> Executable:
-    """INSERT that skips rows whose request id is already stored (a retried batch)."""
+def _dialect_insert(dialect: str) -> Callable[[Any], Any]:
     if dialect == "postgresql":
-        return postgres_insert(UsageEvent).on_conflict_do_nothing(index_elements=["request_id"])
+        return postgres_insert
     if dialect == "sqlite":
-        return sqlite_insert(UsageEvent).on_conflict_do_nothing(index_elements=["request_id"])
-    return insert(UsageEvent)
+        return sqlite_insert
+    raise ValueError(f"usage rows are written to Postgres or SQLite, not {dialect}")
+
+
+def _idempotent_insert(dialect: str) -> Executable:
+    """INSERT that skips rows whose request id is already stored (a retried batch), returning
+    what the rows it did store cost."""
+    statement = _dialect_insert(dialect)(UsageEvent).on_conflict_do_nothing(
+        index_elements=["request_id"]
+    )
+    returning: Executable = statement.returning(
+        UsageEvent.request_id, UsageEvent.org_id, UsageEvent.created_at, UsageEvent.cost_nusd
+    )
+    return returning
+
+
+def hourly_debits(stored: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+    """One ledger debit per (org, UTC hour) of the newly stored rows that cost something, in
+    (org, hour) order: concurrent writers lock the ledger rows in the same order, so never
+    deadlock."""
+    sums: dict[tuple[str, datetime], list[int]] = {}
+    for _request_id, org_id, created_at, cost in stored:
+        if not cost:
+            continue
+        hour = created_at.replace(minute=0, second=0, microsecond=0)
+        total = sums.setdefault((org_id, hour), [0, 0])
+        total[0] += cost
+        total[1] += 1
+    return [
+        {
+            "id": new_id("led"),
+            "org_id": org_id,
+            "kind": "usage",
+            "amount_nusd": -cost,
+            "period_start": hour,
+            "requests": requests,
+            "created_at": hour,
+        }
+        for (org_id, hour), (cost, requests) in sorted(sums.items())
+    ]
+
+
+def _debit_upsert(dialect: str) -> Executable:
+    """Grow the (org, hour) usage debit in place, creating it for the hour's first cost."""
+    statement = _dialect_insert(dialect)(LedgerEntry)
+    upsert: Executable = statement.on_conflict_do_update(
+        index_elements=["org_id", "period_start"],
+        index_where=USAGE,
+        set_={
+            "amount_nusd": LedgerEntry.amount_nusd + statement.excluded.amount_nusd,
+            "requests": LedgerEntry.requests + statement.excluded.requests,
+        },
+    )
+    return upsert

@@ -45,6 +45,11 @@ class OrgUpdate(Strict):
         description="admins bound at this level or above may top up credits",
     )
     members_see_org_feed: bool | None = None
+    credit_enforced: bool | None = Field(
+        default=None,
+        description="prepaid: refuse requests (402) the available credit cannot cover; off, the "
+        "ledger is kept but never blocks",
+    )
 
 
 class OrgOut(BaseModel):
@@ -55,6 +60,7 @@ class OrgOut(BaseModel):
     max_level: int
     topup_max_level: int
     members_see_org_feed: bool
+    credit_enforced: bool
     created_at: datetime
 
     @classmethod
@@ -67,6 +73,7 @@ class OrgOut(BaseModel):
             max_level=org.max_level,
             topup_max_level=org.topup_max_level,
             members_see_org_feed=org.members_see_org_feed,
+            credit_enforced=org.credit_enforced,
             created_at=org.created_at,
         )
 

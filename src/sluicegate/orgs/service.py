@@ -14,11 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from sluicegate.audit.service import record_action
 from sluicegate.core.actors import Actor
-from sluicegate.core.db import invalidate_after_commit
+from sluicegate.core.db import after_commit, invalidate_after_commit
 from sluicegate.core.errors import Conflict, InvalidInput, NotFound
 from sluicegate.core.ids import new_id
-from sluicegate.core.invalidation import GROUP_TOPIC, KEY_TOPIC, ORG_TOPIC
+from sluicegate.core.invalidation import GROUP_TOPIC, GUARD_TOPIC, KEY_TOPIC, ORG_TOPIC
 from sluicegate.core.timezones import zone
+from sluicegate.guard.counters import GuardStore, credit_counter
 from sluicegate.orgs import repository
 from sluicegate.orgs.authorize import (
     ADMIN,
@@ -145,13 +146,21 @@ async def root_group_ids(session: AsyncSession, org_ids: list[str]) -> dict[str,
 
 
 async def update_organization(
-    session: AsyncSession, actor: Actor, org_id: str, changes: dict[str, Any]
+    session: AsyncSession,
+    actor: Actor,
+    org_id: str,
+    changes: dict[str, Any],
+    *,
+    store: GuardStore,
 ) -> Organization:
-    """Change settings: name, timezone, max_level, topup_max_level, members_see_org_feed."""
+    """Change settings: name, timezone, max_level, topup_max_level, members_see_org_feed,
+    credit_enforced. `store` is the guard's counter store (the credit counter is dropped when
+    credit enforcement changes)."""
     access = await load_access(session, actor, org_id)
     authorize(access, Action.ORG_UPDATE)
     org = await organization_of(session, access)
     before = org_view(org)
+    timezone, credit_enforced = org.timezone, org.credit_enforced
     if "name" in changes:
         org.name = clean_name(changes["name"])
         root = await repository.root_group(session, org.id)
@@ -181,7 +190,14 @@ async def update_organization(
     org.topup_max_level = topup
     if "members_see_org_feed" in changes:
         org.members_see_org_feed = bool(changes["members_see_org_feed"])
+    if "credit_enforced" in changes:
+        org.credit_enforced = bool(changes["credit_enforced"])
     await session.flush()
+    if org.timezone != timezone or org.credit_enforced != credit_enforced:
+        # The proxy's cached guard rules hold both: budget periods, whether credit blocks.
+        invalidate_after_commit(session, GUARD_TOPIC, org.id)
+    if org.credit_enforced != credit_enforced:
+        _forget_credit_counter(session, store, org.id)
     await record_action(
         session,
         actor,
@@ -427,7 +443,19 @@ def org_view(org: Organization) -> dict[str, Any]:
         "max_level": org.max_level,
         "topup_max_level": org.topup_max_level,
         "members_see_org_feed": org.members_see_org_feed,
+        "credit_enforced": org.credit_enforced,
     }
+
+
+def _forget_credit_counter(session: AsyncSession, store: GuardStore, org_id: str) -> None:
+    """Once committed, drop the org's credit counter (the key guard.rules uses) so it is rebuilt
+    from the ledger when next needed: while credit was not enforced, requests without any other
+    guardrail never touched it."""
+
+    async def forget() -> None:
+        await store.forget([credit_counter(org_id).key])
+
+    after_commit(session, forget)
 
 
 def group_view(group: Group) -> dict[str, Any]:

@@ -40,6 +40,16 @@ local function negated(s)
   return '-' .. s
 end
 
+-- Give back `amount` held on a counter. A counter rebuilt while reservations were live (its
+-- budget deleted and made again, credit enforcement turned on) never held them: never below 0.
+local function release(key, amount)
+  if redis.call('EXISTS', key) == 1 then
+    if redis.call('HINCRBY', key, 'r', negated(amount)) < 0 then
+      redis.call('HSET', key, 'r', 0)
+    end
+  end
+end
+
 -- Give back what expired reservations of this org still hold (a request that never settled).
 -- Record keys are "<recprefix><request id>"; a record maps counter keys to amounts.
 local function sweep(zset, recprefix, now, batch)
@@ -48,9 +58,7 @@ local function sweep(zset, recprefix, now, batch)
     local rec = recprefix .. rid
     local held = redis.call('HGETALL', rec)
     for i = 1, #held, 2 do
-      if redis.call('EXISTS', held[i]) == 1 then
-        redis.call('HINCRBY', held[i], 'r', negated(held[i + 1]))
-      end
+      release(held[i], held[i + 1])
     end
     redis.call('DEL', rec)
     redis.call('ZREM', zset, rid)

@@ -12,9 +12,7 @@ if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
 redis.call('SET', KEYS[3], '1', 'PX', h[5])
 local held = redis.call('HGETALL', KEYS[2])
 for i = 1, #held, 2 do
-  if redis.call('EXISTS', held[i]) == 1 then
-    redis.call('HINCRBY', held[i], 'r', negated(held[i + 1]))
-  end
+  release(held[i], held[i + 1])
 end
 redis.call('DEL', KEYS[2])
 redis.call('ZREM', KEYS[1], rid)

@@ -1,0 +1,454 @@
+"""Enforcement through the proxy: whichever scope runs out first blocks and is named; blocked
+requests never reach the upstream and are recorded; a budget that fits N requests admits exactly
+N at any concurrency on two gateway workers; counters survive Redis losing everything, and Redis
+going away answers 503 (or, failing open, counts in-process) until it is back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from sluicegate.app import create_app
+from sluicegate.providers.config import ProviderSettings
+from sluicegate.runtime import Runtime
+from sluicegate.settings import Settings
+from tests.admin import Api, error, make_person, ok
+from tests.conftest import GatewayStarter, make_settings
+from tests.proxy.conftest import MOCK_KEY_ENV, usage_events
+from tests.support import ServerProcess, free_port
+
+CHAT = "/v1/chat/completions"
+# Prompt "abcd" is 8 tokens for the mock (3 + 4 + one word) and for our estimate (3 + 4 + four
+# characters); max_tokens 16 is what the mock answers: the reservation equals the actual cost.
+COST = 8 * 150 + 16 * 600  # nano-USD per call of gpt-4o-mini (0.15 / 0.60 USD per 1M tokens)
+
+
+def usd(nanos: int) -> str:
+    return f"{nanos // 10**9}.{nanos % 10**9:09d}"
+
+
+def body(marker: str = "abcd") -> dict:
+    assert len(marker) <= 4
+    return {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": marker}],
+        "max_tokens": 16,
+    }
+
+
+@dataclass
+class Chain:
+    """An org whose key sits three levels down: root > l1 > l2 > l3 (the key's group)."""
+
+    owner: Api
+    base: str
+    org_id: str
+    user_id: str
+    groups: list[str]  # l1, l2, l3
+    key_id: str
+    key: str
+
+    def scope_ids(self) -> dict[str, tuple[str, str | None]]:
+        return {
+            "key": ("key", self.key_id),
+            "member": ("member", self.user_id),
+            "group level 3": ("group", self.groups[2]),
+            "group level 2": ("group", self.groups[1]),
+            "group level 1": ("group", self.groups[0]),
+            "org": ("org", None),
+        }
+
+    async def budget(self, scope: str, limit_nanos: int) -> dict:
+        scope_type, scope_id = self.scope_ids()[scope]
+        return ok(
+            await self.owner.put(
+                f"{self.base}/budgets",
+                json={
+                    "scope_type": scope_type,
+                    "scope_id": scope_id,
+                    "limit_usd": usd(limit_nanos),
+                    "period": "day",
+                },
+            )
+        )
+
+
+async def make_chain(runtime: Runtime, client: httpx.AsyncClient) -> Chain:
+    person = await make_person(runtime)
+    owner = Api(client, person)
+    org = ok(await owner.post("/api/v1/orgs", json={"name": "Chain"}), 201)
+    base = f"/api/v1/orgs/{org['id']}"
+    groups: list[str] = []
+    for name in ("l1", "l2", "l3"):
+        parent = {"parent_id": groups[-1]} if groups else {}
+        groups.append(
+            ok(await owner.post(f"{base}/groups", json={"name": name, **parent}), 201)["id"]
+        )
+    key = ok(await owner.post(f"{base}/keys", json={"name": "deep", "group_id": groups[-1]}), 201)
+    return Chain(owner, base, org["id"], person.user_id, groups, key["id"], key["key"])
+
+
+async def chat(client: httpx.AsyncClient, key: str, marker: str = "abcd") -> httpx.Response:
+    return await client.post(CHAT, json=body(marker), headers={"authorization": f"Bearer {key}"})
+
+
+async def settled(client: httpx.AsyncClient) -> None:
+    app = client._transport.app  # type: ignore[attr-defined]
+    await app.state.pipeline.guard.drain()
+
+
+SCOPES = ["key", "member", "group level 3", "group level 2", "group level 1", "org"]
+
+
+@pytest.mark.parametrize("scope", SCOPES)
+async def test_the_scope_that_runs_out_first_blocks_and_is_named(
+    scope: str, runtime: Runtime, proxy_client: httpx.AsyncClient
+) -> None:
+    chain = await make_chain(runtime, proxy_client)
+    for other in SCOPES:
+        await chain.budget(other, 2 * COST if other == scope else 100 * COST)
+    assert [(await chat(proxy_client, chain.key)).status_code for _ in range(2)] == [200, 200]
+    refused = await chat(proxy_client, chain.key)
+    assert refused.status_code == 402, refused.text
+    message = refused.json()["error"]["message"]
+    _kind, scope_id = chain.scope_ids()[scope]
+    assert (scope_id or "the organization") in message, message
+    for other in SCOPES:
+        other_id = chain.scope_ids()[other][1]
+        if other != scope and other_id:
+            assert other_id not in message.split(":")[1], message
+    events = await usage_events(runtime, chain.org_id, expect=3)
+    blocked = [e for e in events if e.status_code == 402]
+    assert [(e.error_type, e.cost_nusd) for e in blocked] == [("budget_exceeded", 0)]
+
+
+async def test_a_blocked_request_never_reaches_the_upstream(
+    runtime: Runtime, proxy_client: httpx.AsyncClient, mock_upstream: ServerProcess
+) -> None:
+    chain = await make_chain(runtime, proxy_client)
+    await chain.budget("group level 2", 0)
+    marker = secrets.token_hex(2)
+    assert (await chat(proxy_client, chain.key, marker)).status_code == 402
+    seen = httpx.get(f"{mock_upstream.base_url}/_mock/requests").json()["requests"]
+    assert not [r for r in seen if marker in str(r.get("body"))]
+
+
+async def test_the_credit_blocks_when_enforced_and_topped_up_too_little(
+    runtime: Runtime, proxy_client: httpx.AsyncClient
+) -> None:
+    chain = await make_chain(runtime, proxy_client)
+    await chain.budget("key", 100 * COST)
+    assert (
+        await chat(proxy_client, chain.key)
+    ).status_code == 200  # not enforced: no credit needed
+    # Its debit is in the ledger once its usage event is written: the balance is now -COST.
+    await settled(proxy_client)
+    await usage_events(runtime, chain.org_id, expect=1)
+    ok(await chain.owner.patch(chain.base, json={"credit_enforced": True}))
+    assert (await chat(proxy_client, chain.key)).status_code == 402
+    ok(
+        await chain.owner.post(f"{chain.base}/credits/topups", json={"amount_usd": usd(3 * COST)}),
+        201,
+    )
+    assert [(await chat(proxy_client, chain.key)).status_code for _ in range(2)] == [200, 200]
+    refused = await chat(proxy_client, chain.key)
+    assert refused.status_code == 402
+    assert refused.json()["error"]["code"] == "insufficient_credit"
+    assert "credit" in refused.json()["error"]["message"]
+
+
+async def test_rate_limits_answer_429_with_retry_after_and_openai_headers(
+    runtime: Runtime, proxy_client: httpx.AsyncClient
+) -> None:
+    chain = await make_chain(runtime, proxy_client)
+    policy = ok(
+        await chain.owner.post(f"{chain.base}/policies", json={"name": "slow", "rpm": 2}), 201
+    )
+    ok(
+        await chain.owner.post(
+            f"{chain.base}/policies/{policy['id']}/bindings",
+            json={"target_type": "group", "target_id": chain.groups[1]},
+        ),
+        201,
+    )
+    first = await chat(proxy_client, chain.key)
+    assert first.status_code == 200
+    assert first.headers["x-ratelimit-limit-requests"] == "2"
+    assert first.headers["x-ratelimit-remaining-requests"] == "1"
+    assert first.headers["x-ratelimit-reset-requests"].endswith("s")
+    assert (await chat(proxy_client, chain.key)).status_code == 200
+    limited = await chat(proxy_client, chain.key)
+    assert limited.status_code == 429
+    assert int(limited.headers["retry-after"]) >= 1
+    error_body = limited.json()["error"]
+    assert error_body["code"] == "rate_limit_exceeded"
+    assert (
+        chain.groups[1] in error_body["message"]
+        and "2 requests per minute" in error_body["message"]
+    )
+
+
+# --- two workers, real uvicorn -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_a_budget_for_exactly_20_admits_exactly_20_of_500_on_two_workers(
+    backend: str,
+    settings: Settings,
+    runtime: Runtime,
+    providers_file: Path,
+    start_gateway: GatewayStarter,
+    mock_upstream: ServerProcess,
+) -> None:
+    server = start_gateway(
+        settings,
+        env={"SLUICEGATE_PROVIDERS": str(providers_file), **MOCK_KEY_ENV},
+        args=("--workers", "2"),
+    )
+    marker = secrets.token_hex(2)
+    async with httpx.AsyncClient(
+        base_url=server.base_url, timeout=60, limits=httpx.Limits(max_connections=100)
+    ) as client:
+        chain = await make_chain(runtime, client)
+        made = await chain.budget("key", 20 * COST)
+        gate = asyncio.Semaphore(100)
+
+        async def one() -> int:
+            async with gate:
+                return (await chat(client, chain.key, marker)).status_code
+
+        statuses = await asyncio.gather(*(one() for _ in range(500)))
+        assert (statuses.count(200), statuses.count(402)) == (20, 480)
+        events = await usage_events(runtime, chain.org_id, expect=500, timeout=15)
+        assert len(events) == 500
+        assert sum(e.cost_nusd for e in events) == 20 * COST
+        shown = await _settled_budget(chain, made["id"], 20 * COST)
+        assert shown["spent_usd"] == usd(20 * COST) == shown["limit_usd"]
+        assert shown["reserved_usd"] == usd(0)
+    received = httpx.get(f"{mock_upstream.base_url}/_mock/requests").json()["requests"]
+    assert len([r for r in received if marker in str(r.get("body"))]) == 20
+
+
+async def _settled_budget(chain: Chain, budget_id: str, spent: int) -> dict:
+    """The budget once every settlement landed (they run off the response path)."""
+    deadline = time.monotonic() + 10
+    while True:
+        shown = ok(await chain.owner.get(f"{chain.base}/budgets/{budget_id}"))
+        if shown["reserved_usd"] == usd(0) or time.monotonic() > deadline:
+            return shown
+        await asyncio.sleep(0.05)
+
+
+# --- a Redis of the test's own, to flush and to stop ------------------------------------------
+
+
+class RedisServer:
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.directory = directory
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.RedisError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        client.close()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        self.process = None
+
+    def flushall(self) -> None:
+        client = redis.Redis.from_url(self.url)
+        client.flushall()
+        client.close()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@contextlib.asynccontextmanager
+async def gateway(
+    settings: Settings, providers: ProviderSettings
+) -> AsyncIterator[tuple[httpx.AsyncClient, Runtime]]:
+    active = Runtime.build(settings)
+    await active.start()
+    app = create_app(settings, active, providers)
+    try:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://gateway.test", timeout=30
+            ) as client:
+                yield client, active
+    finally:
+        await active.close()
+
+
+def with_redis(postgres_url: str, redis_url: str, **more: object) -> Settings:
+    return make_settings(database_url=postgres_url, redis_url=redis_url, redis_prefix="sg", **more)
+
+
+async def test_after_flushall_the_counters_are_rebuilt_and_enforcement_stays_exact(
+    postgres_url: str, own_redis: RedisServer, provider_settings: ProviderSettings
+) -> None:
+    async with gateway(with_redis(postgres_url, own_redis.url), provider_settings) as (
+        client,
+        runtime,
+    ):
+        chain = await make_chain(runtime, client)
+        made = await chain.budget("group level 1", 10 * COST)
+        await chain.budget("member", 7 * COST)
+        assert [(await chat(client, chain.key)).status_code for _ in range(6)] == [200] * 6
+        await settled(client)
+        await usage_events(runtime, chain.org_id, expect=6)
+        own_redis.flushall()
+        # The member budget (7 calls) is now the tighter one: exactly one more call fits.
+        statuses = [(await chat(client, chain.key)).status_code for _ in range(5)]
+        assert statuses == [200, 402, 402, 402, 402]
+        await settled(client)
+        shown = ok(await chain.owner.get(f"{chain.base}/budgets/{made['id']}"))
+        assert shown["spent_usd"] == usd(7 * COST)
+
+
+async def test_redis_down_answers_503_and_service_resumes_when_it_is_back(
+    postgres_url: str, own_redis: RedisServer, provider_settings: ProviderSettings
+) -> None:
+    async with gateway(with_redis(postgres_url, own_redis.url), provider_settings) as (
+        client,
+        runtime,
+    ):
+        chain = await make_chain(runtime, client)
+        await chain.budget("key", 3 * COST)
+        assert (await chat(client, chain.key)).status_code == 200
+        await settled(client)
+        await usage_events(runtime, chain.org_id, expect=1)
+        own_redis.stop()
+        down = await chat(client, chain.key)
+        assert down.status_code == 503, down.text
+        problem = down.json()["error"]
+        assert problem["code"] == "guardrails_unavailable" and "Redis" in problem["message"]
+        own_redis.start()  # empty: everything is rebuilt from Postgres
+        deadline = time.monotonic() + 10
+        while (status := (await chat(client, chain.key)).status_code) == 503:
+            assert time.monotonic() < deadline, "the gateway did not recover by itself"
+            await asyncio.sleep(0.2)
+        assert status == 200
+        assert (await chat(client, chain.key)).status_code == 200
+        assert (await chat(client, chain.key)).status_code == 402  # 3 calls: still exact
+
+
+async def test_failing_open_counts_in_process_while_redis_is_down(
+    postgres_url: str, own_redis: RedisServer, provider_settings: ProviderSettings
+) -> None:
+    settings = with_redis(postgres_url, own_redis.url, guard_failure_mode="open")
+    async with gateway(settings, provider_settings) as (client, runtime):
+        chain = await make_chain(runtime, client)
+        await chain.budget("key", 2 * COST)
+        own_redis.stop()
+        statuses = [(await chat(client, chain.key)).status_code for _ in range(3)]
+        assert statuses == [200, 200, 402]
+
+
+async def test_a_key_without_guardrails_never_waits_on_redis(
+    postgres_url: str, own_redis: RedisServer, provider_settings: ProviderSettings
+) -> None:
+    async with gateway(with_redis(postgres_url, own_redis.url), provider_settings) as (
+        client,
+        runtime,
+    ):
+        chain = await make_chain(runtime, client)
+        own_redis.stop()
+        assert (await chat(client, chain.key)).status_code == 200
+        error(
+            await chain.owner.put(
+                f"{chain.base}/budgets",
+                json={
+                    "scope_type": "key",
+                    "scope_id": chain.key_id,
+                    "limit_usd": "1",
+                    "period": "day",
+                },
+            ),
+            503,
+        )
+
+
+async def test_forwarded_for_counts_only_behind_a_trusted_proxy(
+    sqlite_url: str, provider_settings: ProviderSettings
+) -> None:
+    for trusted, expected in (("127.0.0.1", 200), ("", 403)):
+        settings = make_settings(database_url=sqlite_url, trusted_proxies=trusted)
+        async with gateway(settings, provider_settings) as (client, runtime):
+            chain = await make_chain(runtime, client)
+            policy = ok(
+                await chain.owner.post(
+                    f"{chain.base}/policies",
+                    json={"name": "office", "ip_allowlist": ["203.0.113.0/24", "2001:db8::/32"]},
+                ),
+                201,
+            )
+            ok(
+                await chain.owner.post(
+                    f"{chain.base}/policies/{policy['id']}/bindings",
+                    json={"target_type": "key", "target_id": chain.key_id},
+                ),
+                201,
+            )
+            # The test client connects from 127.0.0.1, as a reverse proxy on the host would.
+            answer = await client.post(
+                CHAT,
+                json=body(),
+                headers={
+                    "authorization": f"Bearer {chain.key}",
+                    "x-forwarded-for": "198.51.100.1, 203.0.113.9",
+                },
+            )
+            assert answer.status_code == expected, (trusted, answer.text)
+            if expected == 403:
+                assert answer.json()["error"]["code"] == "ip_not_allowed"
