@@ -12,6 +12,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -19,6 +20,9 @@ import pytest
 import redis
 
 from sluicegate.app import create_app
+from sluicegate.core.clock import Clock, ManualClock
+from sluicegate.core.ids import new_id
+from sluicegate.credits.models import LedgerEntry
 from sluicegate.providers.config import ProviderSettings
 from sluicegate.runtime import Runtime
 from sluicegate.settings import Settings
@@ -314,9 +318,9 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 @contextlib.asynccontextmanager
 async def gateway(
-    settings: Settings, providers: ProviderSettings
+    settings: Settings, providers: ProviderSettings, clock: Clock | None = None
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Runtime]]:
-    active = Runtime.build(settings)
+    active = Runtime.build(settings, clock)
     await active.start()
     app = create_app(settings, active, providers)
     try:
@@ -452,3 +456,28 @@ async def test_forwarded_for_counts_only_behind_a_trusted_proxy(
             assert answer.status_code == expected, (trusted, answer.text)
             if expected == 403:
                 assert answer.json()["error"]["code"] == "ip_not_allowed"
+
+
+async def test_a_top_up_that_missed_the_counter_is_folded_in_within_a_minute(
+    postgres_url: str, own_redis: RedisServer, provider_settings: ProviderSettings
+) -> None:
+    clock = ManualClock(datetime.now(UTC))
+    async with gateway(with_redis(postgres_url, own_redis.url), provider_settings, clock) as (
+        client,
+        runtime,
+    ):
+        chain = await make_chain(runtime, client)
+        ok(await chain.owner.patch(chain.base, json={"credit_enforced": True}))
+        assert (await chat(client, chain.key)).status_code == 402  # nothing topped up yet
+        # A top-up committed while its sync to Redis was lost (Redis down for that moment).
+        async with runtime.unit_of_work() as session:
+            session.add(
+                LedgerEntry(
+                    id=new_id("led"), org_id=chain.org_id, kind="topup", amount_nusd=5 * COST
+                )
+            )
+        assert (await chat(client, chain.key)).status_code == 402
+        clock.advance(61)
+        await chat(client, chain.key)  # starts the worker's periodic sync
+        await settled(client)
+        assert [(await chat(client, chain.key)).status_code for _ in range(2)] == [200, 200]

@@ -18,6 +18,7 @@ from sluicegate.guard.counters import (
     BudgetCounter,
     CounterStoreUnavailable,
     CreditCounter,
+    CreditSeed,
     GuardStore,
     Plan,
     Reserved,
@@ -29,6 +30,8 @@ from sluicegate.guard.rules import RulesCache
 # Settling against an unreachable store is retried with these pauses (seconds), then the last
 # pause repeats until the reservation's deadline has passed (the store reclaims it by then).
 SETTLE_BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+# How often each worker folds committed top-ups into an enforced credit counter on its own.
+CREDIT_SYNC_SECONDS = 60.0
 
 log = logging.getLogger("sluicegate.guard")
 
@@ -92,11 +95,15 @@ class Guard:
             if fail_open and not isinstance(store, MemoryGuardStore)
             else None
         )
+        self._sessions = sessions
+        self._credit_synced: dict[str, float] = {}
         self._reserved_locally: set[str] = set()
         self._settling: set[asyncio.Task[None]] = set()
 
     async def reserve(self, plan: Plan) -> Reserved | Blocked:
         """Raises CounterStoreUnavailable when the store is down and the gateway fails closed."""
+        if plan.checks and plan.checks[-1] is plan.credit:
+            self._keep_credit_in_sync(plan.credit)
         try:
             return await self.store.reserve(plan, self.loader)
         except CounterStoreUnavailable:
@@ -107,6 +114,29 @@ class Guard:
             if isinstance(result, Reserved):
                 self._reserved_locally.add(plan.request_id)
             return result
+
+    def _keep_credit_in_sync(self, counter: CreditCounter) -> None:
+        """Top-ups reach the credit counter right after their commit; one that could not (Redis
+        was down then) is folded in here, by this worker, within CREDIT_SYNC_SECONDS."""
+        now = self.clock.monotonic()
+        if (
+            now - self._credit_synced.get(counter.org_id, -CREDIT_SYNC_SECONDS)
+            < CREDIT_SYNC_SECONDS
+        ):
+            return
+        self._credit_synced[counter.org_id] = now
+        task = asyncio.create_task(self._sync_credit(counter))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def _sync_credit(self, counter: CreditCounter) -> None:
+        try:
+            async with self._sessions() as session:
+                seed = await seed_of(session, counter)
+            assert isinstance(seed, CreditSeed)
+            await self.store.sync_credit(counter, seed)
+        except Exception:
+            log.warning("could not bring the credit counter up to date", exc_info=True)
 
     def extend_soon(self, reserved: Reserved) -> None:
         """Keep a long-running request's reservation alive (a stream still relaying)."""
