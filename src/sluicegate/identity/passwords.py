@@ -4,6 +4,7 @@ milliseconds of CPU on purpose, so it runs in a thread and never stalls the even
 from __future__ import annotations
 
 import asyncio
+import functools
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -14,8 +15,14 @@ MIN_PASSWORD_LENGTH = 8  # NIST SP 800-63B's floor; length beats composition rul
 MAX_PASSWORD_LENGTH = 1024
 
 _hasher = PasswordHasher()
-# Verified against when no account matches, so a wrong email costs as long as a wrong password.
-_DUMMY_HASH = _hasher.hash("no account has this password")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when no account matches, so a wrong email costs as long as a wrong
+    password. Made on first use: hashing takes a third of a second, too much for every process
+    start (workers, CLI commands)."""
+    return _hasher.hash("no account has this password")
 
 
 def check_password_rules(password: str, field: str = "password") -> None:
@@ -41,7 +48,7 @@ def needs_rehash(password_hash: str) -> bool:
 
 def _verify(password_hash: str | None, password: str) -> bool:
     try:
-        _hasher.verify(password_hash or _DUMMY_HASH, password)
+        _hasher.verify(password_hash or _dummy_hash(), password)
     except (VerificationError, InvalidHashError):
         return False
     return password_hash is not None
