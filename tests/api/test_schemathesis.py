@@ -28,8 +28,9 @@ from tests.admin import make_person
 from tests.conftest import GatewayStarter, make_settings
 from tests.support import ServerProcess
 
-# Enough to walk every operation's parameters and bodies; the whole run stays near a minute.
-EXAMPLES_PER_OPERATION = 25
+# Enough to walk every operation's parameters and bodies (derandomized: the same cases on every
+# run); the whole run stays under a minute. Raise it locally for a deeper search.
+EXAMPLES_PER_OPERATION = 12
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
