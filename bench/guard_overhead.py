@@ -166,6 +166,19 @@ def full_plan() -> Plan:
     return Plan(ORG, "", 12_345, 900, (*budgets, *rates, credit), credit)
 
 
+def next_plan(template: Plan) -> Plan:
+    """A new request's plan; as in the gateway, plans of one key share their checks' memo."""
+    return Plan(
+        template.org_id,
+        new_id("req"),
+        template.amount,
+        template.tokens,
+        template.checks,
+        template.credit,
+        template.memo,
+    )
+
+
 async def seeds(counters: list) -> list:  # type: ignore[type-arg]
     return [CreditSeed(BIG, BIG, 1) if isinstance(c, CreditCounter) else 0 for c in counters]
 
@@ -187,17 +200,7 @@ async def bench_store(
     template = full_plan()
 
     async def one() -> None:
-        # As the gateway does: plans of one key share the memo of their cached checks.
-        plan = Plan(
-            template.org_id,
-            new_id("req"),
-            template.amount,
-            template.tokens,
-            template.checks,
-            template.credit,
-            template.memo,
-        )
-        reserved = await store.reserve(plan, seeds)
+        reserved = await store.reserve(next_plan(template), seeds)
         assert isinstance(reserved, Reserved)
         await store.settle(reserved, 10_000, 800)
 
@@ -228,16 +231,7 @@ async def sample_store(url: str, requests: int) -> None:
         store = RedisGuardStore(client, "bench", SystemClock())
         template = full_plan()
         for _ in range(requests):
-            plan = Plan(
-                template.org_id,
-                new_id("req"),
-                template.amount,
-                template.tokens,
-                template.checks,
-                template.credit,
-                template.memo,
-            )
-            reserved = await store.reserve(plan, seeds)
+            reserved = await store.reserve(next_plan(template), seeds)
             assert isinstance(reserved, Reserved)
             await store.settle(reserved, 10_000, 800)
     finally:

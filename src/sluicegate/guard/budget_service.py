@@ -129,10 +129,9 @@ async def get_budget(
     budget_id: str,
     now: datetime,
 ) -> BudgetView:
-    access = await orgs.load_access(session, actor, org_id)
-    budget = await _budget(session, access, budget_id)
-    scope = await _any_scope(session, access, budget.scope_type, budget.scope_id)
-    authorize(access, Action.GUARDRAIL_READ, scope.target)
+    access, budget, _scope = await _budget_for(
+        session, actor, org_id, budget_id, Action.GUARDRAIL_READ
+    )
     return (await _views(session, access, store, [budget], now))[0]
 
 
@@ -173,10 +172,9 @@ async def delete_budget(
     budget_id: str,
     now: datetime,
 ) -> None:
-    access = await orgs.load_access(session, actor, org_id)
-    budget = await _budget(session, access, budget_id)
-    scope = await _any_scope(session, access, budget.scope_type, budget.scope_id)
-    authorize(access, Action.GUARDRAIL_MANAGE, scope.target)
+    access, budget, scope = await _budget_for(
+        session, actor, org_id, budget_id, Action.GUARDRAIL_MANAGE
+    )
     before = budget_audit_view(budget)
     group_id = _group_of_scope(access, scope)
     tz = zone((await orgs.organization_of(session, access)).timezone)
@@ -271,11 +269,18 @@ def _group_of_scope(access: OrgAccess, scope: Scope) -> str:
     return node[-1] if node else access.root[0]
 
 
-async def _budget(session: AsyncSession, access: OrgAccess, budget_id: str) -> Budget:
+async def _budget_for(
+    session: AsyncSession, actor: Actor, org_id: str, budget_id: str, action: Action
+) -> tuple[OrgAccess, Budget, Scope]:
+    """An existing budget of the org and its scope, once the caller may `action` it (404 for
+    unknown ids and other tenants')."""
+    access = await orgs.load_access(session, actor, org_id)
     budget = await repository.budget_in_org(session, access.org_id, budget_id)
     if budget is None:
         raise NotFound(f"budget {budget_id} not found")
-    return budget
+    scope = await _any_scope(session, access, budget.scope_type, budget.scope_id)
+    authorize(access, action, scope.target)
+    return access, budget, scope
 
 
 # --- views ---------------------------------------------------------------------------------------
