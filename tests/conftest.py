@@ -138,6 +138,26 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
         client.close()
 
 
+# --- Passwords ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session", autouse=True)
+def quick_password_hashing() -> Iterator[None]:
+    """Argon2id as in production, at the smallest cost the library allows: at its recommended
+    cost each hash or check takes a quarter of a second here, and the suite makes hundreds of
+    people. Gateways in their own processes keep the full cost."""
+    from argon2 import PasswordHasher
+
+    from sluicegate.identity import passwords
+
+    production = passwords._hasher
+    passwords._hasher = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    passwords._dummy_hash.cache_clear()
+    yield
+    passwords._hasher = production
+    passwords._dummy_hash.cache_clear()
+
+
 # --- Backends, settings, runtime ------------------------------------------------------------
 
 

@@ -99,7 +99,7 @@ async def test_a_top_up_is_one_exact_ledger_entry(org: Org) -> None:
         "balance_usd": "15.600000001",
         "reserved_usd": "0.000000000",
         "available_usd": "15.600000001",
-        "enforced": False,
+        "enforced": True,  # the first top-up made the org prepaid
         "ledger_balance_usd": "15.600000001",
     }
 
@@ -284,9 +284,30 @@ async def test_credit_enforced_is_an_owners_setting_and_audited(org: Org) -> Non
     assert update["after"]["credit_enforced"] is True
 
 
+async def test_the_first_top_up_makes_the_org_prepaid_unless_an_owner_chose(
+    org: Org, runtime: Runtime, proxy_client: httpx.AsyncClient
+) -> None:
+    assert ok(await org.owner.get(org.base))["credit_enforced"] is False
+    ok(await top_up(org.owner, org, "1"), 201)
+    assert ok(await org.owner.get(org.base))["credit_enforced"] is True
+    events = ok(await org.owner.get(f"{org.base}/audit", params={"action": "org.update"}))
+    assert [
+        (e["before"]["credit_enforced"], e["after"]["credit_enforced"]) for e in events["items"]
+    ] == [(False, True)]
+    # An owner's choice stays: switched off, later top-ups leave it off.
+    ok(await org.owner.patch(org.base, json={"credit_enforced": False}))
+    ok(await top_up(org.owner, org, "1"), 201)
+    assert ok(await org.owner.get(org.base))["credit_enforced"] is False
+    other = await new_org(proxy_client, runtime)
+    ok(await other.owner.patch(other.base, json={"credit_enforced": False}))
+    ok(await top_up(other.owner, other, "1"), 201)
+    assert ok(await other.owner.get(other.base))["credit_enforced"] is False
+
+
 async def test_the_balance_reads_the_counter_store_only_when_enforced(
     org: Org, runtime: Runtime, settings: Settings
 ) -> None:
+    ok(await org.owner.patch(org.base, json={"credit_enforced": False}))  # chosen: not prepaid
     ok(await top_up(org.owner, org, "2"), 201)
     key = f"{settings.redis_prefix}:{{{org.id}}}:credit"
     assert (await balance(org.owner, org))["balance_usd"] == "2.000000000"
@@ -356,6 +377,7 @@ async def test_with_redis_down_top_ups_commit_and_the_enforced_balance_is_503(
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://gw.test") as client:
                 org = await new_org(client, runtime)
+                ok(await org.owner.patch(org.base, json={"credit_enforced": False}))
                 entry = ok(await top_up(org.owner, org, "4"), 201)
                 assert entry["amount_usd"] == "4.000000000"
                 assert (await balance(org.owner, org))["balance_usd"] == "4.000000000"

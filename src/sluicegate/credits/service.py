@@ -92,9 +92,11 @@ async def top_up(
         raise InvalidInput(
             "amount_usd: a top-up must be more than 0 USD", details={"field": "amount_usd"}
         )
-    return await _append(
+    entry = await _append(
         session, actor, access, store, "credit.topup", "topup", amount_nusd, note, now
     )
+    await orgs.enforce_credit_from_first_top_up(session, actor, org, access.root[0], store)
+    return entry
 
 
 async def adjust(

@@ -40,8 +40,9 @@ class Organization(Base):
     topup_max_level: Mapped[int] = mapped_column(Integer, default=DEFAULT_TOPUP_MAX_LEVEL)
     members_see_org_feed: Mapped[bool] = mapped_column(Boolean, default=False)
     # Prepaid: requests need available credit. Off, the ledger is still kept (and may go below
-    # zero) but never blocks; budgets and rate limits apply either way.
-    credit_enforced: Mapped[bool] = mapped_column(Boolean, default=False)
+    # zero) but never blocks; budgets and rate limits apply either way. None: nobody chose yet,
+    # which counts as off until the org's first top-up turns it on.
+    credit_enforced: Mapped[bool | None] = mapped_column(Boolean, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

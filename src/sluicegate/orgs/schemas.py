@@ -48,7 +48,8 @@ class OrgUpdate(Strict):
     credit_enforced: bool | None = Field(
         default=None,
         description="prepaid: refuse requests (402) the available credit cannot cover; off, the "
-        "ledger is kept but never blocks",
+        "ledger is kept but never blocks. Until an owner sets it, the org's first top-up turns "
+        "it on",
     )
 
 
@@ -73,7 +74,7 @@ class OrgOut(BaseModel):
             max_level=org.max_level,
             topup_max_level=org.topup_max_level,
             members_see_org_feed=org.members_see_org_feed,
-            credit_enforced=org.credit_enforced,
+            credit_enforced=bool(org.credit_enforced),
             created_at=org.created_at,
         )
 

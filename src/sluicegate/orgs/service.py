@@ -212,6 +212,32 @@ async def update_organization(
     return org
 
 
+async def enforce_credit_from_first_top_up(
+    session: AsyncSession, actor: Actor, org: Organization, root_group_id: str, store: GuardStore
+) -> None:
+    """An org whose owners never chose about prepaid credit becomes prepaid with its first
+    top-up: putting money in the pool means spending it down, then stopping. Owners may switch
+    it off again (and that choice stays)."""
+    if org.credit_enforced is not None:
+        return
+    before = org_view(org)
+    org.credit_enforced = True
+    await session.flush()
+    invalidate_after_commit(session, GUARD_TOPIC, org.id)
+    _forget_credit_counter(session, store, org.id)
+    await record_action(
+        session,
+        actor,
+        org_id=org.id,
+        action="org.update",
+        target_type="organization",
+        target_id=org.id,
+        group_id=root_group_id,
+        before=before,
+        after=org_view(org),
+    )
+
+
 async def delete_organization(
     session: AsyncSession, actor: Actor, org_id: str, now: datetime
 ) -> None:
@@ -443,7 +469,7 @@ def org_view(org: Organization) -> dict[str, Any]:
         "max_level": org.max_level,
         "topup_max_level": org.topup_max_level,
         "members_see_org_feed": org.members_see_org_feed,
-        "credit_enforced": org.credit_enforced,
+        "credit_enforced": bool(org.credit_enforced),
     }
 
 

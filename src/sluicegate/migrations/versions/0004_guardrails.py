@@ -135,13 +135,9 @@ def upgrade() -> None:
         postgresql_where=USAGE,
         sqlite_where=USAGE,
     )
+    # NULL: not chosen yet (off until the org's first top-up turns it on).
     with op.batch_alter_table("organizations") as batch:
-        batch.add_column(
-            sa.Column("credit_enforced", sa.Boolean(), nullable=False, server_default=sa.false())
-        )
-    # The default only fills existing rows; new ones get theirs from the model.
-    with op.batch_alter_table("organizations") as batch:
-        batch.alter_column("credit_enforced", server_default=None)
+        batch.add_column(sa.Column("credit_enforced", sa.Boolean(), nullable=True))
 
 
 def downgrade() -> None:
