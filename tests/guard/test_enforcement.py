@@ -481,3 +481,21 @@ async def test_a_top_up_that_missed_the_counter_is_folded_in_within_a_minute(
         await chat(client, chain.key)  # starts the worker's periodic sync
         await settled(client)
         assert [(await chat(client, chain.key)).status_code for _ in range(2)] == [200, 200]
+
+
+async def test_a_failed_upstream_call_frees_its_reservation_and_costs_nothing(
+    runtime: Runtime, proxy_client: httpx.AsyncClient
+) -> None:
+    chain = await make_chain(runtime, proxy_client)
+    made = await chain.budget("key", 10**9)  # 1 USD
+    for _ in range(3):
+        failed = await proxy_client.post(
+            CHAT,
+            json={**body(), "model": "mock-error-500"},
+            headers={"authorization": f"Bearer {chain.key}"},
+        )
+        assert failed.status_code == 502
+    assert (await chat(proxy_client, chain.key)).status_code == 200
+    await settled(proxy_client)
+    shown = ok(await chain.owner.get(f"{chain.base}/budgets/{made['id']}"))
+    assert (shown["spent_usd"], shown["reserved_usd"]) == (usd(COST), usd(0))
