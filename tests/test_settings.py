@@ -84,3 +84,16 @@ def test_empty_values_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(f"SLUICEGATE_{name}", "")
     settings = load_settings()
     assert settings.embedded_database and settings.redis_url is None and settings.providers is None
+
+
+def test_several_workers_need_redis() -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings(_env_file=None, workers=2, secret_key="x" * 40)
+    assert raised.value.setting == "SLUICEGATE_WORKERS"
+    assert "SLUICEGATE_REDIS_URL" in raised.value.problem
+    assert (
+        load_settings(
+            _env_file=None, workers=2, redis_url="redis://127.0.0.1:6379/0", secret_key="x" * 40
+        ).workers
+        == 2
+    )

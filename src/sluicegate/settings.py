@@ -110,6 +110,16 @@ class Settings(BaseSettings):
             raise ValueError(f"file {str(value)!r} does not exist or is not a file")
         return value
 
+    @field_validator("workers")
+    @classmethod
+    def _workers_share_counters(cls, value: int, info: ValidationInfo) -> int:
+        if value > 1 and info.data.get("redis_url") is None:
+            raise ValueError(
+                "more than one worker needs SLUICEGATE_REDIS_URL: without Redis each worker "
+                "counts on its own, so budgets and rate limits would not hold across them"
+            )
+        return value
+
     @field_validator("trusted_proxies")
     @classmethod
     def _proxy_networks(cls, value: str) -> str:
