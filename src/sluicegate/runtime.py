@@ -89,14 +89,11 @@ class Runtime:
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[AsyncSession]:
-        """A transaction: commit on success, roll back on error; then publish its invalidations."""
+        """A transaction: commit on success, roll back on error; then publish its invalidations
+        and run its after-commit steps (after a rollback the session and its queues are dropped)."""
         async with self._turn(), self.sessions() as session:
-            try:
-                async with session.begin():
-                    yield session
-            except BaseException:
-                pending_after_commit(session)
-                raise
+            async with session.begin():
+                yield session
             for topic, payload in pending_invalidations(session):
                 await self.bus.publish(topic, payload)
             for action in pending_after_commit(session):

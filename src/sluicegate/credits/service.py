@@ -9,7 +9,7 @@ org and UTC hour in the same transaction that stores the usage rows.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,15 +26,11 @@ from sluicegate.credits import repository
 from sluicegate.credits.models import LedgerEntry
 from sluicegate.credits.repository import LedgerFilters
 from sluicegate.guard.counters import (
-    BudgetCounter,
     CounterStoreUnavailable,
-    CreditCounter,
-    CreditSeed,
     GuardStore,
-    Seed,
     credit_counter,
 )
-from sluicegate.guard.enforcer import seed_of
+from sluicegate.guard.enforcer import session_loader, sync_credit_from_ledger
 from sluicegate.orgs import service as orgs
 from sluicegate.orgs.authorize import Action, OrgAccess, TopUp, authorize
 
@@ -188,11 +184,9 @@ def _sync_after_commit(session: AsyncSession, store: GuardStore, org_id: str) ->
     counter = credit_counter(org_id)
 
     async def sync() -> None:
-        async with AsyncSession(bind, expire_on_commit=False) as fresh:
-            seed = await seed_of(fresh, counter)
-        assert isinstance(seed, CreditSeed)
         try:
-            await store.sync_credit(counter, seed)
+            async with AsyncSession(bind, expire_on_commit=False) as fresh:
+                await sync_credit_from_ledger(store, fresh, counter)
         except CounterStoreUnavailable as exc:
             log.warning(
                 "credit counter not updated after a ledger change (counter store unavailable: "
@@ -216,12 +210,8 @@ async def balance(
     ledger = await repository.balance(session, org_id)
     if not org.credit_enforced:
         return CreditBalance(ledger, 0, False, ledger)
-
-    async def load(missing: Sequence[BudgetCounter | CreditCounter]) -> list[Seed]:
-        return [await seed_of(session, counter) for counter in missing]
-
     try:
-        [value] = await store.read([credit_counter(org_id)], load)
+        [value] = await store.read([credit_counter(org_id)], session_loader(session))
     except CounterStoreUnavailable as exc:
         raise ServiceUnavailable(
             "the counter store (Redis) is unavailable, so the live credit balance and what "

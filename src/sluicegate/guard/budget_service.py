@@ -26,11 +26,9 @@ from sluicegate.guard.counters import (
     BudgetCounter,
     CounterStoreUnavailable,
     CounterValue,
-    CreditCounter,
     GuardStore,
-    Seed,
 )
-from sluicegate.guard.enforcer import seed_of
+from sluicegate.guard.enforcer import session_loader
 from sluicegate.guard.models import Budget
 from sluicegate.guard.rules import BudgetRule, budget_counter
 from sluicegate.keys import service as keys
@@ -287,16 +285,9 @@ async def _budget_for(
 
 
 def _counter(budget: Budget, scope: Scope, tz: Any, now: datetime) -> BudgetCounter:
-    rule = BudgetRule(
-        budget.id,
-        budget.scope_type,
-        budget.scope_id,
-        budget.period,
-        budget.limit_nusd,
-        budget.enforcement == "hard",
-    )
-    subject = ""  # member_default: no member in particular; its counter is never read
-    return budget_counter(budget.org_id, rule, scope.kind, scope.id, subject, tz, now)
+    """The budget's counter now. For member_default this names no member in particular: it gives
+    the period's bounds, and its value is never read (each member has a counter of their own)."""
+    return budget_counter(budget.org_id, BudgetRule.of(budget), scope.kind, scope.id, tz, now)
 
 
 async def _views(
@@ -311,12 +302,8 @@ async def _views(
     tz = zone((await orgs.organization_of(session, access)).timezone)
     counters = [_counter(b, Scope(None, b.scope_type, b.scope_id), tz, now) for b in budgets]
     live = [c for b, c in zip(budgets, counters, strict=True) if b.scope_type != "member_default"]
-
-    async def load(missing: Sequence[BudgetCounter | CreditCounter]) -> list[Seed]:
-        return [await seed_of(session, counter) for counter in missing]
-
     try:
-        values = iter(await store.read(live, load))
+        values = iter(await store.read(live, session_loader(session)))
     except CounterStoreUnavailable as exc:
         raise ServiceUnavailable(
             f"the counter store (Redis) is unavailable, so spent and reserved amounts cannot be "

@@ -31,6 +31,9 @@ RATE_WINDOW_MS = 60_000
 # rare) reclaims up to READ_SWEEP_BATCHES times as many.
 SWEEP_BATCH = 64
 READ_SWEEP_BATCHES = 16
+# Counters rebuilt, then missing again before use (forgotten meanwhile), this many times: the
+# store gives up with CounterStoreUnavailable rather than loop.
+MAX_SEED_ROUNDS = 3
 # A settled request id is remembered this long beyond its reservation, so a retried settle
 # arriving late still finds it.
 SETTLED_MEMORY_MS = 24 * 3600 * 1000

@@ -6,8 +6,10 @@ store is unreachable, since a settled cost must not be lost)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -18,8 +20,8 @@ from sluicegate.guard.counters import (
     BudgetCounter,
     CounterStoreUnavailable,
     CreditCounter,
-    CreditSeed,
     GuardStore,
+    Loader,
     Plan,
     Reserved,
     Seed,
@@ -41,6 +43,24 @@ async def seed_of(session: AsyncSession, counter: BudgetCounter | CreditCounter)
     if isinstance(counter, CreditCounter):
         return await repository.credit_seed(session, counter.org_id)
     return await repository.spent(session, counter.spend)
+
+
+def session_loader(session: AsyncSession) -> Loader:
+    """A loader that rebuilds counters in `session` (an admin request's own transaction)."""
+
+    async def load(counters: Sequence[BudgetCounter | CreditCounter]) -> list[Seed]:
+        return [await seed_of(session, counter) for counter in counters]
+
+    return load
+
+
+async def sync_credit_from_ledger(
+    store: GuardStore, session: AsyncSession, counter: CreditCounter
+) -> None:
+    """Fold the ledger's committed top-ups and adjustments into the credit counter (once each:
+    see GuardStore.sync_credit). Raises CounterStoreUnavailable when the store is down."""
+    seed = await repository.credit_seed(session, counter.org_id)
+    await store.sync_credit(counter, seed)
 
 
 class CounterLoader:
@@ -125,29 +145,22 @@ class Guard:
         ):
             return
         self._credit_synced[counter.org_id] = now
-        task = asyncio.create_task(self._sync_credit(counter))
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
+        self._spawn(self._sync_credit(counter))
 
     async def _sync_credit(self, counter: CreditCounter) -> None:
         try:
             async with self._sessions() as session:
-                seed = await seed_of(session, counter)
-            assert isinstance(seed, CreditSeed)
-            await self.store.sync_credit(counter, seed)
+                await sync_credit_from_ledger(self.store, session, counter)
         except Exception:
             log.warning("could not bring the credit counter up to date", exc_info=True)
 
     def extend_soon(self, reserved: Reserved) -> None:
         """Keep a long-running request's reservation alive (a stream still relaying)."""
-        task = asyncio.create_task(self._extend(reserved))
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
+        self._spawn(self._extend(reserved))
 
     async def _extend(self, reserved: Reserved) -> None:
-        store = self._local if reserved.plan.request_id in self._reserved_locally else self.store
         try:
-            await (store or self.store).extend(reserved)
+            await self._store_of(reserved).extend(reserved)
         except CounterStoreUnavailable:
             log.warning("could not extend a reservation; the next attempt may succeed")
 
@@ -158,18 +171,14 @@ class Guard:
 
     def settle_soon(self, reserved: Reserved, cost: int, tokens: int) -> None:
         """Settle off the response path; a client that went away never cancels it."""
-        task = asyncio.create_task(self._settle(reserved, cost, tokens))
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
+        self._spawn(self._settle(reserved, cost, tokens))
 
     async def _settle(self, reserved: Reserved, cost: int, tokens: int) -> None:
         request_id = reserved.plan.request_id
-        store: GuardStore = self.store
-        if request_id in self._reserved_locally and self._local is not None:
-            self._reserved_locally.discard(request_id)
-            store = self._local
+        store = self._store_of(reserved)
+        self._reserved_locally.discard(request_id)
         deadline = self.clock.monotonic() + self._ttl
-        for attempt in range(10_000):
+        for attempt in itertools.count():
             try:
                 await store.settle(reserved, cost, tokens)
                 return
@@ -183,6 +192,19 @@ class Guard:
                     )
                     return
                 await asyncio.sleep(SETTLE_BACKOFF[min(attempt, len(SETTLE_BACKOFF) - 1)])
+
+    def _store_of(self, reserved: Reserved) -> GuardStore:
+        """The store that holds this reservation: the in-process one if it was made while
+        Redis was down (fail-open), else the shared one."""
+        if self._local is not None and reserved.plan.request_id in self._reserved_locally:
+            return self._local
+        return self.store
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` off the response path, kept until done so that drain() can wait for it."""
+        task = asyncio.create_task(work)
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
 
     async def drain(self) -> None:
         """Wait for settlements in flight (shutdown, tests)."""

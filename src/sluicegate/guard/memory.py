@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from sluicegate.core.clock import Clock, SystemClock
 from sluicegate.guard.counters import (
+    MAX_SEED_ROUNDS,
     RATE_WINDOW_MS,
     READ_SWEEP_BATCHES,
     SETTLED_MEMORY_MS,
@@ -32,8 +33,6 @@ from sluicegate.guard.counters import (
 
 # Forgotten counters and old rate windows are pruned once this many operations have passed.
 PRUNE_EVERY = 10_000
-# Counters seeded, then gone again before use (forgotten meanwhile), this many times: give up.
-MAX_SEED_ROUNDS = 3
 MIN_SEEDED_LIFE_MS = 1000
 
 

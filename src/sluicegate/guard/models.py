@@ -19,17 +19,13 @@ from sqlalchemy.orm import Mapped, mapped_column
 from sluicegate.core.clock import utcnow
 from sluicegate.core.db import Base, JSONType, UTCDateTime
 
-# `member_default` is the org-wide budget of every member without one of their own (per period).
-BUDGET_SCOPES = ("org", "group", "member", "key", "member_default")
-BUDGET_PERIODS = ("day", "week", "month", "total")
-ENFORCEMENTS = ("hard", "soft")
-POLICY_TARGETS = ("group", "member", "key")
-
 
 class Budget(Base):
     """A spend cap on one scope for one kind of period; (scope, period) is its identity, so a
     PUT with the same scope and period replaces the limit and keeps what was spent."""
 
+    # scope_type `member_default`: the org-wide budget of every member without one of their own
+    # (per period).
     __tablename__ = "budgets"
     __table_args__ = (
         CheckConstraint(

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 
 IPNetwork = IPv4Network | IPv6Network
-IPAddress = IPv4Address | IPv6Address
 # Per-model decisions are cached per effective policy; a flood of made-up model names must not
 # grow that cache without bound.
 MAX_CACHED_MODELS = 256

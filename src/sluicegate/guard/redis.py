@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from sluicegate.core.clock import Clock, SystemClock
 from sluicegate.guard.counters import (
+    MAX_SEED_ROUNDS,
     RATE_WINDOW_MS,
     READ_SWEEP_BATCHES,
     SETTLED_MEMORY_MS,
@@ -41,8 +42,6 @@ from sluicegate.guard.counters import (
 # waiting on a dead server; a single timeout under load does not trip it.
 BREAKER_FAILURES = 3
 BREAKER_SECONDS = 1.0
-# Missing counters rebuilt, then missing again before the retry (forgotten meanwhile): give up.
-MAX_SEED_ROUNDS = 3
 # The scripts' version is part of their text (and so of their SHA): a rolling deploy runs old and
 # new side by side, each calling its own.
 SCRIPT_VERSION = "guard-v1"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, and_, case, delete, false, func, or_, select, true, tuple_
+from sqlalchemy import Select, and_, case, delete, false, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -259,24 +259,6 @@ async def binding(
             PolicyBinding.target_id == target_id,
         )
     )
-
-
-async def policies_bound_to(
-    session: AsyncSession, org_id: str, targets: Sequence[tuple[str, str]]
-) -> list[tuple[PolicyBinding, Policy]]:
-    """Every binding (with its policy) on any of the given (target type, target id)."""
-    if not targets:
-        return []
-    rows = await session.execute(
-        select(PolicyBinding, Policy)
-        .join(Policy, Policy.id == PolicyBinding.policy_id)
-        .where(
-            PolicyBinding.org_id == org_id,
-            tuple_(PolicyBinding.target_type, PolicyBinding.target_id).in_(list(targets)),
-        )
-        .order_by(PolicyBinding.id)
-    )
-    return [(b, p) for b, p in rows]
 
 
 async def delete_bindings_of(session: AsyncSession, org_id: str, policy_id: str) -> None:

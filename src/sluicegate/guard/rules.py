@@ -31,6 +31,7 @@ from sluicegate.guard.counters import (
     SpendScope,
     credit_counter,
 )
+from sluicegate.guard.models import Budget
 from sluicegate.guard.periods import period_bounds
 from sluicegate.guard.policy import Bound, EffectivePolicy, PolicyRule
 
@@ -53,6 +54,17 @@ class BudgetRule:
     limit: int
     hard: bool
 
+    @classmethod
+    def of(cls, row: Budget) -> BudgetRule:
+        return cls(
+            row.id,
+            row.scope_type,
+            row.scope_id,
+            row.period,
+            row.limit_nusd,
+            row.enforcement == "hard",
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Scope:
@@ -72,7 +84,10 @@ class KeyRules:
     credit: CreditCounter
     credit_enforced: bool
     zone: ZoneInfo
-    has_budgets: bool
+    # Nothing to check: no budgets, no rate limits, credit not enforced. Such requests neither
+    # reserve nor settle; while credit is not enforced no credit counter is kept (turning
+    # enforcement on drops and rebuilds it from the ledger).
+    empty: bool = field(init=False)
     # The checks of the current periods, valid until the first of them ends.
     _checks: tuple[Check, ...] = ()
     _valid_until: datetime | None = None
@@ -87,7 +102,7 @@ class KeyRules:
         for scope in self.scopes:
             for rule, subject in scope.budgets:
                 counter = budget_counter(
-                    self.org_id, rule, scope.kind, subject or scope.id, subject, self.zone, now
+                    self.org_id, rule, scope.kind, scope.id, self.zone, now, subject
                 )
                 if counter.spend.end is not None:
                     ends.append(counter.spend.end)
@@ -104,26 +119,24 @@ class KeyRules:
         checks = self.checks(now)
         return Plan(self.org_id, request_id, amount, tokens, checks, self.credit, self._memo)
 
-    @property
-    def empty(self) -> bool:
-        """Nothing to check: no budgets, no rate limits, credit not enforced. Such requests
-        neither reserve nor settle; while credit is not enforced no credit counter is kept
-        (turning enforcement on drops and rebuilds it from the ledger)."""
-        return not self.credit_enforced and not any(s.budgets or s.rates for s in self.scopes)
+    def __post_init__(self) -> None:
+        self.empty = not self.credit_enforced and not any(
+            scope.budgets or scope.rates for scope in self.scopes
+        )
 
 
 def budget_counter(
     org_id: str,
     rule: BudgetRule,
     scope_kind: str,
-    spender: str,
-    subject: str,
+    scope_id: str,
     zone: ZoneInfo,
     now: datetime,
+    subject: str = "",
 ) -> BudgetCounter:
-    """The counter of `rule` for the period containing `now`. `spender` is whose spend it holds
-    (the scope's id; for the org's default member budget, the member); `subject` is "" except
-    for default member budgets, where each member has a counter of their own."""
+    """The counter of `rule` for the period containing `now`, holding the spend of the scope;
+    for the org's default member budget, `subject` is the member, who has a counter of their
+    own (and whose spend it holds)."""
     bounds = period_bounds(rule.period, zone, now)
     start = end = None
     start_ms = expire_ms = 0
@@ -137,7 +150,7 @@ def budget_counter(
         limit=rule.limit,
         hard=rule.hard,
         expire_at_ms=expire_ms,
-        spend=SpendScope(org_id, scope_kind, spender, start, end),
+        spend=SpendScope(org_id, scope_kind, subject or scope_id, start, end),
     )
 
 
@@ -200,7 +213,6 @@ class OrgRules:
             credit=credit_counter(self.org_id),
             credit_enforced=self.credit_enforced,
             zone=self.zone,
-            has_budgets=any(scope.budgets for scope in scopes),
         )
 
     def describe_scope(self, kind: str, scope_id: str) -> str:
@@ -231,14 +243,7 @@ async def load_org_rules(session: AsyncSession, org_id: str) -> OrgRules | None:
     defaults: list[BudgetRule] = []
     by_id: dict[str, BudgetRule] = {}
     for row in await repository.budgets_of_org(session, org_id):
-        rule = BudgetRule(
-            row.id,
-            row.scope_type,
-            row.scope_id,
-            row.period,
-            row.limit_nusd,
-            row.enforcement == "hard",
-        )
+        rule = BudgetRule.of(row)
         by_id[rule.id] = rule
         if row.scope_type == "member_default":
             defaults.append(rule)

@@ -192,22 +192,15 @@ async def update_organization(
         org.members_see_org_feed = bool(changes["members_see_org_feed"])
     if "credit_enforced" in changes:
         org.credit_enforced = bool(changes["credit_enforced"])
-    await session.flush()
-    if org.timezone != timezone or org.credit_enforced != credit_enforced:
-        # The proxy's cached guard rules hold both: budget periods, whether credit blocks.
-        invalidate_after_commit(session, GUARD_TOPIC, org.id)
-    if org.credit_enforced != credit_enforced:
-        _forget_credit_counter(session, store, org.id)
-    await record_action(
+    await _settings_changed(
         session,
         actor,
-        org_id=org.id,
-        action="org.update",
-        target_type="organization",
-        target_id=org.id,
-        group_id=access.root[0],
+        org,
+        access.root[0],
+        store,
         before=before,
-        after=org_view(org),
+        timezone=timezone,
+        credit_enforced=credit_enforced,
     )
     return org
 
@@ -222,9 +215,37 @@ async def enforce_credit_from_first_top_up(
         return
     before = org_view(org)
     org.credit_enforced = True
+    await _settings_changed(
+        session,
+        actor,
+        org,
+        root_group_id,
+        store,
+        before=before,
+        timezone=org.timezone,
+        credit_enforced=None,
+    )
+
+
+async def _settings_changed(
+    session: AsyncSession,
+    actor: Actor,
+    org: Organization,
+    root_group_id: str,
+    store: GuardStore,
+    *,
+    before: dict[str, Any],
+    timezone: str,
+    credit_enforced: bool | None,
+) -> None:
+    """After org settings changed (from `timezone` and `credit_enforced`): drop the proxy's
+    cached guard rules when they depend on what changed (budget periods, whether credit blocks),
+    the credit counter when enforcement changed, and record the audit event."""
     await session.flush()
-    invalidate_after_commit(session, GUARD_TOPIC, org.id)
-    _forget_credit_counter(session, store, org.id)
+    if org.timezone != timezone or org.credit_enforced != credit_enforced:
+        invalidate_after_commit(session, GUARD_TOPIC, org.id)
+    if org.credit_enforced != credit_enforced:
+        _forget_credit_counter(session, store, org.id)
     await record_action(
         session,
         actor,

@@ -38,9 +38,9 @@ def output_tokens(
             )
         if requested is None:
             body["max_tokens"] = requested = limit
-    per_choice = requested if requested is not None else route.max_output_tokens
-    choices = body.get("n") if isinstance(body.get("n"), int) else 1
-    return int(per_choice) * max(int(choices or 1), 1)
+    per_choice: int = requested if requested is not None else route.max_output_tokens
+    # validate_body allows only integers 1..128 (or nothing) in both fields.
+    return per_choice * (body.get("n") or 1)
 
 
 def check_policy(policy: EffectivePolicy, model: str, address: str | None) -> None:

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from sluicegate.core.metrics import UPSTREAM_ERRORS
 from sluicegate.guard.counters import Blocked, CounterStoreUnavailable
 from sluicegate.guard.policy import client_address
-from sluicegate.guard.rules import KeyRules
+from sluicegate.guard.rules import KeyRules, OrgRules
 from sluicegate.keys.lookup import AuthContext
 from sluicegate.metering import estimate
 from sluicegate.providers.base import (
@@ -128,11 +128,12 @@ class Pipeline:
             )
         return route
 
-    async def key_rules(self, context: AuthContext) -> KeyRules | None:
+    async def rules_for(self, context: AuthContext) -> tuple[OrgRules, KeyRules] | None:
+        """The org's guardrail rules (cached per worker) and what they make of this key."""
         rules = await self.guard.rules.get(context.org_id)
         if rules is None:
             return None
-        return rules.for_key(context.key_id, context.owner_user_id, context.group_chain)
+        return rules, rules.for_key(context.key_id, context.owner_user_id, context.group_chain)
 
     # --- 4. reserve ---------------------------------------------------------------------------
 
@@ -141,11 +142,10 @@ class Pipeline:
         limit and the credit (402 / 429 / 403 / 503). Keys without any guardrail skip it."""
         route = call.route
         assert route is not None
-        context = call.context
-        rules = await self.guard.rules.get(context.org_id)
-        if rules is None:
+        found = await self.rules_for(call.context)
+        if found is None:
             return
-        key_rules = rules.for_key(context.key_id, context.owner_user_id, context.group_chain)
+        rules, key_rules = found
         policy = key_rules.policy
         if not policy.empty:
             address = None
@@ -390,12 +390,12 @@ class Pipeline:
 
     async def models(self, request: Request) -> Response:
         context = await self.authenticate(request)
-        key_rules = await self.key_rules(context)
+        found = await self.rules_for(context)
+        policy = found[1].policy if found is not None else None
         data = [
             {"id": route_id, "object": "model", "created": 0, "owned_by": route.provider.name}
             for route_id, route in self.state.routes.items()
-            if key_allows(context, route_id)
-            and (key_rules is None or key_rules.policy.allows_models(route_id))
+            if key_allows(context, route_id) and (policy is None or policy.allows_models(route_id))
         ]
         return Response(orjson.dumps({"object": "list", "data": data}), media_type=_JSON)
 
