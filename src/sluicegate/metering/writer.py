@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
@@ -27,6 +28,9 @@ from sqlalchemy.sql.expression import Executable
 from sluicegate.core.ids import new_id
 from sluicegate.credits.models import USAGE, LedgerEntry
 from sluicegate.metering.models import UsageEvent
+from sluicegate.metering.partitions import Partitions
+from sluicegate.metering.rollups import EVENT_COLUMNS, rollup_rows, rollup_upsert
+from sluicegate.orgs.models import Organization
 
 UsageRecord = dict[str, Any]
 # Runs after a batch is committed, in a transaction of its own (e.g. to stamp keys' last use);
@@ -51,6 +55,7 @@ class UsageWriter:
     ) -> None:
         self._sessions = sessions
         self._after_insert = after_insert
+        self._partitions = Partitions()
         self._buffer: list[UsageRecord] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -115,19 +120,54 @@ class UsageWriter:
 
     async def _insert(self, batch: list[UsageRecord]) -> None:
         async with self._sessions() as session, session.begin():
-            dialect = session.get_bind().dialect.name
-            # RETURNING with a list of parameters: SQLAlchemy's "insertmanyvalues" sends it as
-            # multi-row INSERTs (asyncpg and aiosqlite alike) and returns only the rows stored.
-            stored = (await session.execute(_idempotent_insert(dialect), batch)).all()
-            debits = hourly_debits(stored)
-            if debits:
-                await session.execute(_debit_upsert(dialect), debits)
+            await store_usage(session, batch, self._partitions)
         if self._after_insert is not None:
             try:
                 async with self._sessions() as session, session.begin():
                     await self._after_insert(session, batch)
             except (SQLAlchemyError, OSError):
                 log.warning("post-insert step of a usage batch failed", exc_info=True)
+
+
+async def store_usage(
+    session: AsyncSession, batch: Sequence[UsageRecord], partitions: Partitions | None = None
+) -> int:
+    """Insert a batch of usage events in the caller's transaction, skipping those already stored
+    (by request id), and add exactly the stored ones to the rollups and the ledger's hourly
+    debits. Returns how many were stored.
+
+    The orgs' timezones are read first, locked FOR SHARE on Postgres: a timezone change (which
+    rebuilds the daily rollups in its own transaction) waits for this batch or this batch waits
+    for it, so no day is ever summed in a zone the org no longer has.
+    """
+    if not batch:
+        return 0
+    dialect = session.get_bind().dialect.name
+    zones = await org_timezones(session, {event["org_id"] for event in batch})
+    if dialect == "postgresql":
+        await (partitions or Partitions()).ensure(session, (e["created_at"] for e in batch))
+    # RETURNING with a list of parameters: SQLAlchemy's "insertmanyvalues" sends it as
+    # multi-row INSERTs (asyncpg and aiosqlite alike) and returns only the rows stored.
+    result = await session.execute(_idempotent_insert(dialect), list(batch))
+    stored: list[Mapping[str, Any]] = [dict(row) for row in result.mappings()]
+    if not stored:
+        return 0
+    quarters, days = rollup_rows(stored, zones)
+    await session.execute(rollup_upsert(dialect, daily=False), quarters)
+    await session.execute(rollup_upsert(dialect, daily=True), days)
+    debits = hourly_debits(stored)
+    if debits:
+        await session.execute(_debit_upsert(dialect), debits)
+    return len(stored)
+
+
+async def org_timezones(session: AsyncSession, org_ids: set[str]) -> dict[str, str]:
+    statement = select(Organization.id, Organization.timezone).where(
+        Organization.id.in_(sorted(org_ids))
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        statement = statement.order_by(Organization.id).with_for_update(read=True)
+    return {org_id: zone for org_id, zone in (await session.execute(statement)).all()}
 
 
 def _dialect_insert(dialect: str) -> Callable[[Any], Any]:
@@ -142,20 +182,21 @@ def _idempotent_insert(dialect: str) -> Executable:
     """INSERT that skips rows whose request id is already stored (a retried batch), returning
     what the rows it did store cost."""
     statement = _dialect_insert(dialect)(UsageEvent).on_conflict_do_nothing(
-        index_elements=["request_id"]
+        index_elements=["request_id", "created_at"]
     )
     returning: Executable = statement.returning(
-        UsageEvent.request_id, UsageEvent.org_id, UsageEvent.created_at, UsageEvent.cost_nusd
+        *(getattr(UsageEvent, name) for name in ("request_id", *EVENT_COLUMNS))
     )
     return returning
 
 
-def hourly_debits(stored: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+def hourly_debits(stored: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One ledger debit per (org, UTC hour) of the newly stored rows that cost something, in
     (org, hour) order: concurrent writers lock the ledger rows in the same order, so never
     deadlock."""
     sums: dict[tuple[str, datetime], list[int]] = {}
-    for _request_id, org_id, created_at, cost in stored:
+    for row in stored:
+        org_id, created_at, cost = row["org_id"], row["created_at"], row["cost_nusd"]
         if not cost:
             continue
         hour = created_at.replace(minute=0, second=0, microsecond=0)

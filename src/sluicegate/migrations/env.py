@@ -9,6 +9,7 @@ from alembic import context
 from sqlalchemy import JSON, Connection
 
 from sluicegate.core.db import UTCDateTime, make_engine
+from sluicegate.migrations import include_name
 from sluicegate.tables import metadata
 
 
@@ -30,6 +31,7 @@ def _configure_and_run(connection: Connection) -> None:
         # SQLite cannot ALTER most things in place; batch mode copies the table instead.
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_name=include_name,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -380,3 +380,25 @@ def readable_subtrees(access: OrgAccess, *roles: str) -> list[Path] | None:
     if access.is_owner:
         return None
     return [binding.path for binding in access.holding(*roles)]
+
+
+@dataclass(frozen=True, slots=True)
+class UsageVisibility:
+    """Whose usage a caller reads (analytics, the activity feed, exports): every request of a
+    group in `subtrees` (None: the whole org), and always their own requests."""
+
+    subtrees: tuple[Path, ...] | None
+    user_id: str
+
+    @property
+    def whole_org(self) -> bool:
+        return self.subtrees is None
+
+
+def usage_visibility(access: OrgAccess, members_see_org_feed: bool) -> UsageVisibility:
+    """Owners read the whole org; admins and viewers their subtrees; members their own usage,
+    or the whole org when the org opens its feed to members (`members_see_org_feed`)."""
+    subtrees = readable_subtrees(access, ADMIN, VIEWER)
+    if subtrees is not None and (members_see_org_feed or any(p == access.root for p in subtrees)):
+        subtrees = None
+    return UsageVisibility(None if subtrees is None else tuple(subtrees), access.actor.user_id)

@@ -1,0 +1,158 @@
+"""Rollups of usage events: 15-minute UTC buckets and days in the org's timezone, both keyed by
+every dimension analytics filters or pivots on. Built from the rows a batch actually stored (a
+retried batch adds nothing twice) and upserted in the same transaction as those rows, so
+sum(rollups) == sum(usage events) at every commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Table
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.sql.expression import Executable
+
+from sluicegate.metering.models import ROLLUP_DIMENSIONS, UsageDailyRollup, UsageRollup
+
+BUCKET_SECONDS = 15 * 60
+BUCKET = timedelta(seconds=BUCKET_SECONDS)
+# What the proxy records as the error type of a request a guardrail stopped before it reached a
+# provider: these count as `blocked`, every other failure as an error.
+BLOCKED_ERROR_TYPES = frozenset(
+    {
+        "budget_exceeded",
+        "credit_exhausted",
+        "rate_limited",
+        "model_not_allowed",
+        "ip_not_allowed",
+        "max_tokens_not_allowed",
+    }
+)
+MEASURES = (
+    "requests",
+    "errors",
+    "blocked",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cost_nusd",
+    "latency_ms_sum",
+    "ttft_ms_sum",
+    "ttft_count",
+)
+# The usage event columns a rollup is built from.
+EVENT_COLUMNS = (
+    "org_id",
+    "created_at",
+    "group_id",
+    "key_id",
+    "user_id",
+    "requested_model",
+    "provider",
+    "app",
+    "status_code",
+    "error_type",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cost_nusd",
+    "latency_ms",
+    "ttft_ms",
+)
+
+Event = Mapping[str, Any]
+Row = dict[str, Any]
+
+
+def bucket_start(instant: datetime) -> datetime:
+    """The start of the 15-minute UTC bucket holding `instant`."""
+    utc = instant.astimezone(UTC)
+    return utc.replace(minute=utc.minute - utc.minute % 15, second=0, microsecond=0)
+
+
+def local_day(instant: datetime, zone: str) -> date:
+    return instant.astimezone(ZoneInfo(zone)).date()
+
+
+def outcome(status_code: int, error_type: str | None) -> tuple[int, int]:
+    """(errors, blocked) of one request: a guardrail block is not an error of the request."""
+    if error_type in BLOCKED_ERROR_TYPES:
+        return 0, 1
+    return (1 if status_code >= 400 else 0), 0
+
+
+def _dimensions(event: Event) -> tuple[str, ...]:
+    return (
+        event["group_id"],
+        event["key_id"],
+        event["user_id"],
+        (event["requested_model"] or "")[:200],
+        event["provider"] or "",
+        event["app"] or "",
+    )
+
+
+def _add(sums: list[int], event: Event) -> None:
+    errors, blocked = outcome(event["status_code"], event["error_type"])
+    ttft = event["ttft_ms"]
+    sums[0] += 1
+    sums[1] += errors
+    sums[2] += blocked
+    sums[3] += event["prompt_tokens"] or 0
+    sums[4] += event["completion_tokens"] or 0
+    sums[5] += event["cached_tokens"] or 0
+    sums[6] += event["cost_nusd"] or 0
+    sums[7] += event["latency_ms"] or 0
+    if ttft is not None:
+        sums[8] += ttft
+        sums[9] += 1
+
+
+def rollup_rows(events: Iterable[Event], zones: Mapping[str, str]) -> tuple[list[Row], list[Row]]:
+    """(15-minute rows, daily rows) summing `events`, each list sorted by its key so concurrent
+    writers lock rows in the same order and never deadlock. `zones` maps each org to its
+    timezone (an org missing there is summed by UTC day)."""
+    quarters: dict[tuple[Any, ...], list[int]] = {}
+    days: dict[tuple[Any, ...], list[int]] = {}
+    for event in events:
+        org_id, created_at = event["org_id"], event["created_at"]
+        dimensions = _dimensions(event)
+        zone = zones.get(org_id, "UTC")
+        quarter_key = (org_id, bucket_start(created_at), *dimensions)
+        day_key = (org_id, zone, local_day(created_at, zone), *dimensions)
+        _add(quarters.setdefault(quarter_key, [0] * len(MEASURES)), event)
+        _add(days.setdefault(day_key, [0] * len(MEASURES)), event)
+    quarter_names = ("org_id", "bucket_start", *ROLLUP_DIMENSIONS, *MEASURES)
+    day_names = ("org_id", "zone", "day", *ROLLUP_DIMENSIONS, *MEASURES)
+    return (
+        [
+            dict(zip(quarter_names, (*key, *sums), strict=True))
+            for key, sums in sorted(quarters.items())
+        ],
+        [dict(zip(day_names, (*key, *sums), strict=True)) for key, sums in sorted(days.items())],
+    )
+
+
+def _dialect_insert(dialect: str) -> Callable[[Any], Any]:
+    if dialect == "postgresql":
+        return postgres_insert
+    if dialect == "sqlite":
+        return sqlite_insert
+    raise ValueError(f"rollups are written to Postgres or SQLite, not {dialect}")
+
+
+def rollup_upsert(dialect: str, daily: bool) -> Executable:
+    """INSERT ... ON CONFLICT (the row's key) DO UPDATE SET each measure += the new sum."""
+    model = UsageDailyRollup if daily else UsageRollup
+    table: Table = model.__table__  # type: ignore[assignment]
+    statement = _dialect_insert(dialect)(table)
+    keys = [column.name for column in table.primary_key.columns]
+    upsert: Executable = statement.on_conflict_do_update(
+        index_elements=keys,
+        set_={name: table.c[name] + statement.excluded[name] for name in MEASURES},
+    )
+    return upsert
