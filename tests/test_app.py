@@ -86,6 +86,11 @@ async def test_every_response_carries_a_request_id(app_client: httpx.AsyncClient
     assert kept.headers["x-request-id"] == "trace-abc.123"
     replaced = await app_client.get("/healthz", headers={"x-request-id": "bad id\twith spaces"})
     assert replaced.headers["x-request-id"].startswith("req_")
+    longest = "t" * 40
+    kept = await app_client.get("/healthz", headers={"x-request-id": longest})
+    assert kept.headers["x-request-id"] == longest
+    too_long = await app_client.get("/healthz", headers={"x-request-id": longest + "t"})
+    assert too_long.headers["x-request-id"].startswith("req_")
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from sluicegate.settings import Settings
 from tests.conftest import settings_env
 from tests.support import run_cli
 
-COMMANDS = ["serve", "migrate", "bootstrap", "mock-upstream", "version"]
+COMMANDS = ["serve", "worker", "migrate", "bootstrap", "mock-upstream", "version"]
 
 
 @pytest.mark.parametrize("command", [[], *[[name] for name in COMMANDS]])
@@ -108,6 +108,15 @@ def test_unreachable_redis_stops_serve_with_one_line(tmp_path: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("sluicegate: SLUICEGATE_REDIS_URL: cannot connect to")
     assert "Traceback" not in result.stderr
+
+
+def test_worker_without_redis_says_serve_stores_usage_itself(tmp_path: Path) -> None:
+    result = run_cli("worker", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "sluicegate: SLUICEGATE_REDIS_URL: the worker drains the Redis usage streams; without "
+        "Redis, `serve` stores usage itself and needs no worker"
+    )
 
 
 def test_bad_setting_stops_serve_with_one_line(tmp_path: Path) -> None:

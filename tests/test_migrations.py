@@ -13,15 +13,15 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect
 
 from sluicegate.core.db import make_engine
+from sluicegate.metering.partitions import PARTITION_PREFIX
 from sluicegate.migrations import (
     SCRIPT_LOCATION,
     alembic_config,
     current_revision,
     downgrade,
+    include_name,
     upgrade,
 )
-from sluicegate.metering.partitions import PARTITION_PREFIX
-from sluicegate.migrations import include_name
 from sluicegate.tables import metadata
 
 EXPECTED_TABLES = {

@@ -21,10 +21,10 @@ def compose() -> dict[str, Any]:
 
 
 def test_compose_has_the_stack(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"postgres", "redis", "migrate", "gateway"}
+    assert set(compose["services"]) == {"postgres", "redis", "migrate", "gateway", "worker"}
 
 
-@pytest.mark.parametrize("service", ["postgres", "redis", "gateway"])
+@pytest.mark.parametrize("service", ["postgres", "redis", "gateway", "worker"])
 def test_long_running_services_have_healthchecks(compose: dict[str, Any], service: str) -> None:
     check = compose["services"][service]["healthcheck"]
     assert check["test"] and check["interval"] and check["retries"] >= 3
@@ -56,6 +56,19 @@ def test_gateway_waits_for_migration_and_healthy_dependencies(compose: dict[str,
     assert env["SLUICEGATE_REDIS_URL"].startswith("redis://redis:")
     assert env["SLUICEGATE_HOST"] == "0.0.0.0"
     assert "/readyz" in " ".join(gateway["healthcheck"]["test"])
+
+
+def test_one_worker_service_drains_usage_for_the_gateways(compose: dict[str, Any]) -> None:
+    gateway, worker = compose["services"]["gateway"], compose["services"]["worker"]
+    assert gateway["environment"]["SLUICEGATE_RUN_WORKER"] == "false"
+    assert worker["command"][0] == "worker"
+    assert worker["depends_on"] == gateway["depends_on"]
+    assert (
+        worker["environment"]["SLUICEGATE_REDIS_URL"]
+        == gateway["environment"]["SLUICEGATE_REDIS_URL"]
+    )
+    # Queued usage events live in Redis until drained: Redis must keep them across a restart.
+    assert "--appendonly" in compose["services"]["redis"]["command"]
 
 
 def test_every_variable_compose_requires_is_in_env_example(compose: dict[str, Any]) -> None:

@@ -23,6 +23,7 @@ from sluicegate.proxy.pipeline import Pipeline
 from sluicegate.proxy.state import ProxyState
 from sluicegate.runtime import Runtime
 from sluicegate.settings import Settings, load_provider_settings, load_settings
+from sluicegate.usage_worker import UsageWorker
 
 
 def create_app(
@@ -42,10 +43,15 @@ def create_app(
         await proxy.start()
         app.state.runtime = active
         app.state.pipeline = Pipeline(proxy)
+        worker = UsageWorker(active) if settings.run_worker else None
+        if worker is not None:
+            await worker.start()
         try:
             yield
         finally:
             await proxy.close()
+            if worker is not None:
+                await worker.close()
             if owned:
                 await active.close()
 

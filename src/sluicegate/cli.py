@@ -1,4 +1,4 @@
-"""The `sluicegate` command: serve, migrate, bootstrap, mock-upstream, version.
+"""The `sluicegate` command: serve, worker, migrate, bootstrap, mock-upstream, audit, version.
 
 Every failure a person can fix prints one line naming the setting and the cause, and exits
 non-zero; tracebacks are for bugs only.
@@ -67,6 +67,22 @@ def _parser() -> argparse.ArgumentParser:
         "--workers", type=int, help="worker processes (SLUICEGATE_WORKERS, default 1)"
     )
     serve.set_defaults(command=_serve)
+
+    worker = commands.add_parser(
+        "worker",
+        help="drain the usage streams into the database and apply the usage retention",
+        description="Run the metering work on its own until SIGTERM or SIGINT: read the usage "
+        "events the gateways settled into Redis streams, store them with their rollups, and "
+        "acknowledge them after commit; remove raw usage rows past "
+        "SLUICEGATE_USAGE_RETENTION_MONTHS. Run any number of them; `serve` does the same work "
+        "itself unless SLUICEGATE_RUN_WORKER=false.",
+    )
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve this worker's Prometheus metrics (drain lag, backlog) on this port",
+    )
+    worker.set_defaults(command=_worker)
 
     migrate = commands.add_parser(
         "migrate",
@@ -158,6 +174,52 @@ def _serve(args: argparse.Namespace) -> int:
     if metrics_dir is not None:
         shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    settings = load_settings()
+
+    from sluicegate.core.logs import configure_logging
+
+    configure_logging(settings.log_level)
+    asyncio.run(_check_dependencies(settings))
+    if settings.redis_url is None:
+        # Without Redis the gateway writes usage rows itself (batched, in its own process), so
+        # there is no stream to drain: only the retention would be left, and serve runs it.
+        raise ConfigurationError(
+            "SLUICEGATE_REDIS_URL",
+            "the worker drains the Redis usage streams; without Redis, `serve` stores usage "
+            "itself and needs no worker",
+        )
+    if args.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port, addr=settings.host)
+    asyncio.run(_run_worker(settings))
+    return 0
+
+
+async def _run_worker(settings: Settings) -> None:
+    import signal
+
+    from sluicegate.runtime import Runtime
+    from sluicegate.usage_worker import UsageWorker
+
+    runtime = Runtime.build(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    worker = UsageWorker(runtime)
+    log = logging.getLogger("sluicegate.worker")
+    try:
+        await worker.start()
+        log.info("usage worker started")
+        await stop.wait()
+        log.info("usage worker stopping")
+    finally:
+        await worker.close()
+        await runtime.close()
 
 
 def _migrate(_args: argparse.Namespace) -> int:

@@ -50,7 +50,25 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", min_length=1)
     port: int = Field(default=8080, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
-    run_worker: bool = True
+    run_worker: bool = Field(
+        default=True,
+        description="serve drains the usage streams into the database itself (with Redis), and "
+        "applies the usage retention; `sluicegate worker` does the same separately.",
+    )
+    usage_claim_idle_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="A usage event a worker read and did not store for this long is taken over "
+        "by another worker (its own worker died or hangs).",
+    )
+    usage_retention_months: int = Field(
+        default=0,
+        ge=0,
+        le=1200,
+        description="Raw usage rows (the activity feed) older than this many full months are "
+        "removed; 0 keeps them forever. Rollups (analytics, budgets) are always kept.",
+    )
     migrate_on_start: bool = True
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     upstream_connect_timeout: float = Field(default=5.0, gt=0)

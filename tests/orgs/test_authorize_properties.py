@@ -19,6 +19,7 @@ from sluicegate.orgs.authorize import (
     OrgAccess,
     Path,
     TopUp,
+    UsageOf,
     allowed,
     can_grant,
     can_manage_member,
@@ -139,6 +140,9 @@ TARGETS = {
     Action.CREDIT_READ: st.none(),
     Action.CREDIT_TOPUP: st.builds(TopUp, st.integers(0, 3)),
     Action.CREDIT_ADJUST: st.none(),
+    Action.USAGE_READ: st.builds(
+        UsageOf, st.one_of(members, st.builds(KeyTarget, nodes(), members)), st.booleans()
+    ),
 }
 
 
@@ -162,7 +166,8 @@ def test_holding_one_more_role_never_takes_a_permission_away(
 def test_no_role_at_all_allows_nothing(data: st.DataObject, held: list[Binding]) -> None:
     action = data.draw(st.sampled_from(list(Action)))
     target = data.draw(TARGETS[action])
-    mine = isinstance(target, KeyTarget) and target.owner.user_id == ME
-    me = isinstance(target, MemberTarget) and target.user_id == ME
+    subject = target.subject if isinstance(target, UsageOf) else target
+    mine = isinstance(subject, KeyTarget) and subject.owner.user_id == ME
+    me = isinstance(subject, MemberTarget) and subject.user_id == ME
     if not (mine or me):
         assert not allowed(access_of([]), action, target)

@@ -12,6 +12,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -52,6 +53,21 @@ UPSTREAM_ERRORS = Counter(
     "sluicegate_upstream_errors_total",
     "Failed calls to an upstream provider, by provider and kind (status, timeout, connect, ...).",
     ["provider", "kind"],
+)
+
+USAGE_DRAINED = Counter(
+    "sluicegate_usage_events_drained_total",
+    "Usage events moved from the Redis usage streams into the database (new rows only).",
+)
+USAGE_STREAM_BACKLOG = Gauge(
+    "sluicegate_usage_stream_backlog",
+    "Usage events waiting in the Redis usage streams, not yet in the database.",
+    multiprocess_mode="max",
+)
+USAGE_DRAIN_LAG = Gauge(
+    "sluicegate_usage_drain_lag_seconds",
+    "Age of the oldest usage event not yet drained into the database (0: none waiting).",
+    multiprocess_mode="max",
 )
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST

@@ -19,8 +19,10 @@ Scope = dict[str, Any]
 Message = dict[str, Any]
 ASGIApp = Any
 
-# A caller-supplied id is kept when it is short and plain, so it can be traced end to end.
-_ACCEPTABLE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# A caller-supplied id is kept when it is short and plain, so it can be traced end to end. At
+# most 40 characters: it becomes the usage row's request id (40 wide); a
+# longer one would make the usage row unstorable.
+_ACCEPTABLE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,40}$")
 # Probes and scrapes arrive every few seconds; their access lines would drown the real traffic.
 _QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 # A path that matched no route is recorded under one label, so scanners cannot explode cardinality.

@@ -161,9 +161,13 @@ class GuardStore(Protocol):
         """All checks pass and all are reserved, or nothing is and the first failure is named."""
         ...
 
-    async def settle(self, reserved: Reserved, cost: int, tokens: int) -> bool:
+    async def settle(
+        self, reserved: Reserved, cost: int, tokens: int, usage: bytes | None = None
+    ) -> bool:
         """Release the reservation and charge the actual cost (and tokens) instead; False when
-        this request was settled already (nothing changes)."""
+        this request was settled already (nothing changes). `usage`, the encoded usage event, is
+        appended to the org's durable usage log in the same atomic step by a store that keeps
+        one (Redis); a store that keeps none ignores it and the caller writes the event."""
         ...
 
     async def extend(self, reserved: Reserved) -> bool:

@@ -118,7 +118,7 @@ class Guard:
         self._sessions = sessions
         self._credit_synced: dict[str, float] = {}
         self._reserved_locally: set[str] = set()
-        self._settling: set[asyncio.Task[None]] = set()
+        self._settling: set[asyncio.Future[None]] = set()
 
     async def reserve(self, plan: Plan) -> Reserved | Blocked:
         """Raises CounterStoreUnavailable when the store is down and the gateway fails closed."""
@@ -169,6 +169,20 @@ class Guard:
         """How often a running request renews its reservation: well before it would expire."""
         return self._ttl / 3
 
+    async def settle_now(self, reserved: Reserved, cost: int, tokens: int, usage: bytes) -> bool:
+        """Settle and append the usage event to the store's durable log in one atomic step.
+        True when the event is logged; False when the reservation was made in this process
+        (fail-open), which keeps no log, so the caller writes the event itself. Raises
+        CounterStoreUnavailable when the store cannot be reached (nothing is known to be done:
+        the caller writes the event and settles later, and both are idempotent)."""
+        store = self._store_of(reserved)
+        if store is self._local:
+            self._reserved_locally.discard(reserved.plan.request_id)
+            await store.settle(reserved, cost, tokens)
+            return False
+        await store.settle(reserved, cost, tokens, usage)
+        return store.backend == "redis"
+
     def settle_soon(self, reserved: Reserved, cost: int, tokens: int) -> None:
         """Settle off the response path; a client that went away never cancels it."""
         self._spawn(self._settle(reserved, cost, tokens))
@@ -199,6 +213,15 @@ class Guard:
         if self._local is not None and reserved.plan.request_id in self._reserved_locally:
             return self._local
         return self.store
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` off the response path; drain() waits for it (shutdown, tests)."""
+        self._spawn(work)
+
+    def keep(self, task: asyncio.Future[None]) -> None:
+        """Hold on to a task until it is done, so that drain() waits for it too."""
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run `work` off the response path, kept until done so that drain() can wait for it."""

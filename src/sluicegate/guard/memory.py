@@ -107,7 +107,10 @@ class MemoryGuardStore:
         self._tick(now)
         return Reserved(plan, now, tuple(rates))
 
-    async def settle(self, reserved: Reserved, cost: int, tokens: int) -> bool:
+    async def settle(
+        self, reserved: Reserved, cost: int, tokens: int, usage: bytes | None = None
+    ) -> bool:
+        """`usage` is ignored: in-process counters keep no log, the caller writes the event."""
         plan = reserved.plan
         now = self._now_ms()
         if plan.request_id in self._settled:

@@ -37,6 +37,7 @@ from sluicegate.guard.counters import (
     Seed,
     org_of,
 )
+from sluicegate.metering.stream import stream_key
 
 # After this many failures in a row, calls fail at once for BREAKER_SECONDS instead of each
 # waiting on a dead server; a single timeout under load does not trip it.
@@ -181,7 +182,9 @@ class RedisGuardStore:
         plan.memo["redis-window"] = (window, keys)
         return keys
 
-    async def settle(self, reserved: Reserved, cost: int, tokens: int) -> bool:
+    async def settle(
+        self, reserved: Reserved, cost: int, tokens: int, usage: bytes | None = None
+    ) -> bool:
         plan = reserved.plan
         self._prepared(plan)
         charged: list[str] = plan.memo["redis"][3]
@@ -197,7 +200,10 @@ class RedisGuardStore:
                 if isinstance(c, RateCounter) and c.per_token
             ]
         header = f"{plan.request_id} {cost} {len(charged)} {delta} {self._record_ttl_ms}"
-        return bool(await self._call(self._settle, keys, [header]))
+        if usage is None:
+            return bool(await self._call(self._settle, keys, [f"{header} 0"]))
+        keys.append(stream_key(self._prefix[:-1], plan.org_id))
+        return bool(await self._call(self._settle, keys, [f"{header} 1", usage]))
 
     async def extend(self, reserved: Reserved) -> bool:
         plan = reserved.plan

@@ -11,9 +11,10 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Table
+from sqlalchemy import Date, String, Table, cast, delete, func, insert, literal, select
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import Executable
 
 from sluicegate.metering.models import ROLLUP_DIMENSIONS, UsageDailyRollup, UsageRollup
@@ -156,3 +157,50 @@ def rollup_upsert(dialect: str, daily: bool) -> Executable:
         set_={name: table.c[name] + statement.excluded[name] for name in MEASURES},
     )
     return upsert
+
+
+async def rebuild_daily_rollups(session: AsyncSession, org_id: str, zone: str) -> None:
+    """Sum the org's 15-minute rollups again into days in `zone` (its new timezone), replacing
+    its daily rollups, in the caller's transaction: the one that changes the org's timezone and
+    so holds its row locked against the usage writers (store_usage reads it FOR SHARE). A
+    15-minute bucket lies within one local day wherever the offset is a multiple of 15 minutes,
+    as every offset in use since 1979 is."""
+    await session.execute(delete(UsageDailyRollup).where(UsageDailyRollup.org_id == org_id))
+    daily: Table = UsageDailyRollup.__table__  # type: ignore[assignment]
+    quarters: Table = UsageRollup.__table__  # type: ignore[assignment]
+    if session.get_bind().dialect.name == "postgresql":
+        # One statement in the database: a year of a large org's buckets is millions of rows.
+        # Postgres's timezone database names the same zones as the writers' zoneinfo.
+        day = cast(func.timezone(zone, quarters.c.bucket_start), Date)
+        dimensions = [quarters.c[name] for name in ROLLUP_DIMENSIONS]
+        summed = (
+            select(
+                quarters.c.org_id,
+                literal(zone, String),
+                day,
+                *dimensions,
+                *(func.sum(quarters.c[name]) for name in MEASURES),
+            )
+            .where(quarters.c.org_id == org_id)
+            .group_by(quarters.c.org_id, day, *dimensions)
+        )
+        await session.execute(
+            insert(daily).from_select(
+                ["org_id", "zone", "day", *ROLLUP_DIMENSIONS, *MEASURES], summed
+            )
+        )
+        return
+    sums: dict[tuple[Any, ...], list[int]] = {}
+    rows = await session.stream(select(quarters).where(quarters.c.org_id == org_id))
+    async for row in rows.mappings():
+        key = (local_day(row["bucket_start"], zone), *(row[name] for name in ROLLUP_DIMENSIONS))
+        total = sums.setdefault(key, [0] * len(MEASURES))
+        for index, name in enumerate(MEASURES):
+            total[index] += row[name]
+    names = ("org_id", "zone", "day", *ROLLUP_DIMENSIONS, *MEASURES)
+    values = [
+        dict(zip(names, (org_id, zone, *key, *total), strict=True))
+        for key, total in sorted(sums.items())
+    ]
+    if values:
+        await session.execute(insert(daily), values)

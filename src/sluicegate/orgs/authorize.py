@@ -20,6 +20,10 @@ owners and admins who manage its owner, never by the key's owner as such. So nob
 own limits. Credits: owners and admins and viewers read the balance; owners and admins bound at
 level <= the org's `topup_max_level` top up; only owners adjust or refund.
 
+Usage (analytics, the activity feed) is read by subtree, see usage_visibility below. The usage
+of one member or one key is read by those who read that member or key, and by every member when
+the org opens its usage to members (`members_see_org_feed`).
+
 A caller with no active membership in the org never gets here: loading their access answers
 404, so another tenant's ids look exactly like ids that do not exist. A role too small inside
 the same org is a 403 naming what the action needs.
@@ -106,7 +110,15 @@ class TopUp:
     max_level: int
 
 
-Target = Path | MemberTarget | Grant | KeyTarget | TopUp | None
+@dataclass(frozen=True, slots=True)
+class UsageOf:
+    """The usage of one member or one key, in an org that may open its usage to every member."""
+
+    subject: MemberTarget | KeyTarget
+    open_to_members: bool
+
+
+Target = Path | MemberTarget | Grant | KeyTarget | TopUp | UsageOf | None
 
 
 class Action(StrEnum):
@@ -133,6 +145,7 @@ class Action(StrEnum):
     CREDIT_READ = "credit.read"
     CREDIT_TOPUP = "credit.topup"  # target: TopUp
     CREDIT_ADJUST = "credit.adjust"  # adjustments and refunds
+    USAGE_READ = "usage.read"  # a member's or a key's usage; target: UsageOf
 
 
 def can_grant(access: OrgAccess, role: str, node: Path) -> bool:
@@ -286,6 +299,16 @@ def _credit_topup(access: OrgAccess, target: Target) -> bool:
     )
 
 
+def _usage_read(access: OrgAccess, target: Target) -> bool:
+    if not isinstance(target, UsageOf):
+        raise TypeError(f"this action takes a member's or a key's usage, not {target!r}")
+    if target.open_to_members and access.bindings:
+        return True
+    if isinstance(target.subject, KeyTarget):
+        return _key_read(access, target.subject)
+    return _member_read(access, target.subject)
+
+
 def _holds(*roles: str) -> Rule:
     def rule(access: OrgAccess, _target: Target) -> bool:
         return access.is_owner or any(access.holding(*roles))
@@ -357,6 +380,11 @@ RULES: dict[Action, tuple[Rule, str]] = {
         "the owner role, or the admin role at a level the org allows to top up (topup_max_level)",
     ),
     Action.CREDIT_ADJUST: (_owner, "the owner role"),
+    Action.USAGE_READ: (
+        _usage_read,
+        "being the member or the key's owner, or the admin or viewer role at the member's home "
+        "group or the key's group or above it (or an org that opens its usage to members)",
+    ),
 }
 
 

@@ -20,6 +20,7 @@ from sluicegate.core.ids import new_id
 from sluicegate.core.invalidation import GROUP_TOPIC, GUARD_TOPIC, KEY_TOPIC, ORG_TOPIC
 from sluicegate.core.timezones import zone
 from sluicegate.guard.counters import GuardStore, credit_counter
+from sluicegate.metering.rollups import rebuild_daily_rollups
 from sluicegate.orgs import repository
 from sluicegate.orgs.authorize import (
     ADMIN,
@@ -242,6 +243,9 @@ async def _settings_changed(
     cached guard rules when they depend on what changed (budget periods, whether credit blocks),
     the credit counter when enforcement changed, and record the audit event."""
     await session.flush()
+    if org.timezone != timezone:
+        # The flush took the org's row lock: no usage batch sums a day in the old zone meanwhile.
+        await rebuild_daily_rollups(session, org.id, org.timezone)
     if org.timezone != timezone or org.credit_enforced != credit_enforced:
         invalidate_after_commit(session, GUARD_TOPIC, org.id)
     if org.credit_enforced != credit_enforced:

@@ -4,6 +4,7 @@ __init__)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from fnmatch import fnmatchcase
@@ -11,6 +12,7 @@ from typing import Any
 
 import httpx
 import orjson
+from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -20,6 +22,7 @@ from sluicegate.guard.policy import client_address
 from sluicegate.guard.rules import KeyRules, OrgRules
 from sluicegate.keys.lookup import AuthContext
 from sluicegate.metering import estimate
+from sluicegate.metering.stream import encode_event
 from sluicegate.providers.base import (
     Adapter,
     Endpoint,
@@ -38,6 +41,7 @@ from sluicegate.proxy.state import ProxyState
 from sluicegate.proxy.streaming import RelayResponse
 
 _JSON = "application/json"
+log = logging.getLogger("sluicegate.proxy")
 # One more try when a reused connection turns out dead before the upstream answered anything.
 STALE_CONNECTION_RETRIES = 1
 _MODE_OF = {Endpoint.CHAT: "chat", Endpoint.COMPLETIONS: "chat", Endpoint.EMBEDDINGS: "embedding"}
@@ -100,10 +104,10 @@ class Pipeline:
                 return await self.forward_stream(call, body)
             return await self.forward(call, body)
         except ProxyError as error:
-            self.settle(call, status=error.status, error_type=error.error_type)
+            await self.settle(call, status=error.status, error_type=error.error_type)
             return error.response()
         except Exception:
-            self.settle(call, status=500, error_type="internal_error")
+            await self.settle(call, status=500, error_type="internal_error")
             raise
 
     # --- 3. policy ----------------------------------------------------------------------------
@@ -208,7 +212,7 @@ class Pipeline:
         except InvalidUpstreamResponse as exc:
             raise self.upstream_invalid(route, exc) from None
         headers = rate_headers(call.reserved) if call.reserved is not None else None
-        self.settle(call, status=200, usage=usage)
+        await self.settle(call, status=200, usage=usage)
         return Response(content, media_type=_JSON, headers=headers)
 
     async def forward_stream(self, call: ProxyCall, body: dict[str, Any]) -> Response:
@@ -232,8 +236,11 @@ class Pipeline:
         return RelayResponse(self.relay(call, response, reader), headers)
 
     async def relay(self, call: ProxyCall, response: httpx.Response, reader: StreamReader) -> Any:
-        """Yield the client's SSE bytes; settle in `finally`, whatever ended the stream."""
+        """Yield the client's SSE bytes. A stream that ends well is settled before its last
+        event goes out (so a client that saw the end is metered durably); one cut by the
+        upstream, after its error event; one the client left, in the background."""
         status, error_type, ttft_ms = 200, None, None
+        settled = False
         # A stream may outlive its reservation's TTL: renew it while it runs.
         renew_at = call.started + self.guard.extend_every if call.reserved is not None else None
         try:
@@ -247,7 +254,11 @@ class Pipeline:
                     assert call.reserved is not None
                     self.guard.extend_soon(call.reserved)
                     renew_at += self.guard.extend_every
-            yield reader.finish()
+            last = reader.finish()
+            await response.aclose()
+            settled = True
+            await self.settle_shielded(call, **_stream_outcome(call, reader, status, None, ttft_ms))
+            yield last
         except httpx.HTTPError as exc:
             route = call.route
             assert route is not None
@@ -260,6 +271,11 @@ class Pipeline:
                 type="upstream_error",
                 code="upstream_stream_cut",
             )
+            await response.aclose()
+            settled = True
+            await self.settle_shielded(
+                call, **_stream_outcome(call, reader, status, error_type, ttft_ms)
+            )
             yield cut.sse_event()
         except BaseException:
             # The client went away (cancellation): bill what it received, then let it unwind.
@@ -267,19 +283,9 @@ class Pipeline:
             raise
         finally:
             await response.aclose()
-            usage = reader.usage
-            if usage is None:
-                self.settle(
-                    call,
-                    status=status,
-                    error_type=error_type,
-                    ttft_ms=ttft_ms,
-                    usage=Usage(call.prompt_estimate, reader.estimated_completion_tokens),
-                    estimated=True,
-                )
-            else:
-                self.settle(
-                    call, status=status, error_type=error_type, ttft_ms=ttft_ms, usage=usage
+            if not settled:
+                self.settle_in_background(
+                    call, **_stream_outcome(call, reader, status, error_type, ttft_ms)
                 )
 
     # --- upstream failures --------------------------------------------------------------------
@@ -337,7 +343,7 @@ class Pipeline:
 
     # --- 6. settle ----------------------------------------------------------------------------
 
-    def settle(
+    async def settle(
         self,
         call: ProxyCall,
         *,
@@ -347,6 +353,11 @@ class Pipeline:
         estimated: bool = False,
         ttft_ms: int | None = None,
     ) -> None:
+        """Price the request, settle its reservation and record its usage event. With Redis,
+        both happen in ONE atomic script call that also appends the event to the org's durable
+        usage stream (no reservation: one XADD), awaited before the client's answer is complete,
+        so an answer a client saw is never lost. When Redis cannot be reached the event goes to
+        the database through the buffered writer instead, and the counters settle later."""
         route = call.route
         if usage is None and status == 200 and route is not None:
             usage, estimated = Usage(call.prompt_estimate, 0), True
@@ -358,33 +369,64 @@ class Pipeline:
             )
         context = call.context
         reserved, call.reserved = call.reserved, None
+        event = {
+            "request_id": call.request_id,
+            "created_at": call.received_at,
+            "org_id": context.org_id,
+            "group_id": context.group_id,
+            "key_id": context.key_id,
+            "user_id": context.owner_user_id,
+            "requested_model": call.requested_model[:200],
+            "served_model": route.upstream_model if route else None,
+            "provider": route.provider.name if route else None,
+            "app": call.app,
+            "prompt_tokens": tokens.prompt_tokens,
+            "completion_tokens": tokens.completion_tokens,
+            "cached_tokens": tokens.cached_tokens,
+            "cost_nusd": cost,
+            "latency_ms": int((time.perf_counter() - call.started) * 1000),
+            "ttft_ms": ttft_ms,
+            "status_code": status,
+            "error_type": error_type,
+            "stream": call.stream,
+            "usage_estimated": estimated,
+            "routing": None,
+        }
+        used = tokens.prompt_tokens + tokens.completion_tokens
+        streams = self.state.streams
+        if streams is None:
+            if reserved is not None:
+                self.guard.settle_soon(reserved, cost, used)
+            self.state.writer.record(event)
+            return
+        try:
+            payload = encode_event(event)
+            if reserved is None:
+                await streams.append(context.org_id, payload)
+                return
+            await streams.register(context.org_id)
+            if await self.guard.settle_now(reserved, cost, used, payload):
+                return
+            reserved = None  # settled in this process (fail-open); only the event is left
+        except (CounterStoreUnavailable, RedisError, OSError):
+            log.warning(
+                "usage stream unavailable; writing the usage event to the database directly",
+                extra={"request_id": call.request_id},
+            )
         if reserved is not None:
-            self.guard.settle_soon(reserved, cost, tokens.prompt_tokens + tokens.completion_tokens)
-        self.state.writer.record(
-            {
-                "request_id": call.request_id,
-                "created_at": call.received_at,
-                "org_id": context.org_id,
-                "group_id": context.group_id,
-                "key_id": context.key_id,
-                "user_id": context.owner_user_id,
-                "requested_model": call.requested_model[:200],
-                "served_model": route.upstream_model if route else None,
-                "provider": route.provider.name if route else None,
-                "app": call.app,
-                "prompt_tokens": tokens.prompt_tokens,
-                "completion_tokens": tokens.completion_tokens,
-                "cached_tokens": tokens.cached_tokens,
-                "cost_nusd": cost,
-                "latency_ms": int((time.perf_counter() - call.started) * 1000),
-                "ttft_ms": ttft_ms,
-                "status_code": status,
-                "error_type": error_type,
-                "stream": call.stream,
-                "usage_estimated": estimated,
-                "routing": None,
-            }
-        )
+            self.guard.settle_soon(reserved, cost, used)
+        self.state.writer.record(event)
+
+    async def settle_shielded(self, call: ProxyCall, **outcome: Any) -> None:
+        """Settle and wait for it, but never let a client that leaves meanwhile cancel it."""
+        task = asyncio.ensure_future(self.settle(call, **outcome))
+        self.guard.keep(task)
+        await asyncio.shield(task)
+
+    def settle_in_background(self, call: ProxyCall, **outcome: Any) -> None:
+        """Settle without waiting (the client is gone: nothing to hold back), kept alive by the
+        guard until done, so a disconnect still bills what was consumed."""
+        self.guard.spawn(self.settle(call, **outcome))
 
     # --- GET /v1/models -----------------------------------------------------------------------
 
@@ -416,6 +458,23 @@ async def send_upstream(client: httpx.AsyncClient, upstream: UpstreamCall) -> ht
             if attempt == STALE_CONNECTION_RETRIES:
                 raise
     raise AssertionError("unreachable")
+
+
+def _stream_outcome(
+    call: ProxyCall, reader: StreamReader, status: int, error_type: str | None, ttft_ms: int | None
+) -> dict[str, Any]:
+    """What a stream's settlement records: the upstream's usage, else an estimate (marked)."""
+    usage = reader.usage
+    if usage is None:
+        usage = Usage(call.prompt_estimate, reader.estimated_completion_tokens)
+        return {
+            "status": status,
+            "error_type": error_type,
+            "ttft_ms": ttft_ms,
+            "usage": usage,
+            "estimated": True,
+        }
+    return {"status": status, "error_type": error_type, "ttft_ms": ttft_ms, "usage": usage}
 
 
 def key_allows(context: AuthContext, model: str) -> bool:

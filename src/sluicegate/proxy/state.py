@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from sluicegate.guard.enforcer import Guard
 from sluicegate.keys.lookup import KeyResolver, mark_keys_used
+from sluicegate.metering.stream import UsageStreams
 from sluicegate.metering.writer import UsageWriter
 from sluicegate.providers.base import Adapter
 from sluicegate.providers.config import ModelRoute, ProviderSettings
@@ -27,6 +28,8 @@ class ProxyState:
     resolver: KeyResolver
     writer: UsageWriter
     guard: Guard
+    # The durable usage log (Redis); None in the embedded mode, where the writer is the log.
+    streams: UsageStreams | None
 
     @classmethod
     def build(cls, settings: Settings, runtime: Runtime, providers: ProviderSettings) -> ProxyState:
@@ -58,6 +61,7 @@ class ProxyState:
             resolver,
             UsageWriter(runtime.sessions, after_insert=mark_keys_used),
             guard,
+            UsageStreams(runtime.redis, settings.redis_prefix) if runtime.redis else None,
         )
 
     async def start(self) -> None:

@@ -2,14 +2,21 @@
 -- KEYS: [1] the org's zset of live reservations, [2] the request's record, [3] its settled
 --       marker, then the charged counters (budgets, then the credit last), then the tpm windows
 --       the request reserved tokens in.
--- ARGV: [1] "request_id cost charged_count token_delta marker_ttl_ms": cost in nano-USD,
---       token_delta = actual minus reserved tokens.
--- Returns 1, or 0 when the request was settled already (nothing changes).
+--       With a usage event, the org's usage stream is the last key.
+-- ARGV: [1] "request_id cost charged_count token_delta marker_ttl_ms has_event": cost in
+--       nano-USD, token_delta = actual minus reserved tokens, has_event 1 when [2] is the usage
+--       event to append to the stream (in this same atomic step: settled <=> logged).
+-- Returns 1, or 0 when the request was settled already (nothing changes, nothing is appended).
 local h = {}
 for part in string.gmatch(ARGV[1], '%S+') do h[#h + 1] = part end
 local rid, cost, charged, delta = h[1], h[2], tonumber(h[3]), h[4]
 if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
 redis.call('SET', KEYS[3], '1', 'PX', h[5])
+local windows_end = #KEYS
+if h[6] == '1' then
+  windows_end = #KEYS - 1
+  redis.call('XADD', KEYS[#KEYS], '*', 'e', ARGV[2])
+end
 local held = redis.call('HGETALL', KEYS[2])
 for i = 1, #held, 2 do
   release(held[i], held[i + 1])
@@ -32,7 +39,7 @@ if cost ~= '0' then
   end
 end
 if delta ~= '0' then
-  for i = 4 + charged, #KEYS do
+  for i = 4 + charged, windows_end do
     if redis.call('EXISTS', KEYS[i]) == 1 then
       if redis.call('INCRBY', KEYS[i], delta) < 0 then redis.call('SET', KEYS[i], 0, 'KEEPTTL') end
     end

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -35,7 +36,7 @@ MEASURES = (
     "ttft_ms_sum",
     "ttft_count",
 )
-EVENT_COLUMNS = (
+EVENT_COLUMNS: tuple[sa.Column[Any], ...] = (
     sa.Column("request_id", sa.String(length=40), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("org_id", sa.String(length=40), nullable=False),
@@ -69,11 +70,11 @@ def _is_postgres() -> bool:
     return op.get_bind().dialect.name == "postgresql"
 
 
-def _measure_columns() -> list[sa.Column]:
+def _measure_columns() -> list[sa.Column[Any]]:
     return [sa.Column(name, sa.BigInteger(), nullable=False) for name in MEASURES]
 
 
-def _dimension_columns() -> list[sa.Column]:
+def _dimension_columns() -> list[sa.Column[Any]]:
     return [
         sa.Column("group_id", sa.String(length=40), nullable=False),
         sa.Column("key_id", sa.String(length=40), nullable=False),
@@ -135,11 +136,14 @@ def _move_rows(drop_indexes: Sequence[str], create: Callable[[], None]) -> None:
 
 def _create_new_usage_events() -> None:
     partitioned = _is_postgres()
+    partitioning: dict[str, Any] = (
+        {"postgresql_partition_by": "RANGE (created_at)"} if partitioned else {}
+    )
     op.create_table(
         "usage_events",
         *(column._copy() for column in EVENT_COLUMNS),
         sa.PrimaryKeyConstraint("request_id", "created_at", name=op.f("pk_usage_events")),
-        **({"postgresql_partition_by": "RANGE (created_at)"} if partitioned else {}),
+        **partitioning,
     )
     for columns in NEW_INDEXES:
         op.create_index(_index_name(columns), "usage_events", list(columns), unique=False)
@@ -161,9 +165,11 @@ def _backfill_rollups() -> None:
     from zoneinfo import ZoneInfo
 
     bind = op.get_bind()
-    zones = dict(bind.execute(sa.text("SELECT id, timezone FROM organizations")).all())
-    quarters: dict[tuple, list[int]] = {}
-    days: dict[tuple, list[int]] = {}
+    zones: dict[str, str] = dict(
+        bind.execute(sa.text("SELECT id, timezone FROM organizations")).all()
+    )
+    quarters: dict[tuple[Any, ...], list[int]] = {}
+    days: dict[tuple[Any, ...], list[int]] = {}
     blocked_types = {
         "budget_exceeded",
         "credit_exhausted",

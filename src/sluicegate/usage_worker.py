@@ -1,0 +1,39 @@
+"""The background work behind metering, as `serve` runs it (SLUICEGATE_RUN_WORKER) and as
+`sluicegate worker` runs it alone: draining the Redis usage streams into the database (with
+Redis) and applying the usage retention. Several of these may run at once, in any processes."""
+
+from __future__ import annotations
+
+from sluicegate.keys.lookup import mark_keys_used
+from sluicegate.metering.drain import UsageDrain
+from sluicegate.metering.retention import RetentionTask
+from sluicegate.runtime import Runtime
+
+
+class UsageWorker:
+    def __init__(self, runtime: Runtime) -> None:
+        settings = runtime.settings
+        self.drain = (
+            UsageDrain(
+                runtime.redis,
+                settings.redis_prefix,
+                runtime.sessions,
+                after_insert=mark_keys_used,
+                claim_idle_ms=int(settings.usage_claim_idle_seconds * 1000),
+            )
+            if runtime.redis is not None
+            else None
+        )
+        self.retention = RetentionTask(
+            runtime.sessions, runtime.clock, settings.usage_retention_months
+        )
+
+    async def start(self) -> None:
+        if self.drain is not None:
+            await self.drain.start()
+        await self.retention.start()
+
+    async def close(self) -> None:
+        if self.drain is not None:
+            await self.drain.close()
+        await self.retention.close()
