@@ -17,25 +17,33 @@ from sluicegate.guard.counters import CreditSeed, SpendScope
 from sluicegate.guard.models import Budget, Policy, PolicyBinding
 from sluicegate.identity.models import User
 from sluicegate.keys.models import ApiKey
-from sluicegate.metering.models import UsageEvent
+from sluicegate.metering.models import UsageEvent, UsageRollup
+from sluicegate.metering.rollups import BUCKET_SECONDS
 from sluicegate.orgs.models import PATH_SEPARATOR, Group, Membership, Organization, in_subtrees
 
 # --- rebuilding counters ---------------------------------------------------------------------
 
 
 async def spent(session: AsyncSession, scope: SpendScope) -> int:
-    """Settled spend of a budget scope in its period, from the usage rows written so far."""
-    statement: Select[Any] = select(func.coalesce(func.sum(UsageEvent.cost_nusd), 0)).where(
-        UsageEvent.org_id == scope.org_id
+    """Settled spend of a budget scope in its period, from the 15-minute usage rollups (written
+    with the usage rows, and kept when the usage retention removes old rows). A period whose
+    bounds are not on quarter hours (a zone whose offset is not a multiple of 15 minutes) is
+    summed from the usage rows instead, which still hold it exactly."""
+    aligned = all(
+        bound is None or bound.timestamp() % BUCKET_SECONDS == 0
+        for bound in (scope.start, scope.end)
+    )
+    table: Any = UsageRollup if aligned else UsageEvent
+    time_column = UsageRollup.bucket_start if aligned else UsageEvent.created_at
+    statement: Select[Any] = select(func.coalesce(func.sum(table.cost_nusd), 0)).where(
+        table.org_id == scope.org_id
     )
     if scope.start is not None and scope.end is not None:
-        statement = statement.where(
-            UsageEvent.created_at >= scope.start, UsageEvent.created_at < scope.end
-        )
+        statement = statement.where(time_column >= scope.start, time_column < scope.end)
     if scope.kind == "key":
-        statement = statement.where(UsageEvent.key_id == scope.id)
+        statement = statement.where(table.key_id == scope.id)
     elif scope.kind == "member":
-        statement = statement.where(UsageEvent.user_id == scope.id)
+        statement = statement.where(table.user_id == scope.id)
     elif scope.kind == "group":
         path = await session.scalar(
             select(Group.path).where(Group.org_id == scope.org_id, Group.id == scope.id)
@@ -45,7 +53,7 @@ async def spent(session: AsyncSession, scope: SpendScope) -> int:
         subtree = select(Group.id).where(
             Group.org_id == scope.org_id, in_subtrees(Group.path, [path])
         )
-        statement = statement.where(UsageEvent.group_id.in_(subtree))
+        statement = statement.where(table.group_id.in_(subtree))
     return int(await session.scalar(statement) or 0)
 
 
