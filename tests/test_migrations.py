@@ -102,3 +102,57 @@ async def test_upgrade_is_idempotent(empty_database_url: str) -> None:
 def test_migrations_ship_inside_the_package() -> None:
     assert (SCRIPT_LOCATION / "env.py").is_file()
     assert any(SCRIPT_LOCATION.joinpath("versions").glob("0001_*.py"))
+
+
+async def test_upgrading_a_live_database_builds_the_rollups_from_its_usage_rows(
+    empty_database_url: str,
+) -> None:
+    """0005 on a database that already holds usage (written before rollups existed): the rows
+    move into the new table (monthly partitions on Postgres) and both rollups are summed from
+    them, equal to what the writer itself would have built."""
+    from sqlalchemy import text
+
+    from sluicegate.metering.writer import store_usage
+    from sluicegate.orgs.service import update_organization
+    from sluicegate.runtime import Runtime
+    from tests.conftest import make_settings
+    from tests.metering.books import read_books
+    from tests.metering.test_drain import events
+    from tests.metering.test_timezone_change import daily_requests
+    from tests.proxy.conftest import make_tenant
+
+    engine = make_engine(empty_database_url, pool_size=1)
+    runtime = Runtime.build(make_settings(database_url=empty_database_url))
+    try:
+        await upgrade(engine)
+        tenant = await make_tenant(runtime)
+        async with runtime.unit_of_work() as session:
+            await update_organization(
+                session,
+                tenant.actor,
+                tenant.org_id,
+                {"timezone": "Asia/Kathmandu"},
+                store=runtime.counters,
+            )
+        async with runtime.unit_of_work() as session:
+            await store_usage(session, events(tenant, 40))
+        async with runtime.sessions() as session:
+            written = await read_books(session, tenant.org_id)
+        days = await daily_requests(runtime, tenant.org_id)
+
+        await downgrade(engine, "0004")
+        async with engine.connect() as conn:
+            assert "usage_rollups" not in await conn.run_sync(_table_names)
+            count = await conn.scalar(text("SELECT count(*) FROM usage_events"))
+        assert count == 40
+
+        await upgrade(engine)
+        await runtime.engine.dispose()  # its connections knew the old table
+        async with runtime.sessions() as session:
+            rebuilt = await read_books(session, tenant.org_id)
+        assert rebuilt == written
+        rebuilt.assert_consistent()
+        assert await daily_requests(runtime, tenant.org_id) == days
+    finally:
+        await runtime.close()
+        await engine.dispose()
