@@ -137,6 +137,15 @@ async def test_sigkill_of_gateway_and_worker_loses_no_settled_request_and_double
                 break
             await asyncio.sleep(0.2)
         assert (length, pending) == (0, 0), f"the worker left the stream undrained:\n{worker.log()}"
+        metrics = await asyncio.to_thread(httpx.get, worker.base_url + "/metrics")
+        samples = dict(
+            line.rsplit(" ", 1)
+            for line in metrics.text.splitlines()
+            if line.startswith("sluicegate_usage")
+        )
+        assert float(samples["sluicegate_usage_events_drained_total"]) > 0
+        assert "sluicegate_usage_drain_lag_seconds" in samples
+        assert "sluicegate_usage_stream_backlog" in samples
 
         async with runtime.sessions() as session:
             books = await read_books(session, tenant.org_id)
