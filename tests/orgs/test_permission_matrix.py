@@ -40,6 +40,7 @@ from sluicegate.guard.models import Budget, Policy, PolicyBinding
 from sluicegate.identity.models import User
 from sluicegate.identity.service import issue_admin_token
 from sluicegate.keys.models import ApiKey
+from sluicegate.metering.writer import store_usage
 from sluicegate.orgs.models import Group, Invitation, Membership, Organization, RoleBinding
 from sluicegate.runtime import Runtime
 from tests.admin import org_scoped_routes
@@ -94,6 +95,22 @@ budget.put.key     ok   404 | ok   ok  403  403 404 | 403  403 403  403 404 | 40
 budgets.list       ok+  404 | ok+  ok+ ok-  ok- 404 | ok+  ok+ ok-  ok- 404 | ok-  ok- ok-  ok- 404
 budget.get         ok   404 | ok   ok  403  403 404 | ok   ok  403  403 404 | 403  403 403  403 404
 budget.delete      ok   404 | 403  ok  403  403 404 | 403  403 403  403 404 | 403  403 403  403 404
+activity.list      ok+  404 | ok+  ok+ ok-  ok- 404 | ok+  ok+ ok-  ok- 404 | ok-  ok- ok-  ok- 404
+activity.csv       ok   404 | ok   ok  ok   ok  404 | ok   ok  ok   ok  404 | ok   ok  ok   ok  404
+insights.anomalies ok   404 | ok   ok  ok   ok  404 | ok   ok  ok   ok  404 | ok   ok  ok   ok  404
+insights.summary   ok   404 | ok   ok  ok   ok  404 | ok   ok  ok   ok  404 | ok   ok  ok   ok  404
+stats.activity     ok   404 | ok   ok  ok   ok  404 | ok   ok  ok   ok  404 | ok   ok  ok   ok  404
+stats.activity.csv ok   404 | ok   ok  ok   ok  404 | ok   ok  ok   ok  404 | ok   ok  ok   ok  404
+stats.activity.pdf ok   404 | ok   ok  ok   ok  404 | ok   ok  ok   ok  404 | ok   ok  ok   ok  404
+stats.members      ok+  404 | ok+  ok+ ok-  ok- 404 | ok+  ok+ ok-  ok- 404 | ok-  ok- ok-  ok- 404
+stats.members.csv  ok   404 | ok   ok  ok   ok  404 | ok   ok  ok   ok  404 | ok   ok  ok   ok  404
+stats.members.pdf  ok   404 | ok   ok  ok   ok  404 | ok   ok  ok   ok  404 | ok   ok  ok   ok  404
+stats.member       ok   404 | ok   ok  403  403 404 | ok   ok  403  403 404 | 403  403 403  403 404
+stats.member.csv   ok   404 | ok   ok  403  403 404 | ok   ok  403  403 404 | 403  403 403  403 404
+stats.member.pdf   ok   404 | ok   ok  403  403 404 | ok   ok  403  403 404 | 403  403 403  403 404
+stats.key          ok   404 | ok   ok  403  403 404 | ok   ok  403  403 404 | 403  403 403  403 404
+stats.key.csv      ok   404 | ok   ok  403  403 404 | ok   ok  403  403 404 | 403  403 403  403 404
+stats.key.pdf      ok   404 | ok   ok  403  403 404 | ok   ok  403  403 404 | 403  403 403  403 404
 """
 
 COLUMNS = [("owner", "root"), ("owner", "oth")] + [
@@ -144,6 +161,9 @@ class World:
     # --- budgets: a budget on group T
     budget: str = "{budget_id}"
     # --- end budgets
+    # --- activity: a request of S's key K at T (the feed's listed item)
+    usage_event: str = ""
+    # --- end activity
 
 
 @dataclass
@@ -311,6 +331,52 @@ def _calls() -> dict[str, tuple[str, Callable[[World], Call]]]:
         "budget.get": ("T", lambda w: Call("GET", f"{w.org}/budgets/{w.budget}")),
         "budget.delete": ("T", lambda w: Call("DELETE", f"{w.org}/budgets/{w.budget}")),
         # --- end budgets ---
+        # --- activity and insights (whose usage: the subtrees read, and one's own) ---
+        "activity.list": (
+            "T",
+            lambda w: Call("GET", f"{w.org}/activity", params=every, item=w.usage_event),
+        ),
+        "activity.csv": ("T", lambda w: Call("GET", f"{w.org}/activity.csv")),
+        "insights.anomalies": ("T", lambda w: Call("GET", f"{w.org}/insights/anomalies")),
+        "insights.summary": ("T", lambda w: Call("GET", f"{w.org}/insights/summary")),
+        # --- end activity and insights ---
+        # --- analytics over the rollups (stats.*): whose usage as above; one member's or one
+        # key's usage for those who read that member or key ---
+        **{
+            f"stats.activity{suffix}": (
+                "T",
+                lambda w, suffix=suffix: Call("GET", f"{w.org}/analytics/activity{suffix}"),
+            )
+            for suffix in ("", ".csv", ".pdf")
+        },
+        "stats.members": (
+            "T",
+            lambda w: Call("GET", f"{w.org}/analytics/members", params=every, item=w.subject),
+        ),
+        **{
+            f"stats.members{suffix}": (
+                "T",
+                lambda w, suffix=suffix: Call("GET", f"{w.org}/analytics/members{suffix}"),
+            )
+            for suffix in (".csv", ".pdf")
+        },
+        **{
+            f"stats.member{suffix}": (
+                "T",
+                lambda w, suffix=suffix: Call(
+                    "GET", f"{w.org}/analytics/members/{w.subject}{suffix}"
+                ),
+            )
+            for suffix in ("", ".csv", ".pdf")
+        },
+        **{
+            f"stats.key{suffix}": (
+                "T",
+                lambda w, suffix=suffix: Call("GET", f"{w.org}/analytics/keys/{w.key}{suffix}"),
+            )
+            for suffix in ("", ".csv", ".pdf")
+        },
+        # --- end analytics ---
     }
 
 
@@ -491,6 +557,37 @@ async def build_world(runtime: Runtime, role: str, position: str, target: str) -
         session.add(budget)
         await session.flush()
         # --- end budgets ---
+        # --- activity: one request of S's key K at T ---
+        usage_event = new_id("req")
+        await store_usage(
+            session,
+            [
+                {
+                    "request_id": usage_event,
+                    "created_at": runtime.clock.now(),
+                    "org_id": org_a.id,
+                    "group_id": nodes["T"].id,
+                    "key_id": key.id,
+                    "user_id": subject.id,
+                    "requested_model": "gpt-4o-mini",
+                    "served_model": "gpt-4o-mini",
+                    "provider": "openai",
+                    "app": None,
+                    "prompt_tokens": 8,
+                    "completion_tokens": 16,
+                    "cached_tokens": 0,
+                    "cost_nusd": 10_800,
+                    "latency_ms": 50,
+                    "ttft_ms": None,
+                    "status_code": 200,
+                    "error_type": None,
+                    "stream": False,
+                    "usage_estimated": False,
+                    "routing": None,
+                }
+            ],
+        )
+        # --- end activity ---
         _token, secret = await issue_admin_token(session, caller, pepper=pepper)
         return World(
             org=f"/api/v1/orgs/{org_a.id}",
@@ -505,6 +602,7 @@ async def build_world(runtime: Runtime, role: str, position: str, target: str) -
             policy_binding=policy_binding.id,
             free_policy=free_policy.id,
             budget=budget.id,
+            usage_event=usage_event,
         )
 
 
@@ -514,7 +612,10 @@ def outcome(response: httpx.Response, item: str | None) -> str:
         return str(status)
     if item is None:
         return "ok"
-    ids = {entry.get("id") or entry.get("user_id") for entry in response.json()["items"]}
+    ids = {
+        entry.get("id") or entry.get("user_id") or entry.get("request_id")
+        for entry in response.json()["items"]
+    }
     return "ok+" if item in ids else "ok-"
 
 

@@ -223,6 +223,7 @@ async def test_lists_never_show_another_tenants_rows(tenants: tuple[Tenant, Tena
         "budgets",
         "policies",
         "credits/ledger",
+        "activity",
     ):
         items = ok(await b.api.get(f"/api/v1/orgs/{b.org_id}/{collection}", params={"limit": 200}))
         text = str(items)

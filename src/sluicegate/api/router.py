@@ -5,6 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 from starlette.routing import BaseRoute
 
+from sluicegate.analytics import feed_routes, insights_routes
+from sluicegate.analytics import routes as analytics_routes
 from sluicegate.api.errors import install_error_handlers
 from sluicegate.audit import routes as audit_routes
 from sluicegate.credits import routes as credits_routes
@@ -26,6 +28,9 @@ def _admin_router() -> APIRouter:
         budget_routes,
         policy_routes,
         credits_routes,
+        analytics_routes,
+        feed_routes,
+        insights_routes,
     ):
         router.include_router(module.router)
     return router

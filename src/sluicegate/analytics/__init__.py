@@ -1,0 +1,1 @@
+"""Analytics over usage: rollup queries, the activity feed, exports and insights."""

@@ -1,0 +1,591 @@
+"""The rules of analytics over the usage rollups: activity pivoted by a dimension over time, the
+members table, one member's and one key's statistics, for the usage the caller reads
+(orgs.authorize.usage_visibility: owners the whole org, admins and viewers their subtrees,
+members their own usage, and everyone their own requests).
+
+Which rollups answer: the org's daily rollups when the query's timezone is the org's own and
+every bucket boundary is a local midnight (days, weeks and months between dates), otherwise the
+15-minute rollups. Both hold the same sums, so both give the same numbers to the nano-USD.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from sluicegate.analytics import repository
+from sluicegate.analytics.repository import DIMENSION_COLUMNS, METRICS, Scope, Source, Sums
+from sluicegate.analytics.windows import Window, resolve_window
+from sluicegate.core.actors import Actor
+from sluicegate.core.errors import InvalidInput, NotFound
+from sluicegate.core.pagination import decode_cursor, encode_cursor
+from sluicegate.keys import service as keys
+from sluicegate.orgs import membership_service
+from sluicegate.orgs import service as orgs
+from sluicegate.orgs.authorize import (
+    Action,
+    OrgAccess,
+    UsageOf,
+    UsageVisibility,
+    authorize,
+    usage_visibility,
+)
+from sluicegate.orgs.models import Organization
+
+__all__ = ["Sums"]
+
+DIMENSIONS = tuple(DIMENSION_COLUMNS)
+# An activity answer names at most this many groups by default; the rest are summed in one
+# "other" group, so a pivot over thousands of keys stays a readable (and bounded) answer.
+DEFAULT_GROUPS = 20
+MAX_GROUPS = 100
+OTHER = "(other)"
+NO_VALUE = {"provider": "(no provider)", "app": "(no app)", "model": "(no model)"}
+# Names are looked up this many ids at a time (a bound parameter each).
+NAME_CHUNK = 500
+# A pivot over at most this many buckets reads its series per bucket and value in one pass and
+# ranks the values from it; over more, the database ranks and sums the rest (fewer rows back).
+ONE_PASS_BUCKETS = 800
+# A member's and a key's statistics show their cost by model: at most this many models by name.
+DETAIL_MODELS = 50
+
+
+@dataclass(frozen=True, slots=True)
+class WindowQuery:
+    """`from`/`to`/`timezone`/`granularity` as the API received them (parsed in windows)."""
+
+    since: str | None = None
+    until: str | None = None
+    timezone: str | None = None
+    granularity: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    group_id: str | None = None  # the group's whole subtree
+    user_id: str | None = None
+    model: str | None = None
+    key_id: str | None = None
+    provider: str | None = None
+    app: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Labelled:
+    """A value of the pivot (a model, a group, a key, a member, a provider, an app) and its sums."""
+
+    id: str
+    label: str
+    sums: Sums
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    bucket_start: datetime
+    group_id: str | None
+    sums: Sums
+
+
+@dataclass(frozen=True, slots=True)
+class Cards:
+    """The summary of a view: its sums, and how many members and models had usage."""
+
+    sums: Sums
+    members: int
+    models: int
+
+    @property
+    def avg_tokens_per_member(self) -> int:
+        return _ratio(self.sums.tokens, self.members)
+
+    @property
+    def avg_cost_per_call_nusd(self) -> int:
+        return _ratio(self.sums.cost_nusd, self.sums.requests)
+
+    @property
+    def error_rate(self) -> float:
+        return error_rate(self.sums)
+
+
+def _ratio(numerator: int, denominator: int) -> int:
+    """numerator / denominator rounded half up (0 without a denominator)."""
+    if not denominator:
+        return 0
+    return int((Decimal(numerator) / denominator).quantize(Decimal(1), ROUND_HALF_UP))
+
+
+def error_rate(sums: Sums) -> float:
+    """Failed requests (not those a guardrail blocked) per request, to four decimals."""
+    return round(sums.errors / sums.requests, 4) if sums.requests else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """What every view shares: the org, the window, which rollups answered, the summary."""
+
+    org_name: str
+    window: Window
+    daily: bool
+    cards: Cards
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    view: View
+    group_by: str | None
+    metric: str
+    groups: list[Labelled]
+    series: list[Point]
+
+
+@dataclass(frozen=True, slots=True)
+class MemberStats:
+    user_id: str
+    name: str | None
+    email: str | None
+    sums: Sums
+    key_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Members:
+    view: View
+    members: list[MemberStats]
+    next_cursor: str | None
+    # The whole window's cost over time (the PDF's chart); empty for a JSON page.
+    series: list[Point] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class MemberDetail:
+    view: View
+    member: MemberStats
+    top_model: Labelled | None
+    top_provider: Labelled | None
+    top_app: Labelled | None
+    by_model: list[Labelled]
+    series: list[Point]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyDetail:
+    view: View
+    key_id: str
+    name: str
+    prefix: str
+    group_id: str
+    owner_user_id: str
+    status: str
+    by_model: list[Labelled]
+    series: list[Point]
+
+
+@dataclass(frozen=True, slots=True)
+class _Reader:
+    access: OrgAccess
+    org: Organization
+    visibility: UsageVisibility
+
+
+# --- views ---------------------------------------------------------------------------------------
+
+
+async def activity(
+    session: AsyncSession,
+    actor: Actor,
+    org_id: str,
+    when: WindowQuery,
+    filters: Filters,
+    *,
+    group_by: str | None,
+    metric: str,
+    limit: int = DEFAULT_GROUPS,
+    now: datetime,
+    prefer_daily: bool = True,
+) -> Activity:
+    """Totals, groups and series of the usage the caller reads. `prefer_daily` False reads the
+    15-minute rollups even where the daily ones would do (they agree; tests compare them)."""
+    _check_choice("groupBy", group_by, DIMENSIONS, optional=True)
+    _check_choice("metric", metric, METRICS)
+    reader = await _reader(session, actor, org_id)
+    window = _window(when, reader.org, now)
+    source = _source(window, reader.org.timezone, prefer_daily)
+    scope = await _scope(session, reader, filters)
+    if group_by is None or len(source.bounds) > ONE_PASS_BUCKETS:
+        view = await _view(session, reader, window, source, scope)
+        groups, series = await _pivot(
+            session, reader, window, source, scope, group_by, metric=metric, limit=limit
+        )
+        return Activity(view, group_by, metric, groups, series)
+    # The totals follow from the pivot's rows; only a count of models or members is left.
+    pivot = await _pivot_in_one_pass(
+        session, reader, window, source, scope, group_by, metric=metric, limit=limit
+    )
+    models, members = pivot.values, pivot.values
+    if group_by != "model":
+        models = await repository.distinct_count(session, source, scope, "model")
+    if group_by != "member":
+        members = await repository.distinct_count(session, source, scope, "user_id")
+    cards = Cards(pivot.totals, members, models)
+    view = View(reader.org.name, window, source.daily, cards)
+    return Activity(view, group_by, metric, pivot.groups, pivot.series)
+
+
+async def members(
+    session: AsyncSession,
+    actor: Actor,
+    org_id: str,
+    when: WindowQuery,
+    filters: Filters,
+    *,
+    cursor: str | None,
+    limit: int | None,
+    now: datetime,
+    with_series: bool = False,
+) -> Members:
+    """One row per member with usage in the window, the largest spend first. `limit` None reads
+    every member (exports); the cursor is the offset of the next page."""
+    reader = await _reader(session, actor, org_id)
+    window = _window(when, reader.org, now)
+    source = _source(window, reader.org.timezone, prefer_daily=True)
+    scope = await _scope(session, reader, filters)
+    view = await _view(session, reader, window, source, scope)
+    offset = decode_cursor(cursor, int) or 0
+    if offset < 0:
+        raise InvalidInput("cursor: not a cursor this list returned", details={"field": "cursor"})
+    rows = await repository.by_dimension(
+        session, source, scope, "member", limit=None if limit is None else limit + 1, offset=offset
+    )
+    next_cursor = None
+    if limit is not None and len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(offset + limit)
+    stats = await _member_stats(session, org_id, rows)
+    series: list[Point] = []
+    if with_series:
+        _, series = await _pivot(session, reader, window, source, scope, None)
+    return Members(view, stats, next_cursor, series)
+
+
+async def member_detail(
+    session: AsyncSession,
+    actor: Actor,
+    org_id: str,
+    user_id: str,
+    when: WindowQuery,
+    *,
+    now: datetime,
+) -> MemberDetail:
+    """One member's usage that the caller reads: 403 unless they read this member (themselves,
+    owners, admins and viewers above the member's home group, everyone when the org opens its
+    usage to members); 404 for anyone who never was a member of the org."""
+    reader = await _reader(session, actor, org_id)
+    target = await membership_service.member_target(session, org_id, user_id)
+    if target is None:
+        raise NotFound(f"member {user_id} not found")
+    authorize(reader.access, Action.USAGE_READ, UsageOf(target, reader.org.members_see_org_feed))
+    window = _window(when, reader.org, now)
+    source = _source(window, reader.org.timezone, prefer_daily=True)
+    scope = Scope(org_id, reader.visibility, user_id=user_id)
+    view = await _view(session, reader, window, source, scope)
+    by_model, series = await _pivot(
+        session, reader, window, source, scope, "model", metric="cost", limit=DETAIL_MODELS
+    )
+    tops = [await _top(session, source, scope, name) for name in ("provider", "app")]
+    member = (await _member_stats(session, org_id, [(user_id, view.cards.sums)]))[0]
+    top_model = by_model[0] if by_model and by_model[0].id != OTHER else None
+    return MemberDetail(view, member, top_model, tops[0], tops[1], by_model, series)
+
+
+async def key_detail(
+    session: AsyncSession,
+    actor: Actor,
+    org_id: str,
+    key_id: str,
+    when: WindowQuery,
+    *,
+    now: datetime,
+) -> KeyDetail:
+    """One key's usage: 403 unless the caller reads the key (its owner, owners, admins and
+    viewers at its group or above, everyone when the org opens its usage); 404 for unknown ids."""
+    reader = await _reader(session, actor, org_id)
+    key, target = await keys.key_and_target(session, reader.access, key_id)
+    authorize(reader.access, Action.USAGE_READ, UsageOf(target, reader.org.members_see_org_feed))
+    window = _window(when, reader.org, now)
+    source = _source(window, reader.org.timezone, prefer_daily=True)
+    scope = Scope(org_id, reader.visibility, key_id=key_id)
+    view = await _view(session, reader, window, source, scope)
+    by_model, series = await _pivot(
+        session, reader, window, source, scope, "model", metric="cost", limit=DETAIL_MODELS
+    )
+    return KeyDetail(
+        view,
+        key.id,
+        key.name,
+        key.prefix,
+        key.group_id,
+        key.owner_user_id,
+        key.status,
+        by_model,
+        series,
+    )
+
+
+# --- pieces --------------------------------------------------------------------------------------
+
+
+async def _reader(session: AsyncSession, actor: Actor, org_id: str) -> _Reader:
+    access = await orgs.load_access(session, actor, org_id)
+    authorize(access, Action.ORG_READ)
+    org = await orgs.organization_of(session, access)
+    return _Reader(access, org, usage_visibility(access, org.members_see_org_feed))
+
+
+def _window(when: WindowQuery, org: Organization, now: datetime) -> Window:
+    return resolve_window(
+        since=when.since,
+        until=when.until,
+        timezone=when.timezone,
+        granularity=when.granularity,
+        org_timezone=org.timezone,
+        now=now,
+    )
+
+
+def _source(window: Window, org_timezone: str, prefer_daily: bool) -> Source:
+    if prefer_daily and window.timezone == org_timezone and window.local_days is not None:
+        return Source(True, window.day_bounds, org_timezone)
+    return Source(False, window.bounds, org_timezone)
+
+
+def _check_choice(
+    name: str, value: str | None, choices: Sequence[str], *, optional: bool = False
+) -> None:
+    if (value is None and optional) or value in choices:
+        return
+    raise InvalidInput(f"{name}: must be one of {', '.join(choices)}", details={"field": name})
+
+
+async def _scope(session: AsyncSession, reader: _Reader, filters: Filters) -> Scope:
+    group_path = None
+    if filters.group_id is not None:
+        groups = await orgs.groups_of(session, reader.access, [filters.group_id])
+        if filters.group_id not in groups:
+            raise NotFound(f"group {filters.group_id} not found", details={"field": "group_id"})
+        group_path = groups[filters.group_id].path
+    return Scope(
+        reader.org.id,
+        reader.visibility,
+        group_path=group_path,
+        user_id=filters.user_id,
+        model=filters.model,
+        key_id=filters.key_id,
+        provider=filters.provider,
+        app=filters.app,
+    )
+
+
+async def _view(
+    session: AsyncSession, reader: _Reader, window: Window, source: Source, scope: Scope
+) -> View:
+    sums, models, members = await repository.totals(session, source, scope)
+    return View(reader.org.name, window, source.daily, Cards(sums, members, models))
+
+
+async def _pivot(
+    session: AsyncSession,
+    reader: _Reader,
+    window: Window,
+    source: Source,
+    scope: Scope,
+    dimension: str | None,
+    *,
+    metric: str = "cost",
+    limit: int = DEFAULT_GROUPS,
+) -> tuple[list[Labelled], list[Point]]:
+    """The groups of a dimension, the largest `metric` first (the first `limit` by name, the
+    rest summed as OTHER), and the series per bucket and group; without a dimension, no groups
+    and one point per bucket with usage."""
+    if dimension is None:
+        rows = await repository.series(session, source, scope, None)
+        return [], _points(window, rows, {None: 0})
+    if len(source.bounds) > ONE_PASS_BUCKETS:
+        return await _pivot_in_the_database(
+            session, reader, window, source, scope, dimension, metric=metric, limit=limit
+        )
+    pivot = await _pivot_in_one_pass(
+        session, reader, window, source, scope, dimension, metric=metric, limit=limit
+    )
+    return pivot.groups, pivot.series
+
+
+@dataclass(frozen=True, slots=True)
+class _Pivot:
+    groups: list[Labelled]
+    series: list[Point]
+    totals: Sums  # of every value
+    values: int  # how many values had usage
+
+
+async def _pivot_in_one_pass(
+    session: AsyncSession,
+    reader: _Reader,
+    window: Window,
+    source: Source,
+    scope: Scope,
+    dimension: str,
+    *,
+    metric: str,
+    limit: int,
+) -> _Pivot:
+    """_pivot over one read of the rollups: the series per bucket and value, from which the
+    groups, their ranking and the totals follow here."""
+    rows = await repository.series(session, source, scope, dimension)
+    per_value: dict[str, list[int]] = {}
+    for _, value, sums in rows:
+        assert value is not None
+        total = per_value.get(value)
+        if total is None:
+            per_value[value] = list(sums.values())
+        else:
+            for index, amount in enumerate(sums.values()):
+                total[index] += amount
+    ranked = sorted(
+        ((value, Sums(*total)) for value, total in per_value.items()),
+        key=lambda item: (-item[1].metric(metric), item[0]),
+    )
+    top, rest = ranked[:limit], ranked[limit:]
+    groups = await _named(session, reader, dimension, top)
+    if rest:
+        named = {value for value, _ in top}
+        groups.append(
+            Labelled(OTHER, f"Other ({len(rest)} more)", sum((s for _, s in rest), Sums()))
+        )
+        others: dict[int, Sums] = {}
+        kept: list[tuple[int, str | None, Sums]] = []
+        for index, value, sums in rows:
+            if value in named:
+                kept.append((index, value, sums))
+            else:
+                others[index] = others[index] + sums if index in others else sums
+        rows = kept + [(index, OTHER, sums) for index, sums in others.items()]
+    order: dict[str | None, int] = {group.id: rank for rank, group in enumerate(groups)}
+    totals = sum((group.sums for group in groups), Sums())
+    return _Pivot(groups, _points(window, rows, order), totals, len(per_value))
+
+
+async def _pivot_in_the_database(
+    session: AsyncSession,
+    reader: _Reader,
+    window: Window,
+    source: Source,
+    scope: Scope,
+    dimension: str,
+    *,
+    metric: str,
+    limit: int,
+) -> tuple[list[Labelled], list[Point]]:
+    """_pivot for windows of many buckets (hours over months): the ranking first, then the
+    series of the named values and of the rest summed in the database, so the rows that come
+    back stay (buckets x named values)."""
+    ranked = await repository.by_dimension(session, source, scope, dimension, metric=metric)
+    top, rest = ranked[:limit], ranked[limit:]
+    groups = await _named(session, reader, dimension, top)
+    names = [value for value, _ in top]
+    rows = await repository.series(session, source, scope, dimension, only=names if rest else None)
+    if rest:
+        other = sum((sums for _, sums in rest), Sums())
+        groups.append(Labelled(OTHER, f"Other ({len(rest)} more)", other))
+        others = await repository.series(
+            session, source, scope, dimension, split=False, excluding=names
+        )
+        rows += [(index, OTHER, sums) for index, _, sums in others]
+    order: dict[str | None, int] = {group.id: rank for rank, group in enumerate(groups)}
+    return groups, _points(window, rows, order)
+
+
+async def _named(
+    session: AsyncSession, reader: _Reader, dimension: str, top: list[tuple[str, Sums]]
+) -> list[Labelled]:
+    labels = await _labels(session, reader, dimension, [value for value, _ in top])
+    return [Labelled(value, labels[value], sums) for value, sums in top]
+
+
+def _points(
+    window: Window, rows: list[tuple[int, str | None, Sums]], order: dict[str | None, int]
+) -> list[Point]:
+    rows.sort(key=lambda row: (row[0], order.get(row[1], len(order))))
+    return [Point(window.starts[index], value, sums) for index, value, sums in rows]
+
+
+async def _top(
+    session: AsyncSession, source: Source, scope: Scope, dimension: str
+) -> Labelled | None:
+    rows = await repository.by_dimension(session, source, scope, dimension, limit=1)
+    if not rows:
+        return None
+    value, sums = rows[0]
+    return Labelled(value, value or NO_VALUE[dimension], sums)
+
+
+async def _labels(
+    session: AsyncSession, reader: _Reader, dimension: str, ids: list[str]
+) -> dict[str, str]:
+    """What people read for each value: names of groups, keys (with their prefix) and members
+    (with their email); models, providers and apps are their own names."""
+    if dimension == "project":
+        groups = await orgs.groups_of(session, reader.access, ids)
+        return {value: groups[value].name if value in groups else value for value in ids}
+    if dimension == "key":
+        found: dict[str, tuple[str, str]] = {}
+        for chunk in _chunks(ids):
+            found.update(await repository.key_names(session, reader.org.id, chunk))
+        return {
+            value: f"{found[value][0]} ({found[value][1]})" if value in found else value
+            for value in ids
+        }
+    if dimension == "member":
+        people = await _people(session, ids)
+        return {value: member_label(value, *people.get(value, (None, None))) for value in ids}
+    return {value: value or NO_VALUE[dimension] for value in ids}
+
+
+def member_label(user_id: str, name: str | None, email: str | None) -> str:
+    if name and email:
+        return f"{name} <{email}>"
+    return name or email or user_id
+
+
+async def _people(session: AsyncSession, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+    found: dict[str, tuple[str, str]] = {}
+    for chunk in _chunks(ids):
+        found.update(await repository.member_names(session, chunk))
+    return found
+
+
+async def _member_stats(
+    session: AsyncSession, org_id: str, rows: Sequence[tuple[str, Sums]]
+) -> list[MemberStats]:
+    ids = [user_id for user_id, _ in rows]
+    people = await _people(session, ids)
+    counts: dict[str, int] = {}
+    for chunk in _chunks(ids):
+        counts.update(await repository.key_counts(session, org_id, chunk))
+    return [
+        MemberStats(
+            user_id,
+            people.get(user_id, (None, None))[0] or None,
+            people.get(user_id, (None, None))[1],
+            sums,
+            counts.get(user_id, 0),
+        )
+        for user_id, sums in rows
+    ]
+
+
+def _chunks(ids: Sequence[str]) -> list[list[str]]:
+    return [list(ids[start : start + NAME_CHUNK]) for start in range(0, len(ids), NAME_CHUNK)]
