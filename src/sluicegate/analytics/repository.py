@@ -37,9 +37,8 @@ from sluicegate.core.db import UTCDateTime
 from sluicegate.metering.models import UsageDailyRollup, UsageRollup
 from sluicegate.orgs.authorize import UsageVisibility
 from sluicegate.orgs.models import Group, in_subtrees
-from sluicegate.orgs.repository import key_counts
 
-__all__ = ["group_names", "key_counts", "key_names", "member_names"]
+__all__ = ["group_names", "key_names", "member_names"]
 
 Rollup = type[UsageRollup] | type[UsageDailyRollup]
 # The rollup column each pivot reads ("project" is the group the usage is attributed to).

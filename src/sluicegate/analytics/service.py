@@ -574,7 +574,7 @@ async def _member_stats(
     people = await _people(session, ids)
     counts: dict[str, int] = {}
     for chunk in _chunks(ids):
-        counts.update(await repository.key_counts(session, org_id, chunk))
+        counts.update(await membership_service.key_counts(session, org_id, chunk))
     return [
         MemberStats(
             user_id,

@@ -3,6 +3,7 @@ removing a member (their keys are disabled, their usage history stays)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -161,6 +162,11 @@ async def _record(
         before=before,
         after=after,
     )
+
+
+async def key_counts(session: AsyncSession, org_id: str, user_ids: Sequence[str]) -> dict[str, int]:
+    """Keys that are not revoked, per owner (for callers that have authorized the read)."""
+    return await repository.key_counts(session, org_id, user_ids)
 
 
 async def _views(
