@@ -218,6 +218,19 @@ async def distinct_count(session: AsyncSession, source: Source, scope: Scope, na
     return int(await session.scalar(select(func.count()).select_from(per_value)) or 0)
 
 
+async def by_member_and_model(
+    session: AsyncSession, source: Source, scope: Scope
+) -> list[tuple[str, str, Sums]]:
+    """(member, model, sums) of each pair with usage in the window."""
+    table = source.table
+    statement = (
+        select(table.user_id, table.model, *_sums(source))
+        .where(*_conditions(source, scope))
+        .group_by(table.user_id, table.model)
+    )
+    return [(row[0], row[1], _read_sums(row, 2)) for row in await session.execute(statement)]
+
+
 async def by_dimension(
     session: AsyncSession,
     source: Source,
