@@ -5,6 +5,7 @@ Capabilities mount their routers here; the proxy lives under /v1 and the admin A
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -30,9 +31,14 @@ def create_app(
     settings: Settings,
     runtime: Runtime | None = None,
     providers: ProviderSettings | None = None,
+    *,
+    freeze_heap: bool = False,
 ) -> FastAPI:
     """Build the app. A given `runtime` is used as is (and left open); otherwise one is built.
-    Providers come from the SLUICEGATE_PROVIDERS file unless given."""
+    Providers come from the SLUICEGATE_PROVIDERS file unless given. `freeze_heap` (a server
+    process of its own) moves everything alive after start-up out of the garbage collector's
+    sight: its full collections otherwise walk the whole heap of modules, models and pools
+    (seen: +190 ms on every other analytics answer of a year's points)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -46,6 +52,9 @@ def create_app(
         worker = UsageWorker(active) if settings.run_worker else None
         if worker is not None:
             await worker.start()
+        if freeze_heap:
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:
@@ -99,4 +108,4 @@ def app_from_env() -> FastAPI:
     """Factory for uvicorn workers: each worker process reads the same environment."""
     settings = load_settings()
     configure_logging(settings.log_level)
-    return create_app(settings)
+    return create_app(settings, freeze_heap=True)
