@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
+    Date,
     DateTime,
     Integer,
     Select,
@@ -288,7 +289,9 @@ async def series(
         if split:
             dimension_keys.append(column_)
     split = bool(dimension_keys)
-    if source.daily:
+    postgres = session.get_bind().dialect.name == "postgresql"
+    single_days = all((hi - lo).days == 1 for lo, hi in source.bounds)
+    if source.daily and (single_days or not postgres):
         # Summed per day in the database (a few hundred days), placed in buckets here.
         per_day = select(time, *dimension_keys, *_sums(source)).where(*conditions)
         rows = await session.execute(per_day.group_by(time, *dimension_keys))
@@ -302,25 +305,23 @@ async def series(
             merged[key] = merged[key] + sums if key in merged else sums
         return [(index, value, sums) for (index, value), sums in merged.items()]
     statement: Select[Any]
-    if session.get_bind().dialect.name == "postgresql" and _contiguous(source.bounds):
+    if postgres and _contiguous(source.bounds):
         # Each row's bucket by binary search over the bounds (width_bucket): one pass over the
         # window's rows, where a join on the bounds is a loop per bucket (and, once Postgres
         # caches a generic plan for the prepared statement, a loop per row and bucket).
+        # Weeks and months of days too: buckets x values come back, not days x values.
         thresholds = [lo for lo, _ in source.bounds] + [source.bounds[-1][1]]
-        array = bindparam("thresholds", thresholds, ARRAY(DateTime(timezone=True)))
+        element = Date() if source.daily else DateTime(timezone=True)
+        array = bindparam("thresholds", thresholds, ARRAY(element))
         keys: list[ColumnElement[Any] | InstrumentedAttribute[Any]] = [
             func.width_bucket(time, array) - 1,
             *dimension_keys,
         ]
         statement = select(*keys, *_sums(source)).where(*conditions).group_by(*keys)
     else:
+        kind = Date if source.daily else UTCDateTime
         buckets = (
-            values(
-                column("idx", Integer),
-                column("lo", UTCDateTime),
-                column("hi", UTCDateTime),
-                name="buckets",
-            )
+            values(column("idx", Integer), column("lo", kind), column("hi", kind), name="buckets")
             .data([(index, lo, hi) for index, (lo, hi) in enumerate(source.bounds)])
             .cte("buckets")
         )
