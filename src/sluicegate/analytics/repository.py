@@ -95,9 +95,6 @@ class Sums:
             self.ttft_count + other.ttft_count,
         )
 
-    def values(self) -> tuple[int, ...]:
-        return _astuple(self)
-
     def __sub__(self, other: Sums) -> Sums:
         return Sums(*(a - b for a, b in zip(_astuple(self), _astuple(other), strict=True)))
 

@@ -457,26 +457,16 @@ async def _pivot_in_one_pass(
     """_pivot over one read of the rollups: the series per bucket and value, from which the
     groups, their ranking and the totals follow here."""
     rows = await repository.series(session, source, scope, dimension)
-    per_value: dict[str, list[int]] = {}
+    per_value: dict[str, Sums] = {}
     for _, value, sums in rows:
         assert value is not None
-        total = per_value.get(value)
-        if total is None:
-            per_value[value] = list(sums.values())
-        else:
-            for index, amount in enumerate(sums.values()):
-                total[index] += amount
-    ranked = sorted(
-        ((value, Sums(*total)) for value, total in per_value.items()),
-        key=lambda item: (-item[1].metric(metric), item[0]),
-    )
+        per_value[value] = per_value[value] + sums if value in per_value else sums
+    ranked = sorted(per_value.items(), key=lambda item: (-item[1].metric(metric), item[0]))
     top, rest = ranked[:limit], ranked[limit:]
     groups = await _named(session, reader, dimension, top)
     if rest:
         named = {value for value, _ in top}
-        groups.append(
-            Labelled(OTHER, f"Other ({len(rest)} more)", sum((s for _, s in rest), Sums()))
-        )
+        groups.append(_other(rest))
         others: dict[int, Sums] = {}
         kept: list[tuple[int, str | None, Sums]] = []
         for index, value, sums in rows:
@@ -510,8 +500,7 @@ async def _pivot_in_the_database(
     names = [value for value, _ in top]
     rows = await repository.series(session, source, scope, dimension, only=names if rest else None)
     if rest:
-        other = sum((sums for _, sums in rest), Sums())
-        groups.append(Labelled(OTHER, f"Other ({len(rest)} more)", other))
+        groups.append(_other(rest))
         others = await repository.series(
             session, source, scope, dimension, split=False, excluding=names
         )
@@ -525,6 +514,11 @@ async def _named(
 ) -> list[Labelled]:
     labels = await _labels(session, reader, dimension, [value for value, _ in top])
     return [Labelled(value, labels[value], sums) for value, sums in top]
+
+
+def _other(rest: list[tuple[str, Sums]]) -> Labelled:
+    """The groups past the limit, summed as one."""
+    return Labelled(OTHER, f"Other ({len(rest)} more)", sum((s for _, s in rest), Sums()))
 
 
 def _points(

@@ -145,7 +145,7 @@ class Guard:
         ):
             return
         self._credit_synced[counter.org_id] = now
-        self._spawn(self._sync_credit(counter))
+        self.spawn(self._sync_credit(counter))
 
     async def _sync_credit(self, counter: CreditCounter) -> None:
         try:
@@ -156,7 +156,7 @@ class Guard:
 
     def extend_soon(self, reserved: Reserved) -> None:
         """Keep a long-running request's reservation alive (a stream still relaying)."""
-        self._spawn(self._extend(reserved))
+        self.spawn(self._extend(reserved))
 
     async def _extend(self, reserved: Reserved) -> None:
         try:
@@ -185,7 +185,7 @@ class Guard:
 
     def settle_soon(self, reserved: Reserved, cost: int, tokens: int) -> None:
         """Settle off the response path; a client that went away never cancels it."""
-        self._spawn(self._settle(reserved, cost, tokens))
+        self.spawn(self._settle(reserved, cost, tokens))
 
     async def _settle(self, reserved: Reserved, cost: int, tokens: int) -> None:
         request_id = reserved.plan.request_id
@@ -215,17 +215,11 @@ class Guard:
         return self.store
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run `work` off the response path; drain() waits for it (shutdown, tests)."""
-        self._spawn(work)
+        """Run `work` off the response path, kept until done so that drain() can wait for it."""
+        self.keep(asyncio.create_task(work))
 
     def keep(self, task: asyncio.Future[None]) -> None:
         """Hold on to a task until it is done, so that drain() waits for it too."""
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run `work` off the response path, kept until done so that drain() can wait for it."""
-        task = asyncio.create_task(work)
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
 
