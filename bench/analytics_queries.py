@@ -582,7 +582,13 @@ async def data_sizes(target: Target) -> dict[str, Any]:
     conn = await asyncpg.connect(asyncpg_dsn(target.url))
     try:
         rows = {}
-        for table in ("usage_events", "usage_rollups", "usage_daily_rollups", "ledger_entries"):
+        for table in (
+            "usage_events",
+            "usage_rollups",
+            "usage_daily_rollups",
+            "usage_org_daily_rollups",
+            "ledger_entries",
+        ):
             rows[table] = await conn.fetchval(
                 f"SELECT count(*) FROM {table} WHERE org_id = $1",  # noqa: S608
                 target.org_id,
@@ -593,7 +599,12 @@ async def data_sizes(target: Target) -> dict[str, Any]:
                 target.org_id,
             )
         sizes = {}
-        for table in ("usage_rollups", "usage_daily_rollups", "ledger_entries"):
+        for table in (
+            "usage_rollups",
+            "usage_daily_rollups",
+            "usage_org_daily_rollups",
+            "ledger_entries",
+        ):
             sizes[table] = await conn.fetchval("SELECT pg_total_relation_size($1)", table)
         sizes["usage_events"] = await conn.fetchval(
             "SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits "

@@ -46,6 +46,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import numpy as np
 
+from sluicegate.metering.models import ORG_DIMENSIONS
 from sluicegate.metering.partitions import (
     PARTITION_LOCK,
     create_statement,
@@ -1190,6 +1191,15 @@ SELECT org_id, $3::text, (created_at AT TIME ZONE $3::text)::date, {DIMENSION_SQ
 FROM usage_events WHERE org_id = $1
 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9 ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9
 """  # noqa: S608 - constants only
+# rollups.org_days_from_daily in SQL: the daily rollups summed per day and one dimension.
+ORG_DAILY_ROLLUPS = [
+    f"""
+INSERT INTO usage_org_daily_rollups (org_id, zone, dimension, day, value, {MEASURE_NAMES})
+SELECT org_id, zone, '{name}', day, {name}, {", ".join(f"sum({m})" for m in MEASURES)}
+FROM usage_daily_rollups WHERE org_id = $1 GROUP BY org_id, zone, day, {name}
+"""  # noqa: S608 - constants only
+    for name in ORG_DIMENSIONS
+]
 # writer.hourly_debits in SQL: one row per UTC hour of the org's requests that cost something,
 # with an id shaped like core.ids.new_id made at that hour (10 characters of milliseconds, 16
 # random ones).
@@ -1273,6 +1283,12 @@ async def check_totals(conn: asyncpg.Connection, org: Org) -> dict[str, Any]:
         org.id,
         org.zone,
     )
+    org_days = await conn.fetch(
+        f"SELECT dimension, {sums} FROM usage_org_daily_rollups "  # noqa: S608
+        "WHERE org_id = $1 AND zone = $2 GROUP BY dimension",
+        org.id,
+        org.zone,
+    )
     ledger = await conn.fetchrow(
         "SELECT -sum(amount_nusd), sum(requests) FROM ledger_entries "
         "WHERE org_id = $1 AND kind = 'usage'",
@@ -1283,11 +1299,19 @@ async def check_totals(conn: asyncpg.Connection, org: Org) -> dict[str, Any]:
         "usage_events": dict(zip(MEASURES, raw, strict=True)),
         "usage_rollups": dict(zip(MEASURES, (int(v) for v in quarters), strict=True)),
         "usage_daily_rollups": dict(zip(MEASURES, (int(v) for v in days), strict=True)),
+        "usage_org_daily_rollups": {
+            row["dimension"]: dict(zip(MEASURES, (int(v) for v in list(row)[1:]), strict=True))
+            for row in org_days
+        },
         "ledger_usage": {"cost_nusd": int(ledger[0]), "requests": int(ledger[1])},
         "billed_requests": int(events["billed"]),
     }
     result["equal"] = (
         result["usage_events"] == result["usage_rollups"] == result["usage_daily_rollups"]
+        and set(result["usage_org_daily_rollups"]) == set(ORG_DIMENSIONS)
+        and all(
+            sums == result["usage_events"] for sums in result["usage_org_daily_rollups"].values()
+        )
         and result["ledger_usage"]["cost_nusd"] == result["usage_events"]["cost_nusd"]
         and result["ledger_usage"]["requests"] == result["billed_requests"]
     )
@@ -1321,7 +1345,7 @@ async def check_day(conn: asyncpg.Connection, org: Org, day: date) -> dict[str, 
         hi,
     )
     events = [dict(zip(EVENT_COLUMNS, row, strict=True)) for row in rows]
-    quarters, dailies = rollup_rows(events, {org.id: org.zone})
+    quarters, dailies, _ = rollup_rows(events, {org.id: org.zone})
     quarter_names = ("org_id", "bucket_start", *DIMENSION_NAMES.split(", "), *MEASURES)
     day_names = ("org_id", "zone", "day", *DIMENSION_NAMES.split(", "), *MEASURES)
     stored_quarters = await conn.fetch(
@@ -1473,6 +1497,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         phases.done("15-minute rollups (INSERT ... SELECT ... GROUP BY)")
         day_rows = await conn.execute(DAILY_ROLLUPS, org.id, blocked, org.zone)
         phases.done("daily rollups in the org's zone")
+        org_day_rows = 0
+        for statement in ORG_DAILY_ROLLUPS:
+            org_day_rows += int((await conn.execute(statement, org.id)).split()[-1])
+        phases.done("org-wide daily rollups")
         debit_rows = await conn.execute(HOURLY_DEBITS, org.id, ALPHABET.decode())
         topups = await top_ups(conn, org)
         await conn.execute(KEYS_LAST_USED, org.id)
@@ -1481,7 +1509,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         # while analytics is measured: visibility maps and hint bits set, statistics fresh.
         await conn.execute("VACUUM usage_events")
         await conn.execute(
-            "VACUUM (ANALYZE) usage_rollups, usage_daily_rollups, ledger_entries, api_keys"
+            "VACUUM (ANALYZE) usage_rollups, usage_daily_rollups, usage_org_daily_rollups, "
+            "ledger_entries, api_keys"
         )
         phases.done("VACUUM (ANALYZE)")
         totals = await check_totals(conn, org)
@@ -1513,6 +1542,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "rows": {
             "usage_rollups": quarter_rows,
             "usage_daily_rollups": int(day_rows.split()[-1]),
+            "usage_org_daily_rollups": org_day_rows,
             "ledger_usage_debits": int(debit_rows.split()[-1]),
             "ledger_topups": topups,
         },
@@ -1552,7 +1582,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = info["rows"]
     print(
         f"{info['requests']:,} requests in {total:.0f} s: {rows['usage_rollups']:,} 15-minute "
-        f"and {rows['usage_daily_rollups']:,} daily rollup rows, "
+        f"{rows['usage_daily_rollups']:,} daily and {rows['usage_org_daily_rollups']:,} "
+        "org-wide daily rollup rows, "
         f"{rows['ledger_usage_debits']:,} hourly debits"
     )
     for name, seconds in info["phases_seconds"].items():

@@ -42,6 +42,7 @@ EXPECTED_TABLES = {
     "policy_bindings",
     "usage_rollups",
     "usage_daily_rollups",
+    "usage_org_daily_rollups",
 }
 
 

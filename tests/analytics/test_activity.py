@@ -4,11 +4,14 @@ field."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from sluicegate.analytics import service
+from sluicegate.analytics.schemas import ActivityOut, activity_json
+from sluicegate.core.actors import Actor
 from sluicegate.core.money import nanos_to_usd
 from tests.admin import error, ok
 from tests.analytics.conftest import (
@@ -20,6 +23,7 @@ from tests.analytics.conftest import (
     WINDOW,
     World,
     event,
+    make_key,
     store,
 )
 
@@ -245,3 +249,72 @@ async def test_the_two_ways_of_pivoting_give_the_same_answer(
     for query, first, second in zip(queries, one_pass, in_database, strict=True):
         assert first == second, query
     assert any(g["id"] == "(other)" for body in one_pass for g in body["groups"])
+
+
+async def test_members_and_models_are_counted_only_with_usage_inside_the_window(
+    world: World,
+) -> None:
+    """An owner's unfiltered days are read from the org-wide daily rollups, whose counts of
+    members and models probe each value for a row in the window: a member and a model with
+    usage only the day before the window are not counted; a window holding that day counts
+    them. A filter (the root group: every group, read from the daily rollups) agrees."""
+    admin_key = await make_key(world.admin_a, world.base, "admin's", world.team_a)
+    before = DAY_1 - timedelta(days=1)
+    await store(
+        world.runtime,
+        [
+            event(
+                world.org_id,
+                world.team_a,
+                admin_key,
+                world.admin_a_id,
+                before,
+                model="zz-only-before",
+                cost=4_000_000,
+            )
+        ],
+    )
+    for window, members, models in (
+        (WINDOW, 3, 3),
+        ({"from": "2026-02-09", "to": "2026-02-11"}, 4, 4),
+        ({"from": "2026-02-11", "to": "2026-02-11"}, 3, 3),  # day 2: the owner, members 1, 2
+    ):
+        lean = ok(await world.owner.get(world.api("activity"), params=window))
+        full = ok(
+            await world.owner.get(world.api("activity"), params={**window, "group_id": world.root})
+        )
+        assert lean["cards"] == full["cards"], window
+        assert (lean["cards"]["active_members"], lean["cards"]["models_in_use"]) == (
+            members,
+            models,
+        ), window
+        listed = ok(await world.owner.get(world.api("members"), params=window))
+        assert listed["cards"] == lean["cards"]
+        assert len(listed["items"]) == members
+
+
+async def test_the_activity_json_is_the_document_its_model_writes(world: World) -> None:
+    """The route writes the series itself (activity_json), for speed: the same document, in the
+    same order, as ActivityOut."""
+    owner = Actor(world.owner_id, world.owner.person.email if world.owner.person else "")
+    for granularity, group_by in (("day", "model"), ("hour", "key"), ("week", None)):
+        async with world.runtime.sessions() as session:
+            view = await service.activity(
+                session,
+                owner,
+                world.org_id,
+                service.WindowQuery("2026-02-10", "2026-02-11", "Asia/Kathmandu", granularity),
+                service.Filters(),
+                group_by=group_by,
+                metric="cost",
+                limit=2,
+                now=world.runtime.clock.now(),
+            )
+        assert view.series
+        written = json.loads(activity_json(view))
+        documented = json.loads(ActivityOut.of(view).model_dump_json(by_alias=True))
+        assert written == documented
+        assert list(written) == list(documented)
+        assert [list(point) for point in written["series"]] == [
+            list(point) for point in documented["series"]
+        ]

@@ -1,8 +1,8 @@
 """Analytics are exact, in every timezone: for random usage stored by the usage writer around a
 DST change, the totals of any window are the sums of its events (to the nano-USD and the token)
 and of the ledger's usage debits, the series add up to the totals, each local day's bucket holds
-exactly the events of that day (computed here with zoneinfo), and the daily rollups answer
-exactly what the 15-minute rollups answer."""
+exactly the events of that day (computed here with zoneinfo), and the daily rollups (and the
+org-wide daily rollups) answer exactly what the 15-minute rollups answer."""
 
 from __future__ import annotations
 
@@ -252,6 +252,7 @@ async def activity(
     metric: str = "cost",
     limit: int = service.DEFAULT_GROUPS,
     prefer_daily: bool = True,
+    prefer_org_wide: bool = True,
 ) -> Activity:
     async with runtime.sessions() as session:
         return await service.activity(
@@ -265,6 +266,7 @@ async def activity(
             limit=limit,
             now=runtime.clock.now(),
             prefer_daily=prefer_daily,
+            prefer_org_wide=prefer_org_wide,
         )
 
 
@@ -408,6 +410,14 @@ async def test_totals_series_and_days_are_the_events_exactly(
     quarters = await activity(runtime, tenant, org_days, group_by="model", prefer_daily=False)
     assert daily.view.daily and not quarters.view.daily
     assert answer(daily) == answer(quarters)
+    # ... and the org-wide daily rollups (what an owner's unfiltered days read) the same as the
+    # daily rollups of every dimension.
+    for dimension in (None, *service.DIMENSIONS):
+        lean = await activity(runtime, tenant, org_days, group_by=dimension, limit=2)
+        full = await activity(
+            runtime, tenant, org_days, group_by=dimension, limit=2, prefer_org_wide=False
+        )
+        assert answer(lean) == answer(full), dimension
 
     # Everything stored is in the ledger's hourly usage debits, and in a window holding it all.
     debits = await usage_debits(runtime, tenant.org_id)

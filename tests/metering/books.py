@@ -1,5 +1,6 @@
-"""What the database holds of an org's usage, read four ways that must agree: the usage rows,
-the 15-minute rollups, the daily rollups and the ledger's usage debits."""
+"""What the database holds of an org's usage, read five ways that must agree: the usage rows,
+the 15-minute rollups, the daily rollups, the org-wide daily rollups (each dimension of them) and
+the ledger's usage debits."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from sluicegate.metering.models import ORG_DIMENSIONS
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,8 @@ class Books:
     daily_cost_nusd: int
     debit_nusd: int
     debit_requests: int
+    # (requests, cost) of the org-wide daily rows of each dimension
+    org_daily: tuple[tuple[str, int, int], ...] = ()
 
     def assert_consistent(self) -> None:
         """Every row counted once in each rollup and in the ledger."""
@@ -27,6 +32,8 @@ class Books:
         assert (self.quarter_requests, self.quarter_cost_nusd) == (self.rows, self.cost_nusd)
         assert (self.daily_requests, self.daily_cost_nusd) == (self.rows, self.cost_nusd)
         assert self.debit_nusd == -self.cost_nusd
+        expected = tuple((name, self.rows, self.cost_nusd) for name in ORG_DIMENSIONS)
+        assert self.org_daily == (expected if self.rows else ())
 
 
 async def read_books(session: AsyncSession, org_id: str) -> Books:
@@ -62,6 +69,16 @@ async def read_books(session: AsyncSession, org_id: str) -> Books:
             values,
         )
     ).one()
+    per_dimension = {
+        name: (int(requests), int(cost))
+        for name, requests, cost in await session.execute(
+            text(
+                "SELECT dimension, sum(requests), sum(cost_nusd) "
+                "FROM usage_org_daily_rollups WHERE org_id = :org GROUP BY dimension"
+            ),
+            values,
+        )
+    }
     debits = (
         await session.execute(
             text(
@@ -81,4 +98,5 @@ async def read_books(session: AsyncSession, org_id: str) -> Books:
         int(daily[1]),
         int(debits[0]),
         int(debits[1]),
+        tuple((name, *per_dimension[name]) for name in ORG_DIMENSIONS if name in per_dimension),
     )

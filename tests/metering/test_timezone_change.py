@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
-from sluicegate.metering.models import UsageDailyRollup
+from sluicegate.metering.models import ORG_DIMENSIONS, UsageDailyRollup, UsageOrgDailyRollup
 from sluicegate.metering.writer import store_usage
 from sluicegate.orgs.service import update_organization
 from sluicegate.runtime import Runtime
@@ -19,6 +19,8 @@ from tests.proxy.conftest import make_tenant
 
 
 async def daily_requests(runtime: Runtime, org_id: str) -> Counter[tuple[str, date]]:
+    """Requests per (zone, day) of the org's daily rollups; each dimension of its org-wide daily
+    rollups must count the same."""
     async with runtime.sessions() as session:
         rows = (
             await session.execute(
@@ -27,9 +29,23 @@ async def daily_requests(runtime: Runtime, org_id: str) -> Counter[tuple[str, da
                 ).where(UsageDailyRollup.org_id == org_id)
             )
         ).all()
+        org_wide = (
+            await session.execute(
+                select(
+                    UsageOrgDailyRollup.dimension,
+                    UsageOrgDailyRollup.zone,
+                    UsageOrgDailyRollup.day,
+                    UsageOrgDailyRollup.requests,
+                ).where(UsageOrgDailyRollup.org_id == org_id)
+            )
+        ).all()
     counts: Counter[tuple[str, date]] = Counter()
     for zone, day, requests in rows:
         counts[(zone, day)] += requests
+    per_dimension: dict[str, Counter[tuple[str, date]]] = {d: Counter() for d in ORG_DIMENSIONS}
+    for dimension, zone, day, requests in org_wide:
+        per_dimension[dimension][(zone, day)] += requests
+    assert all(each == counts for each in per_dimension.values()), per_dimension
     return counts
 
 

@@ -5,15 +5,19 @@ members their own usage, and everyone their own requests).
 
 Which rollups answer: the org's daily rollups when the query's timezone is the org's own and
 every bucket boundary is a local midnight (days, weeks and months between dates), otherwise the
-15-minute rollups. Both hold the same sums, so both give the same numbers to the nano-USD.
+15-minute rollups; among the daily ones, the org-wide rows of one dimension when the caller reads
+the whole org and gives no filter. All hold the same sums, so all give the same numbers to the
+nano-USD.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
+from typing import NamedTuple
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -84,8 +88,9 @@ class Labelled:
     sums: Sums
 
 
-@dataclass(frozen=True, slots=True)
-class Point:
+class Point(NamedTuple):
+    """A bucket's sums of one group (a named tuple: a year's series is thousands of points)."""
+
     bucket_start: datetime
     group_id: str | None
     sums: Sums
@@ -207,14 +212,16 @@ async def activity(
     limit: int = DEFAULT_GROUPS,
     now: datetime,
     prefer_daily: bool = True,
+    prefer_org_wide: bool = True,
 ) -> Activity:
     """Totals, groups and series of the usage the caller reads. `prefer_daily` False reads the
-    15-minute rollups even where the daily ones would do (they agree; tests compare them)."""
+    15-minute rollups even where the daily ones would do, `prefer_org_wide` False the daily
+    rollups where the org-wide ones would do (they agree; tests compare them)."""
     _check_choice("groupBy", group_by, DIMENSIONS, optional=True)
     _check_choice("metric", metric, METRICS)
     reader = await _reader(session, actor, org_id)
     window = _window(when, reader.org, now)
-    source = _source(window, reader.org.timezone, prefer_daily)
+    source = _source(window, reader.org.timezone, prefer_daily, prefer_org_wide)
     scope = await _scope(session, reader, filters)
     if group_by is None or len(source.bounds) > ONE_PASS_BUCKETS:
         view = await _view(session, reader, window, source, scope)
@@ -258,14 +265,20 @@ async def members(
     if offset < 0:
         raise InvalidInput("cursor: not a cursor this list returned", details={"field": "cursor"})
     # One read of the rollups summed per (member, model) gives the cards and every member's
-    # sums; the ranking (as by_dimension orders it) and the page are cut here.
+    # sums (or, from the org-wide rollups, one per member and a count of models); the ranking
+    # (as by_dimension orders it) and the page are cut here.
     per_member: dict[str, Sums] = {}
-    models: set[str] = set()
-    for user_id, model, sums in await repository.by_member_and_model(session, source, scope):
-        models.add(model)
-        per_member[user_id] = per_member[user_id] + sums if user_id in per_member else sums
-    totals = sum(per_member.values(), Sums())
-    view = View(reader.org.name, window, source.daily, Cards(totals, len(per_member), len(models)))
+    if repository.answers_org_wide(source, scope):
+        per_member = dict(await repository.by_dimension(session, source, scope, "member"))
+        models = await repository.distinct_count(session, source, scope, "model")
+    else:
+        names: set[str] = set()
+        for user_id, model, sums in await repository.by_member_and_model(session, source, scope):
+            names.add(model)
+            per_member[user_id] = per_member[user_id] + sums if user_id in per_member else sums
+        models = len(names)
+    totals = Sums.total(per_member.values())
+    view = View(reader.org.name, window, source.daily, Cards(totals, len(per_member), models))
     ranked = sorted(per_member.items(), key=lambda item: (-item[1].cost_nusd, item[0]))
     rows = ranked[offset:] if limit is None else ranked[offset : offset + limit + 1]
     next_cursor = None
@@ -368,9 +381,11 @@ def _window(when: WindowQuery, org: Organization, now: datetime) -> Window:
     )
 
 
-def _source(window: Window, org_timezone: str, prefer_daily: bool) -> Source:
+def _source(
+    window: Window, org_timezone: str, prefer_daily: bool, prefer_org_wide: bool = True
+) -> Source:
     if prefer_daily and window.timezone == org_timezone and window.local_days is not None:
-        return Source(True, window.day_bounds, org_timezone)
+        return Source(True, window.day_bounds, org_timezone, org_wide=prefer_org_wide)
     return Source(False, window.bounds, org_timezone)
 
 
@@ -457,26 +472,27 @@ async def _pivot_in_one_pass(
     """_pivot over one read of the rollups: the series per bucket and value, from which the
     groups, their ranking and the totals follow here."""
     rows = await repository.series(session, source, scope, dimension)
-    per_value: dict[str, Sums] = {}
+    of_value: dict[str, list[Sums]] = defaultdict(list)
     for _, value, sums in rows:
         assert value is not None
-        per_value[value] = per_value[value] + sums if value in per_value else sums
+        of_value[value].append(sums)
+    per_value = {value: Sums.total(items) for value, items in of_value.items()}
     ranked = sorted(per_value.items(), key=lambda item: (-item[1].metric(metric), item[0]))
     top, rest = ranked[:limit], ranked[limit:]
     groups = await _named(session, reader, dimension, top)
     if rest:
         named = {value for value, _ in top}
         groups.append(_other(rest))
-        others: dict[int, Sums] = {}
+        others: dict[int, list[Sums]] = defaultdict(list)
         kept: list[tuple[int, str | None, Sums]] = []
         for index, value, sums in rows:
             if value in named:
                 kept.append((index, value, sums))
             else:
-                others[index] = others[index] + sums if index in others else sums
-        rows = kept + [(index, OTHER, sums) for index, sums in others.items()]
+                others[index].append(sums)
+        rows = kept + [(index, OTHER, Sums.total(items)) for index, items in others.items()]
     order: dict[str | None, int] = {group.id: rank for rank, group in enumerate(groups)}
-    totals = sum((group.sums for group in groups), Sums())
+    totals = Sums.total(group.sums for group in groups)
     return _Pivot(groups, _points(window, rows, order), totals, len(per_value))
 
 
@@ -518,7 +534,7 @@ async def _named(
 
 def _other(rest: list[tuple[str, Sums]]) -> Labelled:
     """The groups past the limit, summed as one."""
-    return Labelled(OTHER, f"Other ({len(rest)} more)", sum((s for _, s in rest), Sums()))
+    return Labelled(OTHER, f"Other ({len(rest)} more)", Sums.total(s for _, s in rest))
 
 
 def _points(

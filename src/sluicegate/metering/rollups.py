@@ -1,14 +1,15 @@
 """Rollups of usage events: 15-minute UTC buckets and days in the org's timezone, both keyed by
-every dimension analytics filters or pivots on. Built from the rows a batch actually stored (a
-retried batch adds nothing twice) and upserted in the same transaction as those rows, so
-sum(rollups) == sum(usage events) at every commit.
+every dimension analytics filters or pivots on, and the org-wide days, keyed by one dimension at
+a time. Built from the rows a batch actually stored (a retried batch adds nothing twice) and
+upserted in the same transaction as those rows, so sum(rollups) == sum(usage events) at every
+commit (for the org-wide days: per dimension).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Date, String, Table, cast, delete, func, insert, literal, select
@@ -17,7 +18,13 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import Executable
 
-from sluicegate.metering.models import ROLLUP_DIMENSIONS, UsageDailyRollup, UsageRollup
+from sluicegate.metering.models import (
+    ORG_DIMENSIONS,
+    ROLLUP_DIMENSIONS,
+    UsageDailyRollup,
+    UsageOrgDailyRollup,
+    UsageRollup,
+)
 
 BUCKET_SECONDS = 15 * 60
 BUCKET = timedelta(seconds=BUCKET_SECONDS)
@@ -113,10 +120,25 @@ def _add(sums: list[int], event: Event) -> None:
         sums[9] += 1
 
 
-def rollup_rows(events: Iterable[Event], zones: Mapping[str, str]) -> tuple[list[Row], list[Row]]:
-    """(15-minute rows, daily rows) summing `events`, each list sorted by its key so concurrent
-    writers lock rows in the same order and never deadlock. `zones` maps each org to its
-    timezone (an org missing there is summed by UTC day)."""
+class RollupRows(NamedTuple):
+    """The rollup rows of a batch, each list sorted by its key so that concurrent writers lock
+    rows in the same order and never deadlock."""
+
+    quarters: list[Row]
+    days: list[Row]
+    org_days: list[Row]
+
+
+QUARTER_NAMES = ("org_id", "bucket_start", *ROLLUP_DIMENSIONS, *MEASURES)
+DAY_NAMES = ("org_id", "zone", "day", *ROLLUP_DIMENSIONS, *MEASURES)
+ORG_DAY_NAMES = ("org_id", "zone", "dimension", "day", "value", *MEASURES)
+# Where each org-wide dimension sits in a daily row's key (org_id, zone, day, *dimensions).
+_ORG_DIMENSION_AT = tuple((name, 3 + ROLLUP_DIMENSIONS.index(name)) for name in ORG_DIMENSIONS)
+
+
+def rollup_rows(events: Iterable[Event], zones: Mapping[str, str]) -> RollupRows:
+    """The 15-minute, daily and org-wide daily rows summing `events`. `zones` maps each org to
+    its timezone (an org missing there is summed by UTC day)."""
     quarters: dict[tuple[Any, ...], list[int]] = {}
     days: dict[tuple[Any, ...], list[int]] = {}
     for event in events:
@@ -127,15 +149,19 @@ def rollup_rows(events: Iterable[Event], zones: Mapping[str, str]) -> tuple[list
         day_key = (org_id, zone, local_day(created_at, zone), *dimensions)
         _add(quarters.setdefault(quarter_key, [0] * len(MEASURES)), event)
         _add(days.setdefault(day_key, [0] * len(MEASURES)), event)
-    quarter_names = ("org_id", "bucket_start", *ROLLUP_DIMENSIONS, *MEASURES)
-    day_names = ("org_id", "zone", "day", *ROLLUP_DIMENSIONS, *MEASURES)
-    return (
-        [
-            dict(zip(quarter_names, (*key, *sums), strict=True))
-            for key, sums in sorted(quarters.items())
-        ],
-        [dict(zip(day_names, (*key, *sums), strict=True)) for key, sums in sorted(days.items())],
+    org_days: dict[tuple[Any, ...], list[int]] = {}
+    for key, sums in days.items():
+        for name, at in _ORG_DIMENSION_AT:
+            total = org_days.setdefault((key[0], key[1], name, key[2], key[at]), [0] * len(sums))
+            for index, value in enumerate(sums):
+                total[index] += value
+    return RollupRows(
+        _rows(QUARTER_NAMES, quarters), _rows(DAY_NAMES, days), _rows(ORG_DAY_NAMES, org_days)
     )
+
+
+def _rows(names: tuple[str, ...], sums: dict[tuple[Any, ...], list[int]]) -> list[Row]:
+    return [dict(zip(names, (*key, *total), strict=True)) for key, total in sorted(sums.items())]
 
 
 def _dialect_insert(dialect: str) -> Callable[[Any], Any]:
@@ -146,9 +172,11 @@ def _dialect_insert(dialect: str) -> Callable[[Any], Any]:
     raise ValueError(f"rollups are written to Postgres or SQLite, not {dialect}")
 
 
-def rollup_upsert(dialect: str, daily: bool) -> Executable:
+Rollup = type[UsageRollup] | type[UsageDailyRollup] | type[UsageOrgDailyRollup]
+
+
+def rollup_upsert(dialect: str, model: Rollup) -> Executable:
     """INSERT ... ON CONFLICT (the row's key) DO UPDATE SET each measure += the new sum."""
-    model = UsageDailyRollup if daily else UsageRollup
     table: Table = model.__table__  # type: ignore[assignment]
     statement = _dialect_insert(dialect)(table)
     keys = [column.name for column in table.primary_key.columns]
@@ -161,10 +189,10 @@ def rollup_upsert(dialect: str, daily: bool) -> Executable:
 
 async def rebuild_daily_rollups(session: AsyncSession, org_id: str, zone: str) -> None:
     """Sum the org's 15-minute rollups again into days in `zone` (its new timezone), replacing
-    its daily rollups, in the caller's transaction: the one that changes the org's timezone and
-    so holds its row locked against the usage writers (store_usage reads it FOR SHARE). A
-    15-minute bucket lies within one local day wherever the offset is a multiple of 15 minutes,
-    as every offset in use since 1979 is."""
+    its daily and org-wide daily rollups, in the caller's transaction: the one that changes the
+    org's timezone and so holds its row locked against the usage writers (store_usage reads it
+    FOR SHARE). A 15-minute bucket lies within one local day wherever the offset is a multiple
+    of 15 minutes, as every offset in use since 1979 is."""
     await session.execute(delete(UsageDailyRollup).where(UsageDailyRollup.org_id == org_id))
     daily: Table = UsageDailyRollup.__table__  # type: ignore[assignment]
     quarters: Table = UsageRollup.__table__  # type: ignore[assignment]
@@ -184,11 +212,8 @@ async def rebuild_daily_rollups(session: AsyncSession, org_id: str, zone: str) -
             .where(quarters.c.org_id == org_id)
             .group_by(quarters.c.org_id, day, *dimensions)
         )
-        await session.execute(
-            insert(daily).from_select(
-                ["org_id", "zone", "day", *ROLLUP_DIMENSIONS, *MEASURES], summed
-            )
-        )
+        await session.execute(insert(daily).from_select(list(DAY_NAMES), summed))
+        await _rebuild_org_days(session, org_id)
         return
     sums: dict[tuple[Any, ...], list[int]] = {}
     rows = await session.stream(select(quarters).where(quarters.c.org_id == org_id))
@@ -197,10 +222,39 @@ async def rebuild_daily_rollups(session: AsyncSession, org_id: str, zone: str) -
         total = sums.setdefault(key, [0] * len(MEASURES))
         for index, name in enumerate(MEASURES):
             total[index] += row[name]
-    names = ("org_id", "zone", "day", *ROLLUP_DIMENSIONS, *MEASURES)
     values = [
-        dict(zip(names, (org_id, zone, *key, *total), strict=True))
+        dict(zip(DAY_NAMES, (org_id, zone, *key, *total), strict=True))
         for key, total in sorted(sums.items())
     ]
     if values:
         await session.execute(insert(daily), values)
+    await _rebuild_org_days(session, org_id)
+
+
+async def _rebuild_org_days(session: AsyncSession, org_id: str) -> None:
+    """The org's org-wide daily rollups, summed again from its daily rollups."""
+    await session.execute(delete(UsageOrgDailyRollup).where(UsageOrgDailyRollup.org_id == org_id))
+    for statement in org_days_from_daily(org_id):
+        await session.execute(statement)
+
+
+def org_days_from_daily(org_id: str | None = None) -> list[Executable]:
+    """INSERT ... SELECT statements (one per dimension) summing the daily rollups of `org_id`
+    (every org's without one) into org-wide daily rows."""
+    daily: Table = UsageDailyRollup.__table__  # type: ignore[assignment]
+    org_daily: Table = UsageOrgDailyRollup.__table__  # type: ignore[assignment]
+    statements: list[Executable] = []
+    for name in ORG_DIMENSIONS:
+        keys = [daily.c.org_id, daily.c.zone, daily.c.day, daily.c[name]]
+        summed = select(
+            daily.c.org_id,
+            daily.c.zone,
+            literal(name, String),
+            daily.c.day,
+            daily.c[name],
+            *(func.sum(daily.c[measure]) for measure in MEASURES),
+        ).group_by(*keys)
+        if org_id is not None:
+            summed = summed.where(daily.c.org_id == org_id)
+        statements.append(insert(org_daily).from_select(list(ORG_DAY_NAMES), summed))
+    return statements

@@ -27,7 +27,12 @@ from sqlalchemy.sql.expression import Executable
 
 from sluicegate.core.ids import new_id
 from sluicegate.credits.models import USAGE, LedgerEntry
-from sluicegate.metering.models import UsageEvent
+from sluicegate.metering.models import (
+    UsageDailyRollup,
+    UsageEvent,
+    UsageOrgDailyRollup,
+    UsageRollup,
+)
 from sluicegate.metering.partitions import Partitions
 from sluicegate.metering.rollups import EVENT_COLUMNS, rollup_rows, rollup_upsert
 from sluicegate.orgs.models import Organization
@@ -152,9 +157,10 @@ async def store_usage(
     stored: list[Mapping[str, Any]] = [dict(row) for row in result.mappings()]
     if not stored:
         return 0
-    quarters, days = rollup_rows(stored, zones)
-    await session.execute(rollup_upsert(dialect, daily=False), quarters)
-    await session.execute(rollup_upsert(dialect, daily=True), days)
+    rollups = rollup_rows(stored, zones)
+    await session.execute(rollup_upsert(dialect, UsageRollup), rollups.quarters)
+    await session.execute(rollup_upsert(dialect, UsageDailyRollup), rollups.days)
+    await session.execute(rollup_upsert(dialect, UsageOrgDailyRollup), rollups.org_days)
     debits = hourly_debits(stored)
     if debits:
         await session.execute(_debit_upsert(dialect), debits)
