@@ -239,9 +239,16 @@ def _conditions(source: Source, scope: Scope) -> list[ColumnElement[bool]]:
     return conditions
 
 
+_WIDTH = len(MEASURES)
+_new_tuple = tuple.__new__
+
+
 def _read_sums(row: Sequence[Any], offset: int) -> Sums:
-    # Whole numbers already (BIGINT on Postgres, INTEGER on SQLite).
-    return Sums(*row[offset : offset + len(MEASURES)])
+    # Whole numbers already (BIGINT on Postgres, INTEGER on SQLite); every statement here
+    # selects all the measures in order, so the slice is a whole Sums, built without the named
+    # tuple's argument handling (a year's series reads thousands).
+    sums: Sums = _new_tuple(Sums, row[offset : offset + _WIDTH])
+    return sums
 
 
 # --- queries -------------------------------------------------------------------------------------

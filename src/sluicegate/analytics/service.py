@@ -540,8 +540,10 @@ def _other(rest: list[tuple[str, Sums]]) -> Labelled:
 def _points(
     window: Window, rows: list[tuple[int, str | None, Sums]], order: dict[str | None, int]
 ) -> list[Point]:
-    rows.sort(key=lambda row: (row[0], order.get(row[1], len(order))))
-    return [Point(window.starts[index], value, sums) for index, value, sums in rows]
+    """The rows as points, buckets in order and, within a bucket, the groups in `order`."""
+    last, rank, starts = len(order), order.get, window.starts
+    keyed = sorted((index, rank(value, last), n) for n, (index, value, _) in enumerate(rows))
+    return [Point(starts[index], rows[n][1], rows[n][2]) for index, _, n in keyed]
 
 
 async def _top(
