@@ -385,6 +385,10 @@ def statement_kind(sql: str) -> str:
         return "series (join on the buckets' bounds)"
     if "width_bucket" in sql:
         return "series (width_bucket over the bounds)"
+    if "RECURSIVE" in sql:
+        return "count of values (one index probe each)"
+    if "usage_org_daily_rollups" in sql and "GROUP BY" not in sql:
+        return "series (org-wide rows as stored)"
     grouped = sql.rsplit("GROUP BY", 1)[1] if "GROUP BY" in sql else ""
     if not grouped or grouped.count(")") > grouped.count("("):  # none, or only in a subquery
         return "totals"
