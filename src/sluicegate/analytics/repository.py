@@ -357,12 +357,13 @@ def answers_org_wide(source: Source, scope: Scope) -> bool:
 async def by_member_and_model(
     session: AsyncSession, source: Source, scope: Scope
 ) -> list[tuple[str, str, Sums]]:
-    """(member, model, sums) of each pair with usage in the window."""
+    """(member, model, sums) of each pair with usage in the window, from the daily or
+    15-minute rollups (the org-wide ones hold no pairs)."""
     table = source.table
-    read = _read(source, scope, "user_id")
+    read = _Read(table, _conditions(source, scope), None)
     statement = (
         select(table.user_id, table.model, *read.sums())
-        .where(*_conditions(source, scope))
+        .where(*read.conditions)
         .group_by(table.user_id, table.model)
     )
     return [(row[0], row[1], _read_sums(row, 2)) for row in await _rows(session, statement)]
