@@ -1191,7 +1191,7 @@ SELECT org_id, $3::text, (created_at AT TIME ZONE $3::text)::date, {DIMENSION_SQ
 FROM usage_events WHERE org_id = $1
 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9 ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9
 """  # noqa: S608 - constants only
-# rollups.org_days_from_daily in SQL: the daily rollups summed per day and one dimension.
+# rollups._rebuild_org_days in SQL: the daily rollups summed per day and one dimension.
 ORG_DAILY_ROLLUPS = [
     f"""
 INSERT INTO usage_org_daily_rollups (org_id, zone, dimension, day, value, {MEASURE_NAMES})

@@ -194,10 +194,16 @@ class _Read:
         return func.sum(self.column("cost_nusd" if metric == "cost" else "requests"))
 
 
+def _org_wide(source: Source, scope: Scope, name: str | None = None) -> bool:
+    """Whether the org-wide daily rollups of the rollup column `name` (of any, without one)
+    hold the answer: days in the org's zone, the whole org, no filter."""
+    return source.org_wide and scope.unfiltered and (name is None or name in ORG_DIMENSIONS)
+
+
 def _read(source: Source, scope: Scope, name: str | None = None) -> _Read:
     """How to sum the usage of `scope` in `source` by the rollup column `name` (or by none):
     from the org-wide daily rollups of that dimension when they hold the answer."""
-    if source.org_wide and scope.unfiltered and (name is None or name in ORG_DIMENSIONS):
+    if _org_wide(source, scope, name):
         table = UsageOrgDailyRollup
         conditions = [
             table.org_id == scope.org_id,
@@ -267,7 +273,7 @@ async def totals(session: AsyncSession, source: Source, scope: Scope) -> tuple[S
     """The sums of the whole window, with how many models and members had usage. The rows are
     first summed per (model, member), a hash aggregate; count(DISTINCT) over the raw rows
     would sort them all, spilling to disk for a year of a large org."""
-    if _read(source, scope).org_wide:
+    if _org_wide(source, scope):
         per_model = await by_dimension(session, source, scope, "model")
         members = await distinct_count(session, source, scope, "user_id")
         return Sums.total(sums for _, sums in per_model), len(per_model), members
@@ -351,7 +357,7 @@ async def _count_org_wide_values(
 def answers_org_wide(source: Source, scope: Scope) -> bool:
     """Whether the org-wide daily rollups answer this scope (then a sum per member and one per
     model are two small reads, where a sum per (member, model) is one large one)."""
-    return _read(source, scope).org_wide
+    return _org_wide(source, scope)
 
 
 async def by_member_and_model(
@@ -381,7 +387,7 @@ async def by_dimension(
 ) -> list[tuple[str, Sums]]:
     """(value, sums) of each value of a dimension with usage in the window, the largest
     `metric` first (ties by value)."""
-    read = _read(source, scope, DIMENSION_COLUMNS.get(dimension, dimension))
+    read = _read(source, scope, DIMENSION_COLUMNS[dimension])
     assert read.key is not None
     statement: Select[Any] = (
         select(read.key, *read.sums())
@@ -437,11 +443,12 @@ async def series(
         rows = await _rows(session, per_day)
         starts = [lo for lo, _ in source.bounds]
         offset = 2 if split else 1
-        if single_days:
+        if single_days:  # one row per bucket (and value) already
             index_of = {day: index for index, day in enumerate(starts)}
-            if split:
-                return [(index_of[row[0]], row[1], _read_sums(row, 2)) for row in rows]
-            return [(index_of[row[0]], None, _read_sums(row, 1)) for row in rows]
+            return [
+                (index_of[row[0]], row[1] if split else None, _read_sums(row, offset))
+                for row in rows
+            ]
         merged: dict[tuple[int, str | None], Sums] = {}
         for row in rows:
             index = bisect_right(starts, row[0]) - 1

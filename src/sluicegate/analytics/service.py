@@ -267,15 +267,17 @@ async def members(
     # One read of the rollups summed per (member, model) gives the cards and every member's
     # sums (or, from the org-wide rollups, one per member and a count of models); the ranking
     # (as by_dimension orders it) and the page are cut here.
-    per_member: dict[str, Sums] = {}
+    per_member: dict[str, Sums]
     if repository.answers_org_wide(source, scope):
         per_member = dict(await repository.by_dimension(session, source, scope, "member"))
         models = await repository.distinct_count(session, source, scope, "model")
     else:
         names: set[str] = set()
+        of_member: dict[str, list[Sums]] = defaultdict(list)
         for user_id, model, sums in await repository.by_member_and_model(session, source, scope):
             names.add(model)
-            per_member[user_id] = per_member[user_id] + sums if user_id in per_member else sums
+            of_member[user_id].append(sums)
+        per_member = {user_id: Sums.total(items) for user_id, items in of_member.items()}
         models = len(names)
     totals = Sums.total(per_member.values())
     view = View(reader.org.name, window, source.daily, Cards(totals, len(per_member), models))

@@ -232,29 +232,22 @@ async def rebuild_daily_rollups(session: AsyncSession, org_id: str, zone: str) -
 
 
 async def _rebuild_org_days(session: AsyncSession, org_id: str) -> None:
-    """The org's org-wide daily rollups, summed again from its daily rollups."""
+    """The org's org-wide daily rollups, summed again from its daily rollups (one INSERT ...
+    SELECT per dimension)."""
     await session.execute(delete(UsageOrgDailyRollup).where(UsageOrgDailyRollup.org_id == org_id))
-    for statement in org_days_from_daily(org_id):
-        await session.execute(statement)
-
-
-def org_days_from_daily(org_id: str | None = None) -> list[Executable]:
-    """INSERT ... SELECT statements (one per dimension) summing the daily rollups of `org_id`
-    (every org's without one) into org-wide daily rows."""
     daily: Table = UsageDailyRollup.__table__  # type: ignore[assignment]
     org_daily: Table = UsageOrgDailyRollup.__table__  # type: ignore[assignment]
-    statements: list[Executable] = []
     for name in ORG_DIMENSIONS:
-        keys = [daily.c.org_id, daily.c.zone, daily.c.day, daily.c[name]]
-        summed = select(
-            daily.c.org_id,
-            daily.c.zone,
-            literal(name, String),
-            daily.c.day,
-            daily.c[name],
-            *(func.sum(daily.c[measure]) for measure in MEASURES),
-        ).group_by(*keys)
-        if org_id is not None:
-            summed = summed.where(daily.c.org_id == org_id)
-        statements.append(insert(org_daily).from_select(list(ORG_DAY_NAMES), summed))
-    return statements
+        summed = (
+            select(
+                daily.c.org_id,
+                daily.c.zone,
+                literal(name, String),
+                daily.c.day,
+                daily.c[name],
+                *(func.sum(daily.c[measure]) for measure in MEASURES),
+            )
+            .where(daily.c.org_id == org_id)
+            .group_by(daily.c.org_id, daily.c.zone, daily.c.day, daily.c[name])
+        )
+        await session.execute(insert(org_daily).from_select(list(ORG_DAY_NAMES), summed))
