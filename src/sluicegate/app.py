@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from starlette.types import ASGIApp
 
 from sluicegate import __version__
 from sluicegate.api import router as admin_api
@@ -27,13 +28,21 @@ from sluicegate.settings import Settings, load_provider_settings, load_settings
 from sluicegate.usage_worker import UsageWorker
 
 
+class Gateway(FastAPI):
+    """FastAPI with the request-context middleware outermost and the proxy's endpoints answered
+    directly inside it (`proxy.routes.DirectRoutes`), ahead of FastAPI's own layers."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return RequestContextMiddleware(proxy_routes.DirectRoutes(super().build_middleware_stack()))
+
+
 def create_app(
     settings: Settings,
     runtime: Runtime | None = None,
     providers: ProviderSettings | None = None,
     *,
     freeze_heap: bool = False,
-) -> FastAPI:
+) -> Gateway:
     """Build the app. A given `runtime` is used as is (and left open); otherwise one is built.
     Providers come from the SLUICEGATE_PROVIDERS file unless given. `freeze_heap` (a server
     process of its own) moves everything alive after start-up out of the garbage collector's
@@ -64,14 +73,13 @@ def create_app(
             if owned:
                 await active.close()
 
-    app = FastAPI(
+    app = Gateway(
         title="Sluicegate",
         version=__version__,
         lifespan=lifespan,
     )
     proxy_routes.mount(app)
     admin_api.mount(app)
-    app.add_middleware(RequestContextMiddleware)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:

@@ -9,14 +9,15 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import MutableMapping
 from typing import Any
 
 from sluicegate.core.ids import new_id
 from sluicegate.core.logs import REQUEST_ID
 from sluicegate.core.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
 ASGIApp = Any
 
 # A caller-supplied id is kept when it is short and plain, so it can be traced end to end. At
