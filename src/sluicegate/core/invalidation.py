@@ -142,4 +142,4 @@ class RedisInvalidationBus(_Handlers):
                 await asyncio.sleep(RECONNECT_DELAY_SECONDS)
             finally:
                 with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]

@@ -6,11 +6,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from fnmatch import fnmatchcase
 from typing import Any
 
-import httpx
 import orjson
 from redis.exceptions import RedisError
 from starlette.requests import Request
@@ -33,6 +32,7 @@ from sluicegate.providers.base import (
     Usage,
 )
 from sluicegate.providers.config import ModelRoute
+from sluicegate.providers.transport import Pool, UpstreamError, UpstreamResponse, UpstreamTimeout
 from sluicegate.proxy import guardrails
 from sluicegate.proxy.errors import ProxyError, bad_request, forbidden, unauthorized
 from sluicegate.proxy.guardrails import rate_headers
@@ -42,8 +42,6 @@ from sluicegate.proxy.streaming import RelayResponse
 
 _JSON = "application/json"
 log = logging.getLogger("sluicegate.proxy")
-# One more try when a reused connection turns out dead before the upstream answered anything.
-STALE_CONNECTION_RETRIES = 1
 _MODE_OF = {Endpoint.CHAT: "chat", Endpoint.COMPLETIONS: "chat", Endpoint.EMBEDDINGS: "embedding"}
 
 
@@ -176,32 +174,28 @@ class Pipeline:
 
     def upstream_call(
         self, call: ProxyCall, body: dict[str, Any], *, stream: bool
-    ) -> tuple[ModelRoute, Adapter, httpx.AsyncClient, UpstreamCall]:
+    ) -> tuple[ModelRoute, Adapter, Pool, UpstreamCall]:
         route = call.route
         assert route is not None
         adapter = self.state.adapters[route.provider.name]
-        client = self.state.clients[route.provider.name].next()
         return (
             route,
             adapter,
-            client,
+            self.state.pools[route.provider.name],
             _prepare(adapter.prepare, call.endpoint, body, route, stream=stream),
         )
 
     async def forward(self, call: ProxyCall, body: dict[str, Any]) -> Response:
-        route, adapter, client, upstream = self.upstream_call(call, body, stream=False)
+        route, adapter, pool, upstream = self.upstream_call(call, body, stream=False)
         try:
             async with asyncio.timeout(
                 route.provider.timeout_seconds or self.settings.upstream_timeout
             ):
-                response = await send_upstream(client, upstream)
-                try:
-                    await response.aread()
-                finally:
-                    await response.aclose()
-        except (TimeoutError, httpx.TimeoutException):
+                response = await pool.post(upstream.url, upstream.headers, upstream.content)
+                await response.aread()  # closes the response, whatever happens
+        except (TimeoutError, UpstreamTimeout):
             raise self.upstream_timeout(route) from None
-        except httpx.HTTPError as exc:
+        except UpstreamError as exc:
             raise self.upstream_unreachable(route, exc) from None
         if response.status_code >= 400:
             raise self.upstream_failure(
@@ -216,26 +210,24 @@ class Pipeline:
         return Response(content, media_type=_JSON, headers=headers)
 
     async def forward_stream(self, call: ProxyCall, body: dict[str, Any]) -> Response:
-        route, adapter, client, upstream = self.upstream_call(call, body, stream=True)
+        route, adapter, pool, upstream = self.upstream_call(call, body, stream=True)
         try:
-            response = await send_upstream(client, upstream)
-        except httpx.TimeoutException:
+            response = await pool.post(upstream.url, upstream.headers, upstream.content)
+        except UpstreamTimeout:
             raise self.upstream_timeout(route) from None
-        except httpx.HTTPError as exc:
+        except UpstreamError as exc:
             raise self.upstream_unreachable(route, exc) from None
         if response.status_code >= 400:
             try:
                 content = await response.aread()
-            except httpx.HTTPError:
+            except UpstreamError:
                 content = b""
-            finally:
-                await response.aclose()
             raise self.upstream_failure(route, response.status_code, content, response.headers)
         reader = adapter.stream_reader(call.endpoint, route, call.include_usage)
         headers = rate_headers(call.reserved) if call.reserved is not None else None
         return RelayResponse(self.relay(call, response, reader), headers)
 
-    async def relay(self, call: ProxyCall, response: httpx.Response, reader: StreamReader) -> Any:
+    async def relay(self, call: ProxyCall, response: UpstreamResponse, reader: StreamReader) -> Any:
         """Yield the client's SSE bytes. A stream that ends well is settled before its last
         event goes out (so a client that saw the end is metered durably); one cut by the
         upstream, after its error event; one the client left, in the background."""
@@ -259,7 +251,7 @@ class Pipeline:
             settled = True
             await self.settle_shielded(call, **_stream_outcome(call, reader, status, None, ttft_ms))
             yield last
-        except httpx.HTTPError as exc:
+        except UpstreamError as exc:
             route = call.route
             assert route is not None
             UPSTREAM_ERRORS.labels(route.provider.name, "stream_cut").inc()
@@ -319,7 +311,7 @@ class Pipeline:
         )
 
     def upstream_failure(
-        self, route: ModelRoute, status: int, content: bytes, headers: httpx.Headers
+        self, route: ModelRoute, status: int, content: bytes, headers: Mapping[str, str]
     ) -> ProxyError:
         name = route.provider.name
         UPSTREAM_ERRORS.labels(name, str(status)).inc()
@@ -440,24 +432,6 @@ class Pipeline:
             if key_allows(context, route_id) and (policy is None or policy.allows_models(route_id))
         ]
         return Response(orjson.dumps({"object": "list", "data": data}), media_type=_JSON)
-
-
-async def send_upstream(client: httpx.AsyncClient, upstream: UpstreamCall) -> httpx.Response:
-    """Send and return once the response head arrived (the body is left to the caller).
-
-    A pooled keep-alive connection may have been closed by the upstream just as it was reused;
-    the request then fails before any answer, and sending it once more is safe and expected.
-    """
-    for attempt in range(STALE_CONNECTION_RETRIES + 1):
-        request = client.build_request(
-            "POST", upstream.url, content=upstream.content, headers=upstream.headers
-        )
-        try:
-            return await client.send(request, stream=True)
-        except (httpx.RemoteProtocolError, httpx.WriteError):
-            if attempt == STALE_CONNECTION_RETRIES:
-                raise
-    raise AssertionError("unreachable")
 
 
 def _stream_outcome(

@@ -1,4 +1,4 @@
-"""What the proxy keeps for the life of the process: routes, adapters, upstream clients, the
+"""What the proxy keeps for the life of the process: routes, adapters, upstream pools, the
 key resolver, the guard (rules cache and counter store) and the usage writer. Built in the app's
 lifespan, closed with it."""
 
@@ -13,7 +13,8 @@ from sluicegate.metering.stream import UsageStreams
 from sluicegate.metering.writer import UsageWriter
 from sluicegate.providers.base import Adapter
 from sluicegate.providers.config import ModelRoute, ProviderSettings
-from sluicegate.providers.registry import UpstreamClients, build_adapter
+from sluicegate.providers.registry import build_adapter, upstream_pool
+from sluicegate.providers.transport import Pool
 from sluicegate.runtime import Runtime
 from sluicegate.settings import Settings
 
@@ -24,7 +25,7 @@ class ProxyState:
     runtime: Runtime
     routes: dict[str, ModelRoute]
     adapters: dict[str, Adapter]
-    clients: dict[str, UpstreamClients]
+    pools: dict[str, Pool]
     resolver: KeyResolver
     writer: UsageWriter
     guard: Guard
@@ -34,8 +35,8 @@ class ProxyState:
     @classmethod
     def build(cls, settings: Settings, runtime: Runtime, providers: ProviderSettings) -> ProxyState:
         adapters = {name: build_adapter(config) for name, config in providers.providers.items()}
-        clients = {
-            name: UpstreamClients(
+        pools = {
+            name: upstream_pool(
                 config,
                 connect=settings.upstream_connect_timeout,
                 read=settings.upstream_read_timeout,
@@ -57,7 +58,7 @@ class ProxyState:
             runtime,
             dict(providers.models),
             adapters,
-            clients,
+            pools,
             resolver,
             UsageWriter(runtime.sessions, after_insert=mark_keys_used),
             guard,
@@ -72,4 +73,4 @@ class ProxyState:
         self.runtime.bus.unsubscribe(self.guard.rules.invalidate)
         await self.guard.drain()
         await self.writer.close()
-        await asyncio.gather(*(client.aclose() for client in self.clients.values()))
+        await asyncio.gather(*(pool.aclose() for pool in self.pools.values()))
