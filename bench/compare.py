@@ -65,7 +65,9 @@ MESSAGES = [
 # max_tokens 8: the role chunk, 8 word chunks and the finish chunk are 10 chunks, then usage.
 CHAT = {"model": MODEL, "messages": MESSAGES, "max_tokens": 8}
 STREAM = CHAT | {"stream": True, "stream_options": {"include_usage": True}}
-TARGETS = ("direct", "floor", "sluicegate", "sluicegate-2w", "litellm", "baseline")
+TARGETS = (
+    "direct", "floor", "sluicegate", "sluicegate-split", "sluicegate-2w", "litellm", "baseline"
+)  # fmt: skip
 GATEWAYS = ("floor", "sluicegate", "sluicegate-2w", "litellm")
 STARTUP_TIMEOUT_SECONDS = 90.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -179,9 +181,17 @@ class Target:
     server: Server | None  # None for "direct": its CPU is the upstream's, not a gateway's
     workers: int = 1
     soak_model: str | None = None
+    helpers: list[Server] = field(default_factory=list)  # counted as part of the gateway
 
     def cpu(self) -> float:
-        return tree_cpu(self.server.process.pid) if self.server else 0.0
+        if self.server is None:
+            return 0.0
+        return sum(tree_cpu(s.process.pid) for s in (self.server, *self.helpers))
+
+    def memory(self) -> tuple[float, float]:
+        assert self.server is not None
+        both = [tree_memory(s.process.pid) for s in (self.server, *self.helpers)]
+        return sum(rss for rss, _ in both), sum(peak for _, peak in both)
 
 
 # --- load ----------------------------------------------------------------------------------------
@@ -377,6 +387,8 @@ class Soak:
     seconds: float
     streams: int
     completed: int = 0
+    in_flight: int = 0
+    most_in_flight: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     rss_mib: list[tuple[float, float]] = field(default_factory=list)  # (seconds, MiB)
 
@@ -393,7 +405,10 @@ async def soak(target: Target, seconds: float, streams: int) -> Soak:
         await asyncio.sleep(index * 10 / streams)  # spread the starts over one stream's length
         connection = await Connection.open(target.url)
         while time.perf_counter() < deadline:
+            result.in_flight += 1
+            result.most_in_flight = max(result.most_in_flight, result.in_flight)
             error = await exchange(connection, payload, True)
+            result.in_flight -= 1
             if error is None:
                 result.completed += 1
                 continue
@@ -611,6 +626,7 @@ def markdown(run: Run) -> str:
             "",
             f"## Soak: {s.streams} concurrent streams for {s.seconds:.0f} s (Sluicegate, 1 worker)",
             "",
+            f"- streams open at once: at most {s.most_in_flight:,}",
             f"- streams completed: {s.completed:,}; errors: {sum(s.errors.values())} "
             f"{dict(s.errors) if s.errors else ''}",
             f"- RSS after 1 minute {minute:.0f} MiB, at the end {last:.0f} MiB "
@@ -690,7 +706,7 @@ def start_all(args: argparse.Namespace, tmp: Path, database: str, prefix: str) -
         )  # fmt: skip
         servers.append(floor)
         targets["floor"] = Target("floor", f"{floor.base_url}/v1/chat/completions", "-", floor)
-    if {"sluicegate", "sluicegate-2w", "baseline"} & set(args.targets):
+    if {"sluicegate", "sluicegate-split", "sluicegate-2w", "baseline"} & set(args.targets):
         providers = tmp / "providers.yaml"
         providers.write_text(
             "providers:\n"
@@ -712,10 +728,30 @@ def start_all(args: argparse.Namespace, tmp: Path, database: str, prefix: str) -
         }
         asyncio.run(create_database(database))
         _plain, governed = asyncio.run(make_keys(env))
-        for name, workers in (("sluicegate", 1), ("sluicegate-2w", 2), ("baseline", 1)):
+        variants = (
+            ("sluicegate", 1), ("sluicegate-split", 1), ("sluicegate-2w", 2), ("baseline", 1)
+        )  # fmt: skip
+        for name, workers in variants:
             if name not in args.targets:
                 continue
             extra = {"SLUICEGATE_WORKERS": str(workers)}
+            helpers = []
+            if name == "sluicegate-split":
+                # The metering work (draining usage streams into Postgres) in a process of its
+                # own, as `sluicegate worker`; its CPU is counted with the gateway's.
+                extra["SLUICEGATE_RUN_WORKER"] = "false"
+                port = free_port()
+                helpers.append(
+                    launch(
+                        "usage-worker",
+                        [sys.executable, "-m", "sluicegate", "worker", "--metrics-port", str(port)],
+                        env,
+                        tmp,
+                        port,
+                        "/metrics",
+                    )
+                )
+                servers.append(helpers[0])
             if name == "baseline":
                 extra["PYTHONPATH"] = str(checkout(args.baseline, tmp) / "src")
             port = free_port()
@@ -730,7 +766,7 @@ def start_all(args: argparse.Namespace, tmp: Path, database: str, prefix: str) -
             servers.append(gateway)
             targets[name] = Target(
                 name, f"{gateway.base_url}/v1/chat/completions", governed, gateway, workers,
-                SOAK_MODEL,
+                SOAK_MODEL, helpers,
             )  # fmt: skip
     if "litellm" in args.targets:
         port = free_port()
@@ -836,11 +872,11 @@ def measure(args: argparse.Namespace, targets: list[Target], run: Run) -> None:
                       f"p99 {pct(result.latencies_ms, 99):.2f} ms", file=sys.stderr)  # fmt: skip
         for target in targets:
             if target.server is not None:
-                run.memory[target.name] = tree_memory(target.server.process.pid)
+                run.memory[target.name] = target.memory()
         soaked = next((t for t in targets if t.name == "sluicegate"), None)
         if args.soak > 0 and soaked is not None:
             run.soak = runner.run(soak(soaked, args.soak, SOAK_STREAMS))
-            run.memory["sluicegate (after the soak)"] = tree_memory(soaked.server.process.pid)  # type: ignore[union-attr]
+            run.memory["sluicegate (after the soak)"] = soaked.memory()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
