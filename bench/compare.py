@@ -734,7 +734,14 @@ def start_all(args: argparse.Namespace, tmp: Path, database: str, prefix: str) -
         for name, workers in variants:
             if name not in args.targets:
                 continue
-            extra = {"SLUICEGATE_WORKERS": str(workers)}
+            # Each its own Redis prefix: its own usage streams, drained only by its own
+            # processes (a shared consumer group would let one target drain another's events,
+            # its CPU then counted for the wrong one), its own counters and invalidations.
+            extra = {
+                "SLUICEGATE_WORKERS": str(workers),
+                "SLUICEGATE_REDIS_PREFIX": f"{prefix}_{name.replace('-', '_')}",
+            }
+            args.prefixes.append(extra["SLUICEGATE_REDIS_PREFIX"])
             helpers = []
             if name == "sluicegate-split":
                 # The metering work (draining usage streams into Postgres) in a process of its
@@ -745,7 +752,7 @@ def start_all(args: argparse.Namespace, tmp: Path, database: str, prefix: str) -
                     launch(
                         "usage-worker",
                         [sys.executable, "-m", "sluicegate", "worker", "--metrics-port", str(port)],
-                        env,
+                        env | extra,
                         tmp,
                         port,
                         "/metrics",
@@ -913,6 +920,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     counts = [int(c) for c in args.connections.split(",")]
     args.closed = [(False, c) for c in counts] + [(True, c) for c in counts]
     args.servers = []
+    args.prefixes = []
     return args
 
 
@@ -960,6 +968,20 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
         asyncio.run(drop_stores(database, prefix))
+        for each in args.prefixes:
+            asyncio.run(_drop_keys(each))
+
+
+async def _drop_keys(prefix: str) -> None:
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(REDIS_URL)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
 
 
 def _plain(run: Run) -> dict[str, Any]:
