@@ -19,7 +19,9 @@ target in turn (A B A B ...):
 Afterwards, unless --soak 0: 1,000 concurrent streams held against Sluicegate for --soak
 seconds (each stream about 10 s long), counting errors and sampling the process tree's RSS.
 
-Prints a Markdown report (stdout) and, with --summary, only the table of ratios. Linux only.
+One scenario alone: --scenarios throughput, latency or soak (a comma-separated list; default
+all three). Prints a Markdown report (stdout) and, with --summary, only the table of ratios.
+Linux only.
 
     python bench/compare.py [--rounds 3] [--duration 10] [--soak 300] [--output raw.json]
         [--litellm /tmp/litellm-venv/bin/litellm] [--targets direct,floor,sluicegate,...]
@@ -68,7 +70,7 @@ STREAM = CHAT | {"stream": True, "stream_options": {"include_usage": True}}
 TARGETS = (
     "direct", "floor", "sluicegate", "sluicegate-split", "sluicegate-2w", "litellm", "baseline"
 )  # fmt: skip
-GATEWAYS = ("floor", "sluicegate", "sluicegate-2w", "litellm")
+SCENARIOS = ("throughput", "latency", "soak")
 STARTUP_TIMEOUT_SECONDS = 90.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 REQUEST_TIMEOUT_SECONDS = 30.0
@@ -849,7 +851,7 @@ def measure(args: argparse.Namespace, targets: list[Target], run: Run) -> None:
         closed_loop(target, 32, False, 3, stores)
     with runner:
         for round_ in range(args.rounds):
-            for stream, connections in args.closed:
+            for stream, connections in args.closed if "throughput" in args.scenarios else ():
                 for target in targets:
                     result = closed_loop(target, connections, stream, args.duration, stores)
                     run.closed.append(result)
@@ -857,6 +859,8 @@ def measure(args: argparse.Namespace, targets: list[Target], run: Run) -> None:
                           f"c={connections} {target.name}: {result.rps:,.0f} req/s, "
                           f"{result.cpu_ms:.2f} ms CPU/req, {result.errors} errors",
                           file=sys.stderr)  # fmt: skip
+            if "latency" not in args.scenarios:
+                continue
             for stream in (False, True):
                 for target in targets:
                     result = runner.run(
@@ -870,7 +874,11 @@ def measure(args: argparse.Namespace, targets: list[Target], run: Run) -> None:
             for target in targets:
                 if target.name == "direct":
                     continue
-                saturation = med(r.rps for r in run.closed_of(target.name, 32, False))
+                measured = run.closed_of(target.name, 32, False)
+                if measured:
+                    saturation = med(r.rps for r in measured)
+                else:  # latency alone: find the saturation first (not reported)
+                    saturation = closed_loop(target, 32, False, 5, stores).rps
                 rate = max(1.0, saturation / 2)
                 result = runner.run(open_loop(target, "half", rate, args.open_seconds, False, 64))
                 run.open.append(result)
@@ -881,7 +889,7 @@ def measure(args: argparse.Namespace, targets: list[Target], run: Run) -> None:
             if target.server is not None:
                 run.memory[target.name] = target.memory()
         soaked = next((t for t in targets if t.name == "sluicegate"), None)
-        if args.soak > 0 and soaked is not None:
+        if args.soak > 0 and "soak" in args.scenarios and soaked is not None:
             run.soak = runner.run(soak(soaked, args.soak, SOAK_STREAMS))
             run.memory["sluicegate (after the soak)"] = soaked.memory()
 
@@ -894,6 +902,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--c1-rate", type=float, default=25.0, help="requests/s on one connection")
     parser.add_argument("--connections", default="32,128", help="closed-loop connection counts")
     parser.add_argument("--soak", type=int, default=300, help="soak seconds (0: no soak)")
+    parser.add_argument(
+        "--scenarios", default=",".join(SCENARIOS),
+        help="which to run: throughput (closed loop), latency (open loop), soak",
+    )  # fmt: skip
     parser.add_argument("--targets", default=",".join(TARGETS))
     parser.add_argument(
         "--litellm", type=Path, default=Path("/tmp/litellm-venv/bin/litellm"),
@@ -908,6 +920,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, help="also write the raw figures as JSON")
     args = parser.parse_args(argv)
     args.targets = [t for t in args.targets.split(",") if t]
+    args.scenarios = [t for t in args.scenarios.split(",") if t]
+    if not args.scenarios or set(args.scenarios) - set(SCENARIOS):
+        parser.error(f"scenarios are some of {', '.join(SCENARIOS)}")
     unknown = set(args.targets) - set(TARGETS)
     if unknown or "direct" not in args.targets:
         parser.error(f"targets are some of {', '.join(TARGETS)}, direct always among them")
@@ -941,6 +956,7 @@ def main(argv: list[str] | None = None) -> int:
             "duration": args.duration,
             "open_seconds": args.open_seconds,
             "targets": args.targets,
+            "scenarios": args.scenarios,
             "baseline": args.baseline,
         },
         versions(args.litellm if "litellm" in args.targets else None),
