@@ -38,7 +38,6 @@ import resource
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -53,7 +52,17 @@ from typing import Any
 import httptools
 import httpx
 from guard_overhead import make_keys
-from proxy_overhead import REDIS_URL, Server, create_database, drop_stores
+from proxy_overhead import (
+    REDIS_URL,
+    Server,
+    create_database,
+    drop_keys,
+    drop_stores,
+    free_port,
+    launch,
+    tree,
+    tree_cpu,
+)
 
 BENCH = Path(__file__).resolve().parent
 MODEL = "gpt-4o-mini"
@@ -71,37 +80,12 @@ TARGETS = (
     "direct", "floor", "sluicegate", "sluicegate-split", "sluicegate-2w", "litellm", "baseline"
 )  # fmt: skip
 SCENARIOS = ("throughput", "latency", "soak")
-STARTUP_TIMEOUT_SECONDS = 90.0
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# LiteLLM's proxy takes about 30 s to start here.
+LITELLM_STARTUP_SECONDS = 90.0
 REQUEST_TIMEOUT_SECONDS = 30.0
 
 
 # --- processes ---------------------------------------------------------------------------------
-
-
-def tree(pid: int) -> list[int]:
-    found, pending = [], [pid]
-    while pending:
-        current = pending.pop()
-        found.append(current)
-        try:
-            for task in Path(f"/proc/{current}/task").iterdir():
-                pending += [int(child) for child in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return found
-
-
-def tree_cpu(pid: int) -> float:
-    """User + system CPU seconds of a process and its live descendants."""
-    total = 0.0
-    for member in tree(pid):
-        try:
-            stat = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(stat[11]) + int(stat[12])) / CLOCK_TICKS
-    return total
 
 
 def tree_memory(pid: int) -> tuple[float, float]:
@@ -120,40 +104,6 @@ def tree_memory(pid: int) -> tuple[float, float]:
     return rss / 1024, peak / 1024
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def launch(
-    name: str, argv: list[str], env: dict[str, str], tmp: Path, port: int, ready: str
-) -> Server:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("SLUICEGATE_")}
-    environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    log_path = tmp / f"{name}.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            argv,
-            env=environment | env,
-            cwd=tmp,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = Server(name, process, f"http://127.0.0.1:{port}", log_path)
-    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if httpx.get(server.base_url + ready, timeout=1).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    server.stop()
-    raise RuntimeError(f"{name} did not answer {ready}:\n{server.log_tail()}")
-
-
 def store_pids() -> dict[str, int]:
     """Redis's and the Postgres postmaster's pids, to charge their CPU time too."""
     pids = {}
@@ -170,8 +120,9 @@ def store_pids() -> dict[str, int]:
     ).stdout.strip()
     try:
         pids["postgres"] = int(Path(data, "postmaster.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        pass
+    except (OSError, ValueError, IndexError) as exc:
+        # Another user's cluster, say: the report then charges Redis alone.
+        print(f"warning: Postgres's CPU is not counted ({exc})", file=sys.stderr)
     return pids
 
 
@@ -808,6 +759,7 @@ def start_all(args: argparse.Namespace, tmp: Path, database: str, prefix: str) -
             tmp,
             port,
             "/health/liveliness",
+            startup_seconds=LITELLM_STARTUP_SECONDS,
         )  # fmt: skip
         servers.append(litellm)
         targets["litellm"] = Target("litellm", f"{litellm.base_url}/v1/chat/completions", master,
@@ -985,19 +937,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
         asyncio.run(drop_stores(database, prefix))
         for each in args.prefixes:
-            asyncio.run(_drop_keys(each))
-
-
-async def _drop_keys(prefix: str) -> None:
-    from redis.asyncio import Redis
-
-    client = Redis.from_url(REDIS_URL)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
+            asyncio.run(drop_keys(each))
 
 
 def _plain(run: Run) -> dict[str, Any]:

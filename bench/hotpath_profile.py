@@ -116,7 +116,7 @@ def main() -> int:
         shutil.rmtree(tmp, ignore_errors=True)
         asyncio.run(compare.drop_stores(database, prefix))
         for each in args.prefixes:
-            asyncio.run(compare._drop_keys(each))
+            asyncio.run(compare.drop_keys(each))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -71,17 +72,7 @@ class Server:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the server and its live descendants (uvicorn workers)."""
-        total, pending = 0.0, [self.process.pid]
-        while pending:
-            pid = pending.pop()
-            try:
-                stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                total += (int(stat[11]) + int(stat[12])) / CLOCK_TICKS  # utime, stime
-                for task in Path(f"/proc/{pid}/task").iterdir():
-                    pending += [int(child) for child in (task / "children").read_text().split()]
-            except OSError:
-                continue  # exited meanwhile
-        return total
+        return tree_cpu(self.process.pid)
 
 
 @dataclass
@@ -111,17 +102,57 @@ def percentiles(values: list[float]) -> dict[str, float]:
 # --- the servers and their data ----------------------------------------------------------------
 
 
-def start_server(name: str, module: list[str], env: dict[str, str], tmp: Path) -> Server:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
+        return int(sock.getsockname()[1])
+
+
+def tree(pid: int) -> list[int]:
+    """A process and its live descendants."""
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        try:
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            continue  # exited meanwhile
+    return found
+
+
+def tree_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process and its live descendants."""
+    total = 0.0
+    for member in tree(pid):
+        try:
+            stat = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        total += (int(stat[11]) + int(stat[12])) / CLOCK_TICKS  # utime, stime
+    return total
+
+
+def launch(
+    name: str,
+    argv: list[str],
+    env: dict[str, str],
+    tmp: Path,
+    port: int,
+    ready: str,
+    *,
+    startup_seconds: float = STARTUP_TIMEOUT_SECONDS,
+) -> Server:
+    """Start argv (the environment without our SLUICEGATE_* variables, plus env) and wait until
+    GET ready on its port answers 200."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("SLUICEGATE_")}
     environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
     log_path = tmp / f"{name}.log"
     with log_path.open("wb") as log:
         # Own session: a Ctrl-C in the terminal reaches only us, and we stop the servers in order.
-        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", *module, "--port", str(port)],
+        process = subprocess.Popen(  # noqa: S603 - our own command lines
+            argv,
             env=environment | env,
             cwd=tmp,
             stdout=log,
@@ -129,16 +160,20 @@ def start_server(name: str, module: list[str], env: dict[str, str], tmp: Path) -
             start_new_session=True,
         )
     server = Server(name, process, f"http://127.0.0.1:{port}", log_path)
-    ready = server.base_url + ("/health" if name == "mock" else "/healthz")
-    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+    deadline = time.monotonic() + startup_seconds
     while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if httpx.get(ready, timeout=1).status_code == 200:
+        with contextlib.suppress(httpx.TransportError):  # not listening yet
+            if httpx.get(server.base_url + ready, timeout=1).status_code == 200:
                 return server
-        except httpx.TransportError:
-            time.sleep(0.1)
+        time.sleep(0.1)
     server.stop()
     raise RuntimeError(f"{name} did not answer {ready}:\n{server.log_tail()}")
+
+
+def start_server(name: str, module: list[str], env: dict[str, str], tmp: Path) -> Server:
+    port = free_port()
+    argv = [sys.executable, "-m", *module, "--port", str(port)]
+    return launch(name, argv, env, tmp, port, "/health" if name == "mock" else "/healthz")
 
 
 async def create_database(name: str) -> None:
@@ -154,7 +189,6 @@ async def create_database(name: str) -> None:
 async def drop_stores(database: str, prefix: str) -> None:
     """Drop the database (closing the connections left to it) and the Redis keys under prefix."""
     import asyncpg
-    from redis.asyncio import Redis
 
     try:
         conn = await asyncpg.connect(ADMIN_DSN)
@@ -163,10 +197,19 @@ async def drop_stores(database: str, prefix: str) -> None:
         finally:
             await conn.close()
     finally:
-        client = Redis.from_url(REDIS_URL)
+        await drop_keys(prefix)
+
+
+async def drop_keys(prefix: str) -> None:
+    """Delete the Redis keys under prefix."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(REDIS_URL)
+    try:
         keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
         if keys:
             await client.delete(*keys)
+    finally:
         await client.aclose()
 
 

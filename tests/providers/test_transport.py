@@ -6,6 +6,7 @@ certificate of the test's own)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import ipaddress
 import ssl
@@ -57,6 +58,17 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
     return head + await reader.readexactly(length)
 
 
+def answer_once(raw: bytes) -> Handler:
+    """A handler that reads one request, writes `raw` and closes the connection."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(raw)
+        await writer.drain()
+
+    return handler
+
+
 @asynccontextmanager
 async def server(handler: Handler, tls: ssl.SSLContext | None = None) -> AsyncIterator[str]:
     """A loopback server answering with `handler`; yields its base URL."""
@@ -65,9 +77,8 @@ async def server(handler: Handler, tls: ssl.SSLContext | None = None) -> AsyncIt
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         connections.append(writer)
         try:
-            await handler(reader, writer)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+            with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+                await handler(reader, writer)  # the client may close first: that is fine
         finally:
             writer.close()
 
@@ -199,11 +210,7 @@ async def test_a_refused_connection_is_a_connect_error() -> None:
 async def test_an_answer_cut_off_mid_body_is_a_protocol_error_and_the_connection_is_dropped() -> (
     None
 ):
-    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part")
-        await writer.drain()
-
+    cut = answer_once(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part")
     async with server(cut) as url:
         pool = pool_for(url)
         response = await pool.post(f"{url}/x", JSON, CHAT)
@@ -215,11 +222,7 @@ async def test_an_answer_cut_off_mid_body_is_a_protocol_error_and_the_connection
 
 
 async def test_an_answer_without_a_length_ends_with_its_connection() -> None:
-    async def close_delimited(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nall of it")
-        await writer.drain()
-
+    close_delimited = answer_once(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nall of it")
     async with server(close_delimited) as url:
         pool = pool_for(url)
         response = await pool.post(f"{url}/x", JSON, CHAT)
