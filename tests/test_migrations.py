@@ -25,6 +25,11 @@ from sluicegate.migrations import (
 from sluicegate.tables import metadata
 
 EXPECTED_TABLES = {
+    "alert_channels",
+    "alert_rules",
+    "alerts",
+    "alert_deliveries",
+    "alert_delivery_attempts",
     "users",
     "admin_tokens",
     "organizations",

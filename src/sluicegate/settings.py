@@ -94,6 +94,25 @@ class Settings(BaseSettings):
         "X-Forwarded-For is believed; empty: none.",
     )
 
+    outbound_allowed_networks: str = Field(
+        default="",
+        description="Comma-separated addresses or CIDRs that alert webhooks and channels set by "
+        "org admins may reach although private, loopback or link-local (e.g. an internal relay); "
+        "empty: only public addresses.",
+    )
+    alert_max_age_hours: float = Field(
+        default=24.0,
+        gt=0,
+        le=24 * 30,
+        description="An alert delivery still failing this long after its alert is given up.",
+    )
+    alert_retry_max_seconds: float = Field(
+        default=300.0,
+        ge=1,
+        le=3600,
+        description="The longest pause between two attempts of one delivery (backoff cap).",
+    )
+
     @field_validator("database_url", "redis_url", "providers", "secret_key", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
@@ -138,9 +157,9 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("trusted_proxies")
+    @field_validator("trusted_proxies", "outbound_allowed_networks")
     @classmethod
-    def _proxy_networks(cls, value: str) -> str:
+    def _networks(cls, value: str) -> str:
         parse_networks(value)
         return value
 
@@ -181,6 +200,10 @@ class Settings(BaseSettings):
     @property
     def trusted_proxy_networks(self) -> tuple[IPNetwork, ...]:
         return parse_networks(self.trusted_proxies)
+
+    @property
+    def outbound_allowed(self) -> tuple[IPNetwork, ...]:
+        return parse_networks(self.outbound_allowed_networks)
 
     @property
     def secret(self) -> bytes:

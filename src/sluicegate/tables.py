@@ -1,5 +1,6 @@
 """Imports every capability's tables so `Base.metadata` is complete (migrations, tests)."""
 
+from sluicegate.alerts import models as alerts_models
 from sluicegate.audit import models as audit_models
 from sluicegate.core.db import Base
 from sluicegate.credits import models as credits_models
@@ -12,6 +13,7 @@ from sluicegate.orgs import models as orgs_models
 metadata = Base.metadata
 
 __all__ = [
+    "alerts_models",
     "audit_models",
     "credits_models",
     "guard_models",

@@ -143,6 +143,10 @@ TARGETS = {
     Action.USAGE_READ: st.builds(
         UsageOf, st.one_of(members, st.builds(KeyTarget, nodes(), members)), st.booleans()
     ),
+    Action.ALERT_READ: nodes(),
+    Action.ALERT_MANAGE: nodes(),
+    Action.CHANNEL_READ: st.none(),
+    Action.CHANNEL_MANAGE: st.none(),
 }
 
 

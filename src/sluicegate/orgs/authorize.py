@@ -20,6 +20,9 @@ owners and admins who manage its owner, never by the key's owner as such. So nob
 own limits. Credits: owners and admins and viewers read the balance; owners and admins bound at
 level <= the org's `topup_max_level` top up; only owners adjust or refund.
 
+Alerts: rules for a subtree are managed by owners and the admins covering it, and read by its
+admins and viewers too (so are the alerts raised there and their delivery log); the org's
+channels are managed by owners and admins, read by viewers too, their secrets shown to nobody.
 Usage (analytics, the activity feed) is read by subtree, see usage_visibility below. The usage
 of one member or one key is read by those who read that member or key, and by every member when
 the org opens its usage to members (`members_see_org_feed`).
@@ -146,6 +149,10 @@ class Action(StrEnum):
     CREDIT_TOPUP = "credit.topup"  # target: TopUp
     CREDIT_ADJUST = "credit.adjust"  # adjustments and refunds
     USAGE_READ = "usage.read"  # a member's or a key's usage; target: UsageOf
+    ALERT_READ = "alert.read"  # rules and alerts of a node's subtree; target: the node
+    ALERT_MANAGE = "alert.manage"  # rules for a node's subtree; target: the node
+    CHANNEL_READ = "channel.read"  # the org's alert channels (never their secrets)
+    CHANNEL_MANAGE = "channel.manage"  # create, change, delete, rotate, test-send
 
 
 def can_grant(access: OrgAccess, role: str, node: Path) -> bool:
@@ -309,6 +316,14 @@ def _usage_read(access: OrgAccess, target: Target) -> bool:
     return _member_read(access, target.subject)
 
 
+def _alert_read(access: OrgAccess, target: Target) -> bool:
+    return access.is_owner or access.covers(_node(target), ADMIN, VIEWER)
+
+
+def _alert_manage(access: OrgAccess, target: Target) -> bool:
+    return access.is_owner or access.covers(_node(target), ADMIN)
+
+
 def _holds(*roles: str) -> Rule:
     def rule(access: OrgAccess, _target: Target) -> bool:
         return access.is_owner or any(access.holding(*roles))
@@ -385,6 +400,10 @@ RULES: dict[Action, tuple[Rule, str]] = {
         "being the member or the key's owner, or the admin or viewer role at the member's home "
         "group or the key's group or above it (or an org that opens its usage to members)",
     ),
+    Action.ALERT_READ: (_alert_read, "the owner, admin or viewer role at this node or above it"),
+    Action.ALERT_MANAGE: (_alert_manage, "the owner or admin role at this node or above it"),
+    Action.CHANNEL_READ: (_holds(ADMIN, VIEWER), "the owner, admin or viewer role"),
+    Action.CHANNEL_MANAGE: (_holds(ADMIN), "the owner or admin role"),
 }
 
 
