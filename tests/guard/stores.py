@@ -66,7 +66,13 @@ class Org:
     id: str = field(default_factory=lambda: f"org_{uuid.uuid4().hex[:12]}")
 
     def budget(
-        self, limit: int, *, hard: bool = True, name: str = "key", expire_at_ms: int = 0
+        self,
+        limit: int,
+        *,
+        hard: bool = True,
+        name: str = "key",
+        expire_at_ms: int = 0,
+        thresholds: tuple[int, ...] = (),
     ) -> BudgetCounter:
         budget_id = f"bud_{name}_{uuid.uuid4().hex[:6]}"
         return BudgetCounter(
@@ -76,6 +82,7 @@ class Org:
             hard=hard,
             expire_at_ms=expire_at_ms,
             spend=SpendScope(self.id, "key", name, None, None),
+            thresholds=thresholds,
         )
 
     @property

@@ -51,7 +51,7 @@ async def test_settle_turns_the_reservation_into_the_actual_cost(store: GuardSto
     seeds = Seeds({org.credit.key: CreditSeed(50 * USD, 50 * USD, 1)})
     done = await reserved(store, org.plan(3 * USD, budget, org.credit), seeds)
     assert [v.reserved for v in await store.read([budget, org.credit], Seeds())] == [3 * USD] * 2
-    assert await store.settle(done, 2 * USD, 0) is True
+    assert await store.settle(done, 2 * USD, 0) is not None
     values = await store.read([budget, org.credit], Seeds())
     assert (values[0].used, values[0].reserved) == (2 * USD, 0)
     assert (values[1].used, values[1].reserved) == (48 * USD, 0)
@@ -110,8 +110,8 @@ async def test_a_second_settle_changes_nothing(store: GuardStore) -> None:
     org = Org()
     budget = org.budget(100)
     done = await reserved(store, org.plan(10, budget))
-    assert await store.settle(done, 7, 0) is True
-    assert await store.settle(done, 7, 0) is False
+    assert await store.settle(done, 7, 0) is not None
+    assert await store.settle(done, 7, 0) is None
     assert (await store.read([budget], Seeds()))[0].used == 7
 
 
@@ -162,7 +162,7 @@ async def test_a_settle_after_the_deadline_still_charges_once(
     done = await reserved(store, org.plan(10, budget))
     clock.advance(TTL_MS / 1000 + 5)
     await store.read([budget], Seeds())  # reclaimed
-    assert await store.settle(done, 9, 0) is True
+    assert await store.settle(done, 9, 0) is not None
     value = (await store.read([budget], Seeds()))[0]
     assert (value.used, value.reserved) == (9, 0)
 

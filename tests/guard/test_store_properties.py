@@ -104,7 +104,7 @@ def machine_for(kind: str, redis_url: str, prefix: str) -> type[RuleBasedStateMa
         def settle(self, data: st.DataObject) -> None:
             held = data.draw(st.sampled_from(self.open_()))
             cost = data.draw(st.integers(min_value=0, max_value=held.amount))
-            assert self.run(self.store.settle(held.reserved, cost, 0)) is True
+            assert self.run(self.store.settle(held.reserved, cost, 0)) is not None
             held.settled = True
             self.settled_spend += cost
 
@@ -114,7 +114,7 @@ def machine_for(kind: str, redis_url: str, prefix: str) -> type[RuleBasedStateMa
             """The request outlived its reservation; what it cost is still charged, once."""
             held = data.draw(st.sampled_from(self.expired()))
             cost = data.draw(st.integers(min_value=0, max_value=held.amount))
-            assert self.run(self.store.settle(held.reserved, cost, 0)) is True
+            assert self.run(self.store.settle(held.reserved, cost, 0)) is not None
             held.settled = True
             self.settled_spend += cost
             self.late_spend += cost
@@ -123,7 +123,7 @@ def machine_for(kind: str, redis_url: str, prefix: str) -> type[RuleBasedStateMa
         @rule(data=st.data())
         def settle_again(self, data: st.DataObject) -> None:
             held = data.draw(st.sampled_from([h for h in self.held if h.settled]))
-            assert self.run(self.store.settle(held.reserved, held.amount, 0)) is False
+            assert self.run(self.store.settle(held.reserved, held.amount, 0)) is None
 
         @precondition(lambda self: self.open_())
         @rule(data=st.data())

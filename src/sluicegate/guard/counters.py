@@ -65,6 +65,24 @@ class BudgetCounter:
     hard: bool  # soft budgets are counted but never block
     expire_at_ms: int  # when the store may forget the counter; 0: never (total budgets)
     spend: SpendScope
+    # Percentages of the limit whose crossing settle reports (alerts), ascending.
+    thresholds: tuple[int, ...] = ()
+
+    @property
+    def period_start_ms(self) -> int:
+        """The start of this counter's period (0 for a total budget): the last part of its key."""
+        return int(self.key.rpartition(":")[2])
+
+    @property
+    def subject(self) -> str:
+        """The member a default member budget counts for, "-" otherwise."""
+        return self.key.rsplit(":", 2)[1]
+
+    def threshold_amounts(self) -> list[tuple[int, int]]:
+        """(percent, nano-USD) pairs: spend reaching the amount has reached the percentage."""
+        if self.limit <= 0:
+            return []
+        return [(pct, -(-self.limit * pct // 100)) for pct in self.thresholds]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +101,51 @@ class RateCounter:
 
 
 Check = BudgetCounter | CreditCounter | RateCounter
+
+
+@dataclass(frozen=True, slots=True)
+class Crossing:
+    """A budget threshold that one settlement took the spend across (from below the amount to
+    at or above it). Settle is atomic, so exactly one request crosses each threshold of a
+    counter; `spent` is the counter's spend right after it."""
+
+    budget_id: str
+    subject: str  # "-", or the member of a default member budget
+    period_start_ms: int
+    percent: int
+    spent: int
+
+    def encode(self) -> str:
+        return f"{self.budget_id}/{self.subject}/{self.period_start_ms}/{self.percent}/{self.spent}"
+
+    @classmethod
+    def decode(cls, text: str) -> Crossing:
+        budget_id, subject, start, percent, spent = text.split("/")
+        return cls(budget_id, subject, int(start), int(percent), int(spent))
+
+
+def crossing_label(counter: BudgetCounter) -> str:
+    """The first three parts of the counter's crossings' encoding (the script appends the
+    percentage and the spend)."""
+    return f"{counter.budget_id}/{counter.subject}/{counter.period_start_ms}"
+
+
+def encode_crossings(crossings: Sequence[Crossing]) -> str:
+    """As the usage event's `crossed` field (the same text the settle script writes)."""
+    return " ".join(crossing.encode() for crossing in crossings)
+
+
+def decode_crossings(text: str | None) -> list[Crossing]:
+    return [Crossing.decode(part) for part in (text or "").split()]
+
+
+def crossings_of(counter: BudgetCounter, before: int, after: int) -> list[Crossing]:
+    """The thresholds of `counter` that spend going from `before` to `after` crossed."""
+    return [
+        Crossing(counter.budget_id, counter.subject, counter.period_start_ms, pct, after)
+        for pct, amount in counter.threshold_amounts()
+        if before < amount <= after
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,11 +226,13 @@ class GuardStore(Protocol):
 
     async def settle(
         self, reserved: Reserved, cost: int, tokens: int, usage: bytes | None = None
-    ) -> bool:
-        """Release the reservation and charge the actual cost (and tokens) instead; False when
-        this request was settled already (nothing changes). `usage`, the encoded usage event, is
-        appended to the org's durable usage log in the same atomic step by a store that keeps
-        one (Redis); a store that keeps none ignores it and the caller writes the event."""
+    ) -> tuple[Crossing, ...] | None:
+        """Release the reservation and charge the actual cost (and tokens) instead; None when
+        this request was settled already (nothing changes), else the budget thresholds this
+        charge crossed (usually none). `usage`, the encoded usage event, is appended to the
+        org's durable usage log in the same atomic step by a store that keeps one (Redis),
+        together with the crossings; a store that keeps none ignores it and the caller writes
+        the event (with the crossings returned)."""
         ...
 
     async def extend(self, reserved: Reserved) -> bool:

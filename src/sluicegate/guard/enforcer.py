@@ -20,6 +20,7 @@ from sluicegate.guard.counters import (
     BudgetCounter,
     CounterStoreUnavailable,
     CreditCounter,
+    Crossing,
     GuardStore,
     Loader,
     Plan,
@@ -169,19 +170,28 @@ class Guard:
         """How often a running request renews its reservation: well before it would expire."""
         return self._ttl / 3
 
-    async def settle_now(self, reserved: Reserved, cost: int, tokens: int, usage: bytes) -> bool:
-        """Settle and append the usage event to the store's durable log in one atomic step.
-        True when the event is logged; False when the reservation was made in this process
-        (fail-open), which keeps no log, so the caller writes the event itself. Raises
+    async def settle_now(
+        self, reserved: Reserved, cost: int, tokens: int, usage: bytes
+    ) -> tuple[Crossing, ...] | None:
+        """Settle and append the usage event to the store's durable log in one atomic step
+        (with the budget thresholds it crossed). None when the event is logged; when the
+        reservation was made in this process (fail-open), which keeps no log, the crossings
+        (possibly none) for the caller to write with the event itself. Raises
         CounterStoreUnavailable when the store cannot be reached (nothing is known to be done:
         the caller writes the event and settles later, and both are idempotent)."""
         store = self._store_of(reserved)
         if store is self._local:
             self._reserved_locally.discard(reserved.plan.request_id)
-            await store.settle(reserved, cost, tokens)
-            return False
-        await store.settle(reserved, cost, tokens, usage)
-        return store.backend == "redis"
+            return await store.settle(reserved, cost, tokens) or ()
+        crossed = await store.settle(reserved, cost, tokens, usage)
+        return None if store.backend == "redis" else (crossed or ())
+
+    async def settle_in_process(
+        self, reserved: Reserved, cost: int, tokens: int
+    ) -> tuple[Crossing, ...]:
+        """Settle against the in-process store (embedded: no I/O, so no reason to defer it) and
+        return the thresholds crossed, for the caller to write with the usage event."""
+        return await self._store_of(reserved).settle(reserved, cost, tokens) or ()
 
     def settle_soon(self, reserved: Reserved, cost: int, tokens: int) -> None:
         """Settle off the response path; a client that went away never cancels it."""

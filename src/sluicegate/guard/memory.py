@@ -20,11 +20,13 @@ from sluicegate.guard.counters import (
     CounterValue,
     CreditCounter,
     CreditSeed,
+    Crossing,
     Loader,
     Plan,
     RateCounter,
     RateState,
     Reserved,
+    crossings_of,
     org_of,
     rate_retry_ms,
     rate_window,
@@ -109,18 +111,22 @@ class MemoryGuardStore:
 
     async def settle(
         self, reserved: Reserved, cost: int, tokens: int, usage: bytes | None = None
-    ) -> bool:
+    ) -> tuple[Crossing, ...] | None:
         """`usage` is ignored: in-process counters keep no log, the caller writes the event."""
         plan = reserved.plan
         now = self._now_ms()
         if plan.request_id in self._settled:
-            return False
+            return None
         self._settled[plan.request_id] = now + self._ttl_ms + SETTLED_MEMORY_MS
         self._release(plan.request_id)
+        crossed: list[Crossing] = []
         if cost:
             for check in plan.checks:
                 if isinstance(check, BudgetCounter) and check.key in self._budgets:
-                    self._budgets[check.key].spent += cost
+                    budget = self._budgets[check.key]
+                    before, budget.spent = budget.spent, budget.spent + cost
+                    if check.thresholds:
+                        crossed += crossings_of(check, before, budget.spent)
             credit = self._credits.get(plan.credit.key)
             if credit is not None:
                 credit.balance -= cost
@@ -132,7 +138,7 @@ class MemoryGuardStore:
                     window = f"{check.key}:{index}"
                     if window in self._rates:
                         self._rates[window] = max(0, self._rates[window] + delta)
-        return True
+        return tuple(crossed)
 
     async def extend(self, reserved: Reserved) -> bool:
         plan = reserved.plan

@@ -29,12 +29,14 @@ from sluicegate.guard.counters import (
     CounterValue,
     CreditCounter,
     CreditSeed,
+    Crossing,
     Loader,
     Plan,
     RateCounter,
     RateState,
     Reserved,
     Seed,
+    crossing_label,
     org_of,
 )
 from sluicegate.metering.stream import stream_key
@@ -45,13 +47,17 @@ BREAKER_FAILURES = 3
 BREAKER_SECONDS = 1.0
 # The scripts' version is part of their text (and so of their SHA): a rolling deploy runs old and
 # new side by side, each calling its own.
-SCRIPT_VERSION = "guard-v1"
+SCRIPT_VERSION = "guard-v2"
 
 
 def _script(name: str) -> str:
     folder = files("sluicegate.guard") / "lua"
     prelude = (folder / "prelude.lua").read_text()
     return f"-- {SCRIPT_VERSION}\n{prelude}\n{(folder / f'{name}.lua').read_text()}"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _seed_text(seed: Seed | None) -> str:
@@ -160,9 +166,16 @@ class RedisGuardStore:
                     parts.append("c")
                     fixed.append(self._prefix + check.key)
             rates = tuple(c for c in plan.checks if isinstance(c, RateCounter))
-            charged = [self._prefix + c.key for c in plan.checks if isinstance(c, BudgetCounter)]
+            budgets = [c for c in plan.checks if isinstance(c, BudgetCounter)]
+            charged = [self._prefix + c.key for c in budgets]
             charged.append(self._prefix + plan.credit.key)
-            prepared = plan.memo["redis"] = (" ".join(parts), fixed, rates, charged)
+            # The settle script's threshold spec: "position,percent,amount,label" per threshold.
+            watched = " ".join(
+                f"{position},{pct},{amount},{crossing_label(budget)}"
+                for position, budget in enumerate(budgets, start=1)
+                for pct, amount in budget.threshold_amounts()
+            )
+            prepared = plan.memo["redis"] = (" ".join(parts), fixed, rates, charged, watched)
         return prepared[0], prepared[1], prepared[2]
 
     def _window_keys(self, plan: Plan, fixed: list[str | None], now: int) -> list[str]:
@@ -184,10 +197,11 @@ class RedisGuardStore:
 
     async def settle(
         self, reserved: Reserved, cost: int, tokens: int, usage: bytes | None = None
-    ) -> bool:
+    ) -> tuple[Crossing, ...] | None:
         plan = reserved.plan
         self._prepared(plan)
         charged: list[str] = plan.memo["redis"][3]
+        watched: str = plan.memo["redis"][4]
         zset, records = self._org_keys(plan.org_id)
         done = f"{self._prefix}{{{plan.org_id}}}:done:{plan.request_id}"
         keys = [zset, records + plan.request_id, done, *charged]
@@ -201,9 +215,13 @@ class RedisGuardStore:
             ]
         header = f"{plan.request_id} {cost} {len(charged)} {delta} {self._record_ttl_ms}"
         if usage is None:
-            return bool(await self._call(self._settle, keys, [f"{header} 0"]))
-        keys.append(stream_key(self._prefix[:-1], plan.org_id))
-        return bool(await self._call(self._settle, keys, [f"{header} 1", usage]))
+            answer = await self._call(self._settle, keys, [f"{header} 0", "", watched])
+        else:
+            keys.append(stream_key(self._prefix[:-1], plan.org_id))
+            answer = await self._call(self._settle, keys, [f"{header} 1", usage, watched])
+        if int(answer[0]) == 0:
+            return None
+        return tuple(Crossing.decode(_text(c)) for c in answer[1:])
 
     async def extend(self, reserved: Reserved) -> bool:
         plan = reserved.plan

@@ -53,6 +53,7 @@ class BudgetRule:
     period: str
     limit: int
     hard: bool
+    thresholds: tuple[int, ...] = ()
 
     @classmethod
     def of(cls, row: Budget) -> BudgetRule:
@@ -63,6 +64,7 @@ class BudgetRule:
             row.period,
             row.limit_nusd,
             row.enforcement == "hard",
+            tuple(sorted(set(row.thresholds or ()))),
         )
 
 
@@ -151,6 +153,7 @@ def budget_counter(
         hard=rule.hard,
         expire_at_ms=expire_ms,
         spend=SpendScope(org_id, scope_kind, subject or scope_id, start, end),
+        thresholds=rule.thresholds,
     )
 
 

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sluicegate.core.metrics import USAGE_DRAIN_LAG, USAGE_DRAINED, USAGE_STREAM_BACKLOG
 from sluicegate.metering.partitions import Partitions
 from sluicegate.metering.stream import (
+    CROSSED_FIELD,
     DRAIN_GROUP,
     EVENT_FIELD,
     dead_letter_key,
@@ -39,7 +40,7 @@ from sluicegate.metering.stream import (
     registry_key,
     stream_key,
 )
-from sluicegate.metering.writer import AfterInsert, UsageRecord, store_usage
+from sluicegate.metering.writer import CROSSED, AfterInsert, UsageRecord, store_usage
 
 # Entries read per stream per round; one transaction stores the round's entries.
 BATCH_SIZE = 1000
@@ -180,8 +181,11 @@ class UsageDrain:
             for entry_id, fields in entries:
                 done.setdefault(stream, []).append(entry_id)
                 try:
-                    events.append(decode_event(fields[EVENT_FIELD]))
-                except (KeyError, ValueError, TypeError):
+                    event = decode_event(fields[EVENT_FIELD])
+                    if CROSSED_FIELD in fields:
+                        event[CROSSED] = fields[CROSSED_FIELD].decode()
+                    events.append(event)
+                except (KeyError, ValueError, TypeError, UnicodeDecodeError):
                     dead.append((stream, (entry_id, fields)))
         if not done:
             return 0

@@ -3,7 +3,8 @@ hash tag so the settle script can append to it atomically with the counters it s
 guard/lua/settle.lua). A set, `<prefix>:usage:streams`, names every org stream so the drain
 worker finds them; a gateway adds its org's stream there before its first append.
 
-An entry is one field, `e`, holding the usage event as JSON: times as RFC 3339 with
+An entry is one field, `e`, holding the usage event as JSON (and `x`, the budget thresholds the
+request crossed, when it crossed any): times as RFC 3339 with
 microseconds, so the drained row has exactly the time the gateway recorded (the usage table's
 key includes it). Entries are deleted once drained, so a stream's length is its backlog.
 """
@@ -18,6 +19,8 @@ import orjson
 from redis.asyncio import Redis
 
 EVENT_FIELD = b"e"
+# Set by the settle script when the request crossed budget thresholds (guard/lua/settle.lua).
+CROSSED_FIELD = b"x"
 DRAIN_GROUP = "drain"
 
 

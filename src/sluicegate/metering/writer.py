@@ -3,7 +3,8 @@ in the background, idempotently on request id. No database round trip on the res
 
 In the same transaction as the usage rows, the credit ledger's hourly usage debits grow by the
 cost of the rows that batch actually stored (a retried batch stores, and debits, nothing twice),
-so sum(usage debits) == sum(usage cost) at every commit.
+so sum(usage debits) == sum(usage cost) at every commit; and the budget thresholds those rows'
+requests crossed become alerts (alerts/outbox.py), once each.
 
 Durability here is "in memory until the next flush" (a fraction of a second); the durable
 pipeline (Redis stream, drain worker) replaces this buffer's role in production.
@@ -25,6 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.expression import Executable
 
+from sluicegate.alerts.outbox import record_crossings
 from sluicegate.core.ids import new_id
 from sluicegate.credits.models import USAGE, LedgerEntry
 from sluicegate.metering.models import (
@@ -38,6 +40,8 @@ from sluicegate.metering.rollups import EVENT_COLUMNS, rollup_rows, rollup_upser
 from sluicegate.orgs.models import Organization
 
 UsageRecord = dict[str, Any]
+# The usage event's field naming the budget thresholds its request crossed (encoded crossings).
+CROSSED = "crossed"
 # Runs after a batch is committed, in a transaction of its own (e.g. to stamp keys' last use);
 # its failure is logged and never holds back or repeats the usage rows themselves.
 AfterInsert = Callable[[AsyncSession, list[UsageRecord]], Awaitable[None]]
@@ -151,12 +155,20 @@ async def store_usage(
     zones = await org_timezones(session, {event["org_id"] for event in batch})
     if dialect == "postgresql":
         await (partitions or Partitions()).ensure(session, (e["created_at"] for e in batch))
+    # Budget thresholds the request crossed (see guard/counters.py `Crossing`) are not a
+    # column: they become alerts below, in this transaction, for the rows stored now only.
+    crossed = {e["request_id"]: e for e in batch if e.get(CROSSED)}
+    rows = [_without_crossings(e) for e in batch] if crossed else list(batch)
     # RETURNING with a list of parameters: SQLAlchemy's "insertmanyvalues" sends it as
     # multi-row INSERTs (asyncpg and aiosqlite alike) and returns only the rows stored.
-    result = await session.execute(_idempotent_insert(dialect), list(batch))
+    result = await session.execute(_idempotent_insert(dialect), rows)
     stored: list[Mapping[str, Any]] = [dict(row) for row in result.mappings()]
     if not stored:
         return 0
+    if crossed:
+        await record_crossings(
+            session, [crossed[row["request_id"]] for row in stored if row["request_id"] in crossed]
+        )
     rollups = rollup_rows(stored, zones)
     await session.execute(rollup_upsert(dialect, UsageRollup), rollups.quarters)
     await session.execute(rollup_upsert(dialect, UsageDailyRollup), rollups.days)
@@ -165,6 +177,10 @@ async def store_usage(
     if debits:
         await session.execute(_debit_upsert(dialect), debits)
     return len(stored)
+
+
+def _without_crossings(event: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in event.items() if name != CROSSED}
 
 
 async def org_timezones(session: AsyncSession, org_ids: set[str]) -> dict[str, str]:

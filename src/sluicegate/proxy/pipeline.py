@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from sluicegate.core.metrics import UPSTREAM_ERRORS
-from sluicegate.guard.counters import Blocked, CounterStoreUnavailable
+from sluicegate.guard.counters import Blocked, CounterStoreUnavailable, encode_crossings
 from sluicegate.guard.policy import client_address
 from sluicegate.guard.rules import KeyRules, OrgRules
 from sluicegate.keys.lookup import AuthContext
@@ -387,7 +387,11 @@ class Pipeline:
         used = tokens.prompt_tokens + tokens.completion_tokens
         streams = self.state.streams
         if streams is None:
-            if reserved is not None:
+            if reserved is not None and self.guard.store.backend == "memory":
+                crossed = await self.guard.settle_in_process(reserved, cost, used)
+                if crossed:
+                    event["crossed"] = encode_crossings(crossed)
+            elif reserved is not None:
                 self.guard.settle_soon(reserved, cost, used)
             self.state.writer.record(event)
             return
@@ -397,8 +401,11 @@ class Pipeline:
                 await streams.append(context.org_id, payload)
                 return
             await streams.register(context.org_id)
-            if await self.guard.settle_now(reserved, cost, used, payload):
+            unlogged = await self.guard.settle_now(reserved, cost, used, payload)
+            if unlogged is None:
                 return
+            if unlogged:
+                event["crossed"] = encode_crossings(unlogged)
             reserved = None  # settled in this process (fail-open); only the event is left
         except (CounterStoreUnavailable, RedisError, OSError):
             log.warning(
