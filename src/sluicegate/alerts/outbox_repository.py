@@ -4,6 +4,7 @@ context of a budget crossing (budget, scope names, groups' paths) and the outbox
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -125,3 +126,12 @@ async def member(session: AsyncSession, org_id: str, user_id: str) -> tuple[User
     )
     row = (await session.execute(statement)).first()
     return None if row is None else (row[0], row[1])
+
+
+async def keys_expired_between(
+    session: AsyncSession, start: datetime, end: datetime
+) -> list[ApiKey]:
+    statement = select(ApiKey).where(
+        ApiKey.expires_at > start, ApiKey.expires_at <= end, ApiKey.status != "revoked"
+    )
+    return list((await session.scalars(statement.order_by(ApiKey.expires_at))).all())

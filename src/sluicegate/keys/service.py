@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from sluicegate.alerts import lifecycle
 from sluicegate.audit.service import record_action
 from sluicegate.core.actors import Actor
 from sluicegate.core.db import invalidate_after_commit
@@ -80,6 +81,7 @@ async def create_key(
     )
     await repository.add(session, key)
     await _record(session, actor, key, "key.create", after=key_view(key))
+    await lifecycle.key_created(session, key, actor, now)
     return key, secret
 
 
@@ -139,6 +141,7 @@ async def update_key(
     before = key_view(key)
     if changes.get("name") is not None:
         key.name = orgs.clean_name(changes["name"])
+    was_active = key.status == "active"
     if changes.get("status") is not None:
         status = changes["status"]
         if status not in ("active", "disabled"):
@@ -156,6 +159,8 @@ async def update_key(
     await session.flush()
     invalidate_after_commit(session, KEY_TOPIC, key.id)
     await _record(session, actor, key, "key.update", before=before, after=key_view(key))
+    if was_active and key.status == "disabled":
+        await lifecycle.key_disabled(session, key, actor, now)
     return key
 
 

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from sluicegate.alerts import lifecycle
 from sluicegate.audit.service import record, record_action
 from sluicegate.core.actors import Actor, RequestMeta
 from sluicegate.core.digests import new_secret, secret_digest
@@ -199,6 +200,9 @@ async def accept_invitation(
     invitation.status, invitation.closed_at = "accepted", now
     invitation.accepted_user_id = user.id
     await session.flush()
+    await lifecycle.member_joined(
+        session, invitation.org_id, user.id, home.id, invitation.role, now
+    )
     token, token_secret = await identity.issue_admin_token(
         session,
         user,

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from sluicegate.alerts import lifecycle
 from sluicegate.audit.service import record_action
 from sluicegate.core.actors import Actor
 from sluicegate.core.db import invalidate_after_commit
@@ -319,6 +320,9 @@ async def remove_member(
             "roles": [{"group_id": b.group_id, "role": b.role} for b in bindings],
         },
         after={"status": "removed", "disabled_keys": disabled},
+    )
+    await lifecycle.member_removed(
+        session, org_id, user_id, membership.home_group_id, disabled, actor, now
     )
     return disabled
 

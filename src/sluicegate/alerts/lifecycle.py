@@ -1,0 +1,164 @@
+"""Alerts about keys and members, raised by the keys and orgs services in the transaction of the
+change itself (`key.created`, `key.disabled`, `member.joined`, `member.removed`), and by the
+delivery worker's periodic scan for keys that have expired (`key.expired`)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from sluicegate.alerts import outbox_repository as repository
+from sluicegate.alerts.outbox import AlertDraft, raise_alert
+from sluicegate.core.actors import Actor
+from sluicegate.keys.models import ApiKey
+
+# Keys expired longer ago than this are not announced (a scan after a long outage, or keys that
+# expired before alerts existed): an alert that late helps nobody.
+EXPIRY_LOOKBACK = timedelta(days=1)
+
+
+def _by(actor: Actor | None) -> str:
+    return f" by {actor.email}" if actor is not None and actor.email else ""
+
+
+async def key_created(session: AsyncSession, key: ApiKey, actor: Actor, now: datetime) -> None:
+    await raise_alert(
+        session,
+        AlertDraft(
+            org_id=key.org_id,
+            event="key.created",
+            dedupe_key=f"key.created:{key.id}",
+            severity="info",
+            title=f"API key created: {key.name}",
+            text=f"The API key {key.name} ({key.prefix}…) was created{_by(actor)}.",
+            occurred_at=now,
+            group_id=key.group_id,
+            key_owner_id=key.owner_user_id,
+            fields=(("Key", f"{key.name} ({key.prefix}…)"),),
+            details=_key_details(key, actor),
+        ),
+    )
+
+
+async def key_disabled(
+    session: AsyncSession, key: ApiKey, actor: Actor | None, now: datetime
+) -> None:
+    await raise_alert(
+        session,
+        AlertDraft(
+            org_id=key.org_id,
+            event="key.disabled",
+            dedupe_key=f"key.disabled:{key.id}:{now.isoformat()}",
+            severity="warning",
+            title=f"API key disabled: {key.name}",
+            text=f"The API key {key.name} ({key.prefix}…) was disabled{_by(actor)}.",
+            occurred_at=now,
+            group_id=key.group_id,
+            key_owner_id=key.owner_user_id,
+            fields=(("Key", f"{key.name} ({key.prefix}…)"),),
+            details=_key_details(key, actor),
+        ),
+    )
+
+
+async def keys_expired(session: AsyncSession, now: datetime) -> int:
+    """Raise `key.expired` for keys whose expiry passed within EXPIRY_LOOKBACK; once per key
+    and expiry (a key given a new expiry that passes again is announced again)."""
+    raised = 0
+    for key in await repository.keys_expired_between(session, now - EXPIRY_LOOKBACK, now):
+        assert key.expires_at is not None
+        alert_id = await raise_alert(
+            session,
+            AlertDraft(
+                org_id=key.org_id,
+                event="key.expired",
+                dedupe_key=f"key.expired:{key.id}:{key.expires_at.isoformat()}",
+                severity="warning",
+                title=f"API key expired: {key.name}",
+                text=f"The API key {key.name} ({key.prefix}…) expired at "
+                f"{key.expires_at:%Y-%m-%d %H:%M} UTC; requests with it are refused.",
+                occurred_at=key.expires_at,
+                group_id=key.group_id,
+                key_owner_id=key.owner_user_id,
+                fields=(("Key", f"{key.name} ({key.prefix}…)"),),
+                details=_key_details(key, None),
+            ),
+        )
+        raised += alert_id is not None
+    return raised
+
+
+def _key_details(key: ApiKey, actor: Actor | None) -> dict[str, object]:
+    return {
+        "key_id": key.id,
+        "key_name": key.name,
+        "prefix": key.prefix,
+        "group_id": key.group_id,
+        "owner_user_id": key.owner_user_id,
+        "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+        "actor_user_id": actor.user_id if actor is not None else None,
+    }
+
+
+async def member_joined(
+    session: AsyncSession, org_id: str, user_id: str, home_group_id: str, role: str, now: datetime
+) -> None:
+    email = await _email(session, org_id, user_id)
+    await raise_alert(
+        session,
+        AlertDraft(
+            org_id=org_id,
+            event="member.joined",
+            dedupe_key=f"member.joined:{user_id}:{now.isoformat()}",
+            severity="info",
+            title=f"Member joined: {email}",
+            text=f"{email} joined the organization as {role}.",
+            occurred_at=now,
+            group_id=home_group_id,
+            key_owner_id=user_id,
+            fields=(("Member", email), ("Role", role)),
+            details={"user_id": user_id, "home_group_id": home_group_id, "role": role},
+        ),
+    )
+
+
+async def member_removed(
+    session: AsyncSession,
+    org_id: str,
+    user_id: str,
+    home_group_id: str,
+    disabled_keys: list[str],
+    actor: Actor,
+    now: datetime,
+) -> None:
+    email = await _email(session, org_id, user_id)
+    left = actor.user_id == user_id
+    await raise_alert(
+        session,
+        AlertDraft(
+            org_id=org_id,
+            event="member.removed",
+            dedupe_key=f"member.removed:{user_id}:{now.isoformat()}",
+            severity="warning",
+            title=f"Member {'left' if left else 'removed'}: {email}",
+            text=(
+                f"{email} {'left the organization' if left else 'was removed' + _by(actor)}; "
+                f"{len(disabled_keys)} of their API keys were disabled."
+            ),
+            occurred_at=now,
+            group_id=home_group_id,
+            fields=(("Member", email), ("Keys disabled", str(len(disabled_keys)))),
+            details={
+                "user_id": user_id,
+                "home_group_id": home_group_id,
+                "disabled_keys": disabled_keys,
+                "actor_user_id": actor.user_id,
+            },
+        ),
+    )
+
+
+async def _email(session: AsyncSession, org_id: str, user_id: str) -> str:
+    found = await repository.member(session, org_id, user_id)
+    return found[0].email if found is not None else user_id
