@@ -53,6 +53,9 @@ class AlertDraft:
     fields: tuple[tuple[str, str], ...] = ()
     details: dict[str, Any] = field(default_factory=dict)
     attributes: dict[str, Any] = field(default_factory=dict)
+    # The one rule this alert is for, when the condition is that rule's own (a credit.low
+    # amount, a guardrail.blocked count); None: every rule of the event that matches.
+    rule_id: str | None = None
 
 
 async def raise_alert(session: AsyncSession, draft: AlertDraft) -> str | None:
@@ -63,7 +66,7 @@ async def raise_alert(session: AsyncSession, draft: AlertDraft) -> str | None:
     rules = [
         rule
         for rule in await repository.enabled_rules(session, draft.org_id, draft.event)
-        if _params_match(rule, draft.attributes)
+        if _params_match(rule, draft.attributes) and draft.rule_id in (None, rule.id)
     ]
     rules = await _in_scope(session, draft.org_id, rules, node_path)
     recipients = await _recipients(session, draft, rules, node_path)

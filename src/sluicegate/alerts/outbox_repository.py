@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,6 +16,8 @@ from sluicegate.alerts.models import Alert, AlertChannel, AlertDelivery, AlertRu
 from sluicegate.guard.models import Budget
 from sluicegate.identity.models import User
 from sluicegate.keys.models import ApiKey
+from sluicegate.metering.models import UsageEvent, UsageRollup
+from sluicegate.metering.rollups import BLOCKED_ERROR_TYPES
 from sluicegate.orgs.models import Group, Membership, Organization, RoleBinding
 
 
@@ -135,3 +137,49 @@ async def keys_expired_between(
         ApiKey.expires_at > start, ApiKey.expires_at <= end, ApiKey.status != "revoked"
     )
     return list((await session.scalars(statement.order_by(ApiKey.expires_at))).all())
+
+
+# --- what the evaluator measures ----------------------------------------------------------------
+
+
+async def rules_of_events(session: AsyncSession, events: Sequence[str]) -> list[AlertRule]:
+    statement = select(AlertRule).where(
+        AlertRule.event.in_(list(events)), AlertRule.enabled.is_(True)
+    )
+    return list((await session.scalars(statement.order_by(AlertRule.org_id, AlertRule.id))).all())
+
+
+def _subtree_groups(org_id: str, path: str) -> Any:
+    return select(Group.id).where(
+        Group.org_id == org_id,
+        (Group.path == path) | Group.path.startswith(path + "/", autoescape=True),
+    )
+
+
+async def usage_cost_since(session: AsyncSession, org_id: str, since: datetime) -> int:
+    """Settled spend of the org from `since` on, from the quarter-hour rollups."""
+    statement = select(func.coalesce(func.sum(UsageRollup.cost_nusd), 0)).where(
+        UsageRollup.org_id == org_id, UsageRollup.bucket_start >= since
+    )
+    return int((await session.execute(statement)).scalar_one())
+
+
+async def blocked_since(
+    session: AsyncSession, org_id: str, since: datetime, scope_path: str | None
+) -> int:
+    """Requests a guardrail refused from `since` on, in the subtree of `scope_path` (None:
+    the whole org)."""
+    statement = select(func.count()).where(
+        UsageEvent.org_id == org_id,
+        UsageEvent.created_at >= since,
+        UsageEvent.error_type.in_(sorted(BLOCKED_ERROR_TYPES)),
+    )
+    if scope_path is not None:
+        statement = statement.where(UsageEvent.group_id.in_(_subtree_groups(org_id, scope_path)))
+    return int((await session.execute(statement)).scalar_one())
+
+
+async def key_group(session: AsyncSession, org_id: str, key_id: str) -> tuple[str, str] | None:
+    """(group id, owner) of a key."""
+    found = await api_key(session, org_id, key_id)
+    return None if found is None else (found.group_id, found.owner_user_id)

@@ -365,6 +365,27 @@ async def anomalies(
     """Anomalous days of spend from `first` to `last` per member, key and model, the most
     unusual first."""
     visibility, timezone = await _reader(session, actor, org_id)
+    return await _anomalies(session, org_id, timezone, visibility, first, last, now)
+
+
+async def org_anomalies_today(
+    session: AsyncSession, org_id: str, timezone: str, now: datetime
+) -> AnomalyReport:
+    """Today's anomalies in the whole org (no caller's visibility): what the alert evaluator
+    raises `anomaly.detected` for."""
+    today = now.astimezone(zone(timezone)).date()
+    return await _anomalies(session, org_id, timezone, UsageVisibility(None, ""), today, today, now)
+
+
+async def _anomalies(
+    session: AsyncSession,
+    org_id: str,
+    timezone: str,
+    visibility: UsageVisibility,
+    first: date | None,
+    last: date | None,
+    now: datetime,
+) -> AnomalyReport:
     today = now.astimezone(zone(timezone)).date()
     period = resolve_period(first, last, today)
     evaluated = [
