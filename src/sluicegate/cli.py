@@ -70,11 +70,12 @@ def _parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser(
         "worker",
-        help="drain the usage streams into the database and apply the usage retention",
+        help="drain the usage streams, apply the usage retention, evaluate and deliver alerts",
         description="Run the metering work on its own until SIGTERM or SIGINT: read the usage "
         "events the gateways settled into Redis streams, store them with their rollups, and "
         "acknowledge them after commit; remove raw usage rows past "
-        "SLUICEGATE_USAGE_RETENTION_MONTHS. Run any number of them; `serve` does the same work "
+        "SLUICEGATE_USAGE_RETENTION_MONTHS; evaluate the condition alerts and deliver the alert "
+        "outbox (webhooks, Slack, Discord). Run any number of them; `serve` does the same work "
         "itself unless SLUICEGATE_RUN_WORKER=false.",
     )
     worker.add_argument(

@@ -52,8 +52,9 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1, le=64)
     run_worker: bool = Field(
         default=True,
-        description="serve drains the usage streams into the database itself (with Redis), and "
-        "applies the usage retention; `sluicegate worker` does the same separately.",
+        description="serve drains the usage streams into the database itself (with Redis), "
+        "applies the usage retention, evaluates and delivers alerts; `sluicegate worker` does "
+        "the same separately.",
     )
     usage_claim_idle_seconds: float = Field(
         default=30.0,

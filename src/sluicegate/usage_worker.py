@@ -1,9 +1,13 @@
-"""The background work behind metering, as `serve` runs it (SLUICEGATE_RUN_WORKER) and as
-`sluicegate worker` runs it alone: draining the Redis usage streams into the database (with
-Redis) and applying the usage retention. Several of these may run at once, in any processes."""
+"""The background work, as `serve` runs it (SLUICEGATE_RUN_WORKER) and as `sluicegate worker`
+runs it alone: draining the Redis usage streams into the database (with Redis), applying the
+usage retention, evaluating the condition alerts (low credit, guardrail blocks, anomalies,
+expired keys) and delivering alerts from the outbox. Several of these may run at once, in any
+processes."""
 
 from __future__ import annotations
 
+from sluicegate.alerts.delivery import AlertDeliveryWorker
+from sluicegate.alerts.evaluator import AlertEvaluator
 from sluicegate.keys.lookup import mark_keys_used
 from sluicegate.metering.drain import UsageDrain
 from sluicegate.metering.retention import RetentionTask
@@ -27,13 +31,19 @@ class UsageWorker:
         self.retention = RetentionTask(
             runtime.sessions, runtime.clock, settings.usage_retention_months
         )
+        self.alerts = AlertDeliveryWorker(runtime)
+        self.evaluator = AlertEvaluator(runtime.sessions, runtime.clock)
 
     async def start(self) -> None:
         if self.drain is not None:
             await self.drain.start()
         await self.retention.start()
+        await self.alerts.start()
+        await self.evaluator.start()
 
     async def close(self) -> None:
         if self.drain is not None:
             await self.drain.close()
         await self.retention.close()
+        await self.evaluator.close()
+        await self.alerts.close()

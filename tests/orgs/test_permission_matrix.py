@@ -32,6 +32,8 @@ from typing import Any
 import httpx
 import pytest
 
+from sluicegate.alerts.channel_config import channel_box, seal_config
+from sluicegate.alerts.models import Alert, AlertChannel, AlertRule
 from sluicegate.audit.service import record
 from sluicegate.core.digests import secret_digest
 from sluicegate.core.ids import new_id
@@ -111,6 +113,20 @@ stats.member.pdf   ok   404 | ok   ok  403  403 404 | ok   ok  403  403 404 | 40
 stats.key          ok   404 | ok   ok  403  403 404 | ok   ok  403  403 404 | 403  403 403  403 404
 stats.key.csv      ok   404 | ok   ok  403  403 404 | ok   ok  403  403 404 | 403  403 403  403 404
 stats.key.pdf      ok   404 | ok   ok  403  403 404 | ok   ok  403  403 404 | 403  403 403  403 404
+channels.list      ok+  404 | ok+  ok+ ok+  ok+ 404 | ok+  ok+ ok+  ok+ 404 | 403  403 403  403 404
+channel.create     ok   404 | ok   ok  ok   ok  404 | 403  403 403  403 404 | 403  403 403  403 404
+channel.get        ok   404 | ok   ok  ok   ok  404 | ok   ok  ok   ok  404 | 403  403 403  403 404
+channel.update     ok   404 | ok   ok  ok   ok  404 | 403  403 403  403 404 | 403  403 403  403 404
+channel.rotate     ok   404 | ok   ok  ok   ok  404 | 403  403 403  403 404 | 403  403 403  403 404
+channel.test       ok   404 | ok   ok  ok   ok  404 | 403  403 403  403 404 | 403  403 403  403 404
+channel.delete     ok   404 | ok   ok  ok   ok  404 | 403  403 403  403 404 | 403  403 403  403 404
+rules.list         ok+  404 | ok+  ok+ ok-  ok- 404 | ok+  ok+ ok-  ok- 404 | ok-  ok- ok-  ok- 404
+rule.create        ok   404 | ok   ok  403  403 404 | 403  403 403  403 404 | 403  403 403  403 404
+rule.get           ok   404 | ok   ok  403  403 404 | ok   ok  403  403 404 | 403  403 403  403 404
+rule.update        ok   404 | ok   ok  403  403 404 | 403  403 403  403 404 | 403  403 403  403 404
+rule.delete        ok   404 | ok   ok  403  403 404 | 403  403 403  403 404 | 403  403 403  403 404
+alerts.list        ok+  404 | ok+  ok+ ok-  ok- 404 | ok+  ok+ ok-  ok- 404 | ok-  ok- ok-  ok- 404
+alert.get          ok   404 | ok   ok  403  403 404 | ok   ok  403  403 404 | 403  403 403  403 404
 """
 
 COLUMNS = [("owner", "root"), ("owner", "oth")] + [
@@ -164,6 +180,11 @@ class World:
     # --- activity: a request of S's key K at T (the feed's listed item)
     usage_event: str = ""
     # --- end activity
+    # --- alerts: a webhook channel (org-wide), a rule scoped to T, an alert raised at T
+    channel: str = "{channel_id}"
+    rule: str = "{rule_id}"
+    alert: str = "{alert_id}"
+    # --- end alerts
 
 
 @dataclass
@@ -377,6 +398,65 @@ def _calls() -> dict[str, tuple[str, Callable[[World], Call]]]:
             for suffix in ("", ".csv", ".pdf")
         },
         # --- end analytics ---
+        # --- alerts: channels are the org's (any admin manages them, viewers read them);
+        # rules and alerts belong to their node (ALERT_READ / ALERT_MANAGE there) ---
+        "channels.list": (
+            "T",
+            lambda w: Call("GET", f"{w.org}/alerts/channels", params=every, item=w.channel),
+        ),
+        "channel.create": (
+            "T",
+            lambda w: Call(
+                "POST",
+                f"{w.org}/alerts/channels",
+                # A literal public address: checked without DNS, never connected to.
+                {"name": "new hook", "kind": "webhook", "url": "https://93.184.215.14/hook"},
+            ),
+        ),
+        "channel.get": ("T", lambda w: Call("GET", f"{w.org}/alerts/channels/{w.channel}")),
+        "channel.update": (
+            "T",
+            lambda w: Call("PATCH", f"{w.org}/alerts/channels/{w.channel}", {"enabled": False}),
+        ),
+        "channel.rotate": (
+            "T",
+            lambda w: Call("POST", f"{w.org}/alerts/channels/{w.channel}/rotate-secret"),
+        ),
+        # The channel's stored URL is on loopback, refused at send time: no connection is made.
+        "channel.test": ("T", lambda w: Call("POST", f"{w.org}/alerts/channels/{w.channel}/test")),
+        "channel.delete": (
+            "T",
+            lambda w: Call("DELETE", f"{w.org}/alerts/channels/{w.channel}"),
+        ),
+        "rules.list": (
+            "T",
+            lambda w: Call("GET", f"{w.org}/alerts/rules", params=every, item=w.rule),
+        ),
+        "rule.create": (
+            "T",
+            lambda w: Call(
+                "POST",
+                f"{w.org}/alerts/rules",
+                {
+                    "name": "new rule",
+                    "event": "key.created",
+                    "scope_group_id": g(w, "T"),
+                    "channel_ids": [w.channel],
+                },
+            ),
+        ),
+        "rule.get": ("T", lambda w: Call("GET", f"{w.org}/alerts/rules/{w.rule}")),
+        "rule.update": (
+            "T",
+            lambda w: Call("PATCH", f"{w.org}/alerts/rules/{w.rule}", {"enabled": False}),
+        ),
+        "rule.delete": ("T", lambda w: Call("DELETE", f"{w.org}/alerts/rules/{w.rule}")),
+        "alerts.list": (
+            "T",
+            lambda w: Call("GET", f"{w.org}/alerts", params=every, item=w.alert),
+        ),
+        "alert.get": ("T", lambda w: Call("GET", f"{w.org}/alerts/{w.alert}")),
+        # --- end alerts ---
     }
 
 
@@ -588,6 +668,41 @@ async def build_world(runtime: Runtime, role: str, position: str, target: str) -
             ],
         )
         # --- end activity ---
+        # --- alerts: a webhook channel, a rule scoped to T sending to it, an alert at T ---
+        channel_id = new_id("chn")
+        config = {"url": "http://127.0.0.1:9/hook", "secrets": [{"secret": "whsec_x"}]}
+        session.add(
+            AlertChannel(
+                id=channel_id,
+                org_id=org_a.id,
+                name="ops",
+                kind="webhook",
+                target_hint="http://127.0.0.1:9",
+                config_sealed=seal_config(channel_box(pepper), org_a.id, channel_id, config),
+            )
+        )
+        alert_rule = AlertRule(
+            id=new_id("arl"),
+            org_id=org_a.id,
+            name="team keys",
+            event="key.created",
+            scope_group_id=nodes["T"].id,
+            channel_ids=[channel_id],
+        )
+        alert = Alert(
+            id=new_id("alt"),
+            org_id=org_a.id,
+            event="key.created",
+            dedupe_key=f"key.created:{key.id}",
+            severity="info",
+            title="API key created",
+            text="The API key was created.",
+            group_id=nodes["T"].id,
+            occurred_at=runtime.clock.now(),
+        )
+        session.add_all([alert_rule, alert])
+        await session.flush()
+        # --- end alerts ---
         _token, secret = await issue_admin_token(session, caller, pepper=pepper)
         return World(
             org=f"/api/v1/orgs/{org_a.id}",
@@ -603,6 +718,9 @@ async def build_world(runtime: Runtime, role: str, position: str, target: str) -
             free_policy=free_policy.id,
             budget=budget.id,
             usage_event=usage_event,
+            channel=channel_id,
+            rule=alert_rule.id,
+            alert=alert.id,
         )
 
 

@@ -28,6 +28,9 @@ class Tenant:
     budget_id: str
     policy_id: str
     binding_id: str
+    channel_id: str
+    rule_id: str
+    alert_id: str
     api: Api
 
     def ids(self) -> dict[str, str]:
@@ -40,6 +43,9 @@ class Tenant:
             "budget_id": self.budget_id,
             "policy_id": self.policy_id,
             "binding_id": self.binding_id,
+            "channel_id": self.channel_id,
+            "rule_id": self.rule_id,
+            "alert_id": self.alert_id,
         }
 
 
@@ -99,6 +105,23 @@ async def make_tenant(runtime: Runtime, client: httpx.AsyncClient, name: str) ->
         201,
     )
     ok(await api.post(f"{base}/credits/topups", json={"amount_usd": "10"}), 201)
+    channel = ok(
+        await api.post(
+            f"{base}/alerts/channels",
+            # A literal public address: checked without DNS, never connected to here.
+            json={"name": "hook", "kind": "webhook", "url": "https://93.184.215.14/hook"},
+        ),
+        201,
+    )
+    rule = ok(
+        await api.post(
+            f"{base}/alerts/rules",
+            json={"name": "keys", "event": "key.created", "channel_ids": [channel["id"]]},
+        ),
+        201,
+    )
+    # Creating the key raised a key.created alert.
+    [alert, *_] = ok(await api.get(f"{base}/alerts", params={"event": "key.created"}))["items"]
     return Tenant(
         org["id"],
         group["id"],
@@ -108,6 +131,9 @@ async def make_tenant(runtime: Runtime, client: httpx.AsyncClient, name: str) ->
         budget["id"],
         policy["id"],
         binding["id"],
+        channel["id"],
+        rule["id"],
+        alert["id"],
         api,
     )
 
@@ -148,6 +174,19 @@ def body_for(method: str, template: str, ids: dict[str, str]) -> Any:
             "target_id": ids["key_id"],
         },
         ("POST", "/orgs/{org_id}/credits/topups"): {"amount_usd": "1000"},
+        ("POST", "/orgs/{org_id}/alerts/channels"): {
+            "name": f"c-{secrets.token_hex(3)}",
+            "kind": "webhook",
+            "url": "https://93.184.215.14/stolen",
+        },
+        ("PATCH", "/orgs/{org_id}/alerts/channels/{channel_id}"): {"enabled": False},
+        ("POST", "/orgs/{org_id}/alerts/rules"): {
+            "name": "stolen",
+            "event": "key.created",
+            "scope_group_id": ids["group_id"],
+            "channel_ids": [ids["channel_id"]],
+        },
+        ("PATCH", "/orgs/{org_id}/alerts/rules/{rule_id}"): {"enabled": False},
         ("POST", "/orgs/{org_id}/credits/adjustments"): {
             "amount_usd": "1000",
             "kind": "adjustment",
@@ -224,6 +263,9 @@ async def test_lists_never_show_another_tenants_rows(tenants: tuple[Tenant, Tena
         "policies",
         "credits/ledger",
         "activity",
+        "alerts",
+        "alerts/channels",
+        "alerts/rules",
     ):
         items = ok(await b.api.get(f"/api/v1/orgs/{b.org_id}/{collection}", params={"limit": 200}))
         text = str(items)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 from starlette.routing import BaseRoute
 
+from sluicegate.alerts import log_routes as alert_log_routes
+from sluicegate.alerts import routes as alert_routes
 from sluicegate.analytics import feed_routes, insights_routes
 from sluicegate.analytics import routes as analytics_routes
 from sluicegate.api.errors import install_error_handlers
@@ -31,6 +33,8 @@ def _admin_router() -> APIRouter:
         analytics_routes,
         feed_routes,
         insights_routes,
+        alert_routes,
+        alert_log_routes,  # last: its /alerts/{alert_id} would shadow fixed /alerts/... paths
     ):
         router.include_router(module.router)
     return router
