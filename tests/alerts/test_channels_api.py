@@ -20,16 +20,16 @@ import httpx
 import pytest
 from sqlalchemy import select, text
 
-from sluicegate.alerts import service
+from sluicegate.alerts import channel_service
 from sluicegate.alerts.channel_config import (
     channel_box,
     open_config,
     seal_config,
     signing_secrets,
 )
+from sluicegate.alerts.channel_service import SECRET_OVERLAP
 from sluicegate.alerts.models import Alert, AlertChannel, AlertDelivery
 from sluicegate.alerts.routes import EGRESS_RESOLVER
-from sluicegate.alerts.service import SECRET_OVERLAP
 from sluicegate.app import create_app
 from sluicegate.core.ids import new_id
 from sluicegate.runtime import Runtime
@@ -339,7 +339,7 @@ async def test_a_resolver_that_hangs_is_422_not_a_hung_request(
     org: Org, resolver: FakeResolver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     resolver.delay = 60.0
-    monkeypatch.setattr(service, "RESOLVE_TIMEOUT_SECONDS", 0.05)
+    monkeypatch.setattr(channel_service, "RESOLVE_TIMEOUT_SECONDS", 0.05)
     body = {"name": "c", "kind": "webhook", "url": WEBHOOK_URL}
     problem = error(await org.owner.post(org.channels, json=body), 422)
     assert problem["details"] == {"field": "url"}

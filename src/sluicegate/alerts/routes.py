@@ -11,7 +11,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from sluicegate.alerts import service
+from sluicegate.alerts import channel_service, rule_service
 from sluicegate.alerts.schemas import (
     ChannelCreate,
     ChannelCreated,
@@ -41,12 +41,12 @@ router = APIRouter(prefix="/orgs/{org_id}/alerts", tags=["alerts"], responses=ST
 EGRESS_RESOLVER = "egress_resolver"
 
 
-def _outbound(request: Request, settings: CurrentSettings) -> service.Outbound:
+def _outbound(request: Request, settings: CurrentSettings) -> channel_service.Outbound:
     resolve: Resolver = getattr(request.app.state, EGRESS_RESOLVER, system_resolver)
-    return service.Outbound.build(settings.secret, settings.outbound_allowed, resolve)
+    return channel_service.Outbound.build(settings.secret, settings.outbound_allowed, resolve)
 
 
-Outbound = Annotated[service.Outbound, Depends(_outbound)]
+Outbound = Annotated[channel_service.Outbound, Depends(_outbound)]
 
 
 # --- channels ----------------------------------------------------------------------------------
@@ -64,7 +64,7 @@ async def create_channel(
     """A new channel (owners and admins). The URL must reach a public address (or a network the
     operator allows); Slack and Discord URLs must be their incoming webhooks. A webhook's
     signing secret is shown only here and on rotation; the URL is never shown again."""
-    channel, secret = await service.create_channel(
+    channel, secret = await channel_service.create_channel(
         session,
         actor,
         org_id,
@@ -87,7 +87,7 @@ async def list_channels(
     limit: Limit = DEFAULT_PAGE,
 ) -> Page[ChannelOut]:
     """The org's channels (owners, admins and viewers); never a URL or a secret."""
-    channels, next_cursor = await service.list_channels(
+    channels, next_cursor = await channel_service.list_channels(
         session, actor, org_id, cursor=cursor, limit=limit
     )
     return Page(items=[ChannelOut.of(c) for c in channels], next_cursor=next_cursor)
@@ -97,7 +97,7 @@ async def list_channels(
 async def get_channel(
     org_id: str, channel_id: str, session: DbSession, actor: CurrentActor
 ) -> ChannelOut:
-    return ChannelOut.of(await service.get_channel(session, actor, org_id, channel_id))
+    return ChannelOut.of(await channel_service.get_channel(session, actor, org_id, channel_id))
 
 
 @router.patch("/channels/{channel_id}", responses=CONFLICT)
@@ -112,7 +112,7 @@ async def update_channel(
 ) -> ChannelOut:
     """Change name, url (checked again; a webhook keeps its signing secret) or enabled."""
     changes = body.model_dump(exclude_unset=True)
-    channel = await service.update_channel(
+    channel = await channel_service.update_channel(
         session, actor, org_id, outbound, channel_id, changes, now=now
     )
     return ChannelOut.of(channel)
@@ -129,7 +129,7 @@ async def rotate_signing_secret(
 ) -> ChannelCreated:
     """A new signing secret for a webhook channel, shown only here. For 24 hours deliveries
     carry signatures by both the new and the old secret, so receivers can switch over."""
-    channel, secret, previous_expires_at = await service.rotate_signing_secret(
+    channel, secret, previous_expires_at = await channel_service.rotate_signing_secret(
         session, actor, org_id, outbound, channel_id, now=now
     )
     return ChannelCreated(
@@ -145,7 +145,7 @@ async def delete_channel(
 ) -> Response:
     """Delete the channel: its pending deliveries are cancelled and rules that named it keep
     their other channels and recipients."""
-    await service.delete_channel(session, actor, org_id, channel_id, now=now)
+    await channel_service.delete_channel(session, actor, org_id, channel_id, now=now)
     return Response(status_code=204)
 
 
@@ -159,7 +159,7 @@ async def create_rule(
     """A rule: which event, in which part of the org (scope_group_id; null: all of it), with
     which params, reaching which recipients and channels (at least one of them). Owners, and
     admins at the scope or above it."""
-    rule = await service.create_rule(
+    rule = await rule_service.create_rule(
         session,
         actor,
         org_id,
@@ -187,7 +187,7 @@ async def list_rules(
 ) -> Page[RuleOut]:
     """The rules whose scope you read (owners: all; admins and viewers: their subtrees).
     scope_group_id keeps the rules of exactly that group (the root group: the whole-org ones)."""
-    rules, next_cursor = await service.list_rules(
+    rules, next_cursor = await rule_service.list_rules(
         session,
         actor,
         org_id,
@@ -201,7 +201,7 @@ async def list_rules(
 
 @router.get("/rules/{rule_id}")
 async def get_rule(org_id: str, rule_id: str, session: DbSession, actor: CurrentActor) -> RuleOut:
-    return RuleOut.of(await service.get_rule(session, actor, org_id, rule_id))
+    return RuleOut.of(await rule_service.get_rule(session, actor, org_id, rule_id))
 
 
 @router.patch("/rules/{rule_id}")
@@ -211,12 +211,14 @@ async def update_rule(
     """Change any field; scope_group_id null moves the rule to the whole org, any other null
     changes nothing. A move needs the right to manage the rule at both ends."""
     changes = body.model_dump(exclude_unset=True)
-    return RuleOut.of(await service.update_rule(session, actor, org_id, rule_id, changes, now=now))
+    return RuleOut.of(
+        await rule_service.update_rule(session, actor, org_id, rule_id, changes, now=now)
+    )
 
 
 @router.delete("/rules/{rule_id}", status_code=204)
 async def delete_rule(
     org_id: str, rule_id: str, session: DbSession, actor: CurrentActor
 ) -> Response:
-    await service.delete_rule(session, actor, org_id, rule_id)
+    await rule_service.delete_rule(session, actor, org_id, rule_id)
     return Response(status_code=204)
