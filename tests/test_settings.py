@@ -97,3 +97,134 @@ def test_several_workers_need_redis() -> None:
         ).workers
         == 2
     )
+
+
+# --- mail ---------------------------------------------------------------------------------------
+
+SMTP_PASSWORD = "hunter2-very-secret"
+
+
+def test_smtp_is_off_unless_configured() -> None:
+    settings = load_settings()
+    assert settings.smtp_url is None and settings.smtp is None
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            f"smtps://alerts:{SMTP_PASSWORD}@mail.example.com",
+            ("mail.example.com", 465, True, False, "alerts"),
+        ),
+        (
+            f"smtp://alerts:{SMTP_PASSWORD}@mail.example.com:2587",
+            ("mail.example.com", 2587, False, True, "alerts"),
+        ),
+        ("smtp://relay.internal.example", ("relay.internal.example", 587, False, True, None)),
+        ("smtp://127.0.0.1:2525?starttls=false", ("127.0.0.1", 2525, False, False, None)),
+        (
+            f"smtp://alerts:{SMTP_PASSWORD}@localhost:25?starttls=false",
+            ("localhost", 25, False, False, "alerts"),
+        ),
+        ("smtp://[::1]:25?starttls=false", ("::1", 25, False, False, None)),
+    ],
+)
+def test_an_smtp_url_names_the_server_its_tls_and_the_login(
+    monkeypatch: pytest.MonkeyPatch, url: str, expected: tuple[object, ...]
+) -> None:
+    monkeypatch.setenv("SLUICEGATE_SMTP_URL", url)
+    monkeypatch.setenv("SLUICEGATE_SMTP_FROM", "Sluicegate Alerts <Alerts@Example.com>")
+    settings = load_settings()
+    server = settings.smtp
+    assert server is not None
+    assert (server.host, server.port, server.implicit_tls, server.starttls, server.username) == (
+        expected
+    )
+    assert settings.smtp_from == "Sluicegate Alerts <alerts@example.com>"
+    assert (server.sender_name, server.sender_address) == (
+        "Sluicegate Alerts",
+        "alerts@example.com",
+    )
+    # The password is in none of the ways settings are shown or logged.
+    for shown in (repr(settings), str(settings), repr(server), str(settings.model_dump())):
+        assert SMTP_PASSWORD not in shown
+    if server.username is not None:
+        assert server.password == SMTP_PASSWORD
+
+
+def test_a_percent_encoded_password_is_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "SLUICEGATE_SMTP_URL", "smtps://me%40example.com:p%40ss%3Aword@mx.example.com"
+    )
+    monkeypatch.setenv("SLUICEGATE_SMTP_FROM", "alerts@example.com")
+    server = load_settings().smtp
+    assert server is not None
+    assert (server.username, server.password) == ("me@example.com", "p@ss:word")
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        ("mail.example.com:587", "must start with smtps:// (TLS"),
+        ("https://mail.example.com", "must start with smtps://"),
+        ("smtp://", "names no host"),
+        ("smtp://:587", "names no host"),
+        ("smtp://mail.example.com:99999", "port that is not a number"),
+        ("smtp://mail example.com", "neither a DNS name nor an IP address"),
+        ("smtp://mail.example.com/inbox", "must not have a path"),
+        ("smtp://mail.example.com?tls=no", "takes only the option ?starttls=false"),
+        ("smtp://mail.example.com?starttls=maybe", "?starttls must be true or false"),
+        ("smtps://mail.example.com?starttls=false", "?starttls is for smtp:// only"),
+        ("smtp://alerts@mail.example.com", "names a user but no password"),
+        (
+            f"smtp://alerts:{SMTP_PASSWORD}@mail.example.com?starttls=false",
+            "would send the password unencrypted to mail.example.com",
+        ),
+    ],
+)
+def test_a_bad_smtp_url_names_the_problem_and_never_the_password(
+    monkeypatch: pytest.MonkeyPatch, url: str, fragment: str
+) -> None:
+    monkeypatch.setenv("SLUICEGATE_SMTP_URL", url)
+    monkeypatch.setenv("SLUICEGATE_SMTP_FROM", "alerts@example.com")
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert caught.value.setting == "SLUICEGATE_SMTP_URL"
+    assert fragment in caught.value.problem
+    assert SMTP_PASSWORD not in str(caught.value)
+
+
+def test_smtp_needs_a_from_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLUICEGATE_SMTP_URL", "smtps://mail.example.com")
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert caught.value.setting == "SLUICEGATE_SMTP_FROM"
+    assert "is required with SLUICEGATE_SMTP_URL" in caught.value.problem
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("alerts", "is not a mail address"),
+        ("alerts@localhost", "is not a mail address"),
+        ("a@example.com, b@example.com", "must be an address"),
+        ('"Sluicegate" <alerts@example.com>', "must be an address"),
+        ("Sluicegate\r\nBcc: x@evil.example <alerts@example.com>", "must be an address"),
+        ("Sluicegate <alerts@exa mple.com>", "is not a mail address"),
+    ],
+)
+def test_a_bad_from_address_is_refused(
+    monkeypatch: pytest.MonkeyPatch, value: str, fragment: str
+) -> None:
+    monkeypatch.setenv("SLUICEGATE_SMTP_URL", "smtps://mail.example.com")
+    monkeypatch.setenv("SLUICEGATE_SMTP_FROM", value)
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert caught.value.setting == "SLUICEGATE_SMTP_FROM"
+    assert fragment in caught.value.problem
+
+
+def test_empty_smtp_values_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLUICEGATE_SMTP_URL", "")
+    monkeypatch.setenv("SLUICEGATE_SMTP_FROM", "")
+    assert load_settings().smtp is None

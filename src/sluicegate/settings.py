@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import secrets
-from ipaddress import IPv4Network, IPv6Network, ip_network
+from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sluicegate.core.errors import ConfigurationError
+from sluicegate.core.mail_addresses import mail_address
 
 if TYPE_CHECKING:
     from sluicegate.providers.config import ProviderSettings
@@ -22,6 +27,16 @@ DATABASE_SCHEMES = ("postgresql+asyncpg", "sqlite+aiosqlite")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 # A digest pepper shorter than this is guessable; 32 characters of token_urlsafe is ~190 bits.
 MIN_SECRET_KEY_LENGTH = 32
+# smtps:// is TLS from the first byte (RFC 8314), smtp:// submission with STARTTLS; their ports.
+SMTP_PORTS = {"smtps": 465, "smtp": 587}
+SMTP_URL_EXAMPLE = "smtps://user:password@mail.example.com:465"
+# `Name <address>` or a bare address; the name without the characters that would need quoting.
+_FROM = re.compile(
+    r"\s*(?:(?P<name>[^<>\"\\,;:@\x00-\x1f\x7f]*?)\s*<(?P<angle>[^<>]*)>|(?P<bare>[^<>\s]+))\s*"
+)
+MAX_FROM_NAME_LENGTH = 100
+_HOST_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
+_HOST_NAME = re.compile(rf"(?:{_HOST_LABEL}\.)*{_HOST_LABEL}\.?")
 
 
 class Settings(BaseSettings):
@@ -113,8 +128,28 @@ class Settings(BaseSettings):
         le=3600,
         description="The longest pause between two attempts of one delivery (backoff cap).",
     )
+    smtp_url: SecretStr | None = Field(
+        default=None,
+        description="Where alert mail goes: smtps://user:password@host:465 (TLS from the start) "
+        "or smtp://user:password@host:587 (STARTTLS required; ?starttls=false only for a relay "
+        "the operator trusts, e.g. on loopback). Unset: no mail is sent.",
+    )
+    smtp_from: str | None = Field(
+        default=None,
+        validate_default=True,
+        description="The From of alert mail: alerts@example.com, or Sluicegate "
+        "<alerts@example.com>; required with SLUICEGATE_SMTP_URL.",
+    )
 
-    @field_validator("database_url", "redis_url", "providers", "secret_key", mode="before")
+    @field_validator(
+        "database_url",
+        "redis_url",
+        "providers",
+        "secret_key",
+        "smtp_url",
+        "smtp_from",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # `VAR=` in a .env or compose file means "not set", not "set to the empty string".
@@ -171,6 +206,26 @@ class Settings(BaseSettings):
             raise ValueError(f"must be at least {MIN_SECRET_KEY_LENGTH} characters")
         return value
 
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_smtp_url(value.get_secret_value())
+        return value
+
+    @field_validator("smtp_from")
+    @classmethod
+    def _smtp_from(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            if info.data.get("smtp_url") is not None:
+                raise ValueError(
+                    "is required with SLUICEGATE_SMTP_URL: the address alert mail comes from, "
+                    "e.g. alerts@example.com or Sluicegate <alerts@example.com>"
+                )
+            return None
+        name, address = parse_sender(value)
+        return f"{name} <{address}>" if name else address
+
     @field_validator("reservation_ttl_seconds")
     @classmethod
     def _reservations_outlive_calls(cls, value: int, info: ValidationInfo) -> int:
@@ -207,6 +262,24 @@ class Settings(BaseSettings):
         return parse_networks(self.outbound_allowed_networks)
 
     @property
+    def smtp(self) -> SmtpServer | None:
+        """The mail server and the From it sends as; None when no SMTP server is configured."""
+        if self.smtp_url is None or self.smtp_from is None:
+            return None
+        server = parse_smtp_url(self.smtp_url.get_secret_value())
+        name, address = parse_sender(self.smtp_from)
+        return SmtpServer(
+            host=server.host,
+            port=server.port,
+            implicit_tls=server.implicit_tls,
+            starttls=server.starttls,
+            username=server.username,
+            password=server.password,
+            sender_name=name,
+            sender_address=address,
+        )
+
+    @property
     def secret(self) -> bytes:
         """The pepper for digests and the root of encryption keys; load_settings guarantees it."""
         if self.secret_key is None:
@@ -229,6 +302,113 @@ def parse_networks(value: str) -> tuple[IPNetwork, ...]:
         except ValueError:
             raise ValueError(f"{entry!r} is not an IP address or CIDR (e.g. 10.0.0.0/8)") from None
     return tuple(networks)
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpServer:
+    """SLUICEGATE_SMTP_URL and SLUICEGATE_SMTP_FROM, parsed. The password never shows in a repr
+    (nor in a log line made of one)."""
+
+    host: str
+    port: int
+    implicit_tls: bool  # smtps://: TLS from the first byte
+    starttls: bool  # smtp://: STARTTLS required before anything is sent (unless starttls=false)
+    username: str | None = None
+    password: str | None = dataclasses.field(default=None, repr=False)
+    sender_name: str = ""
+    sender_address: str = ""
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def parse_smtp_url(value: str) -> SmtpServer:
+    """smtps://user:password@host:465 or smtp://user:password@host:587[?starttls=false]; a
+    ValueError that names what is wrong and never repeats the password."""
+    scheme, separator, _rest = value.partition("://")
+    if not separator or scheme.lower() not in SMTP_PORTS:
+        raise ValueError(
+            "must start with smtps:// (TLS from the first byte, usually port 465) or smtp:// "
+            f"(STARTTLS, usually port 587), e.g. {SMTP_URL_EXAMPLE}"
+        )
+    scheme = scheme.lower()
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise ValueError("has a port that is not a number from 1 to 65535") from None
+    host = parts.hostname
+    if not host:
+        raise ValueError(f"names no host, e.g. {SMTP_URL_EXAMPLE}")
+    if not _is_address(host) and _HOST_NAME.fullmatch(host) is None:
+        raise ValueError("has a host that is neither a DNS name nor an IP address")
+    if parts.path not in ("", "/") or parts.fragment:
+        raise ValueError(f"must not have a path or fragment, e.g. {SMTP_URL_EXAMPLE}")
+    starttls = scheme == "smtp"
+    for name, setting in parse_qsl(parts.query, keep_blank_values=True):
+        if name != "starttls":
+            raise ValueError(f"takes only the option ?starttls=false, not {name!r}")
+        if scheme == "smtps":
+            raise ValueError("?starttls is for smtp:// only; smtps:// is TLS from the first byte")
+        if setting.lower() not in ("true", "false"):
+            raise ValueError("?starttls must be true or false")
+        starttls = setting.lower() == "true"
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    if username is None and password is not None:
+        raise ValueError("has a password but no user name (smtp://user:password@host)")
+    if username is not None and not password:
+        raise ValueError("names a user but no password (smtp://user:password@host)")
+    if username is not None and scheme == "smtp" and not starttls and not _is_loopback(host):
+        raise ValueError(
+            f"with ?starttls=false would send the password unencrypted to {host}; a relay "
+            "that takes a password without TLS must be on loopback (use STARTTLS or smtps://)"
+        )
+    return SmtpServer(
+        host=host,
+        port=port or SMTP_PORTS[scheme],
+        implicit_tls=scheme == "smtps",
+        starttls=starttls,
+        username=username,
+        password=password,
+    )
+
+
+def parse_sender(value: str) -> tuple[str, str]:
+    """SLUICEGATE_SMTP_FROM as (display name, address); ValueError saying what is wrong."""
+    found = _FROM.fullmatch(value)
+    if found is None:
+        raise ValueError(
+            "must be an address, alerts@example.com, or a name and an address, "
+            "Sluicegate <alerts@example.com> (the name without quotes, commas or control "
+            "characters)"
+        )
+    name = " ".join((found.group("name") or "").split())
+    if len(name) > MAX_FROM_NAME_LENGTH:
+        raise ValueError(f"has a name longer than {MAX_FROM_NAME_LENGTH} characters")
+    address = found.group("angle") if found.group("angle") is not None else found.group("bare")
+    try:
+        return name, mail_address(address)
+    except ValueError as exc:
+        raise ValueError(f"has an address that {exc}") from None
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def env_name(field: str) -> str:

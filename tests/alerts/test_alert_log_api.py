@@ -215,9 +215,11 @@ async def test_the_detail_shows_each_delivery_with_the_attempts_the_worker_made(
     assert listed["id"] == alert_id
     assert [d["id"] for d in listed["deliveries"]] == [sent["id"]]
     assert "attempts_log" not in listed["deliveries"][0]
+    assert listed["deliveries"][0]["recipient_user_id"] is None  # a channel's, not a person's
     assert set(listed["deliveries"][0]) == {
         "id",
         "channel_id",
+        "recipient_user_id",
         "rule_id",
         "status",
         "attempts",

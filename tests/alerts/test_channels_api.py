@@ -277,15 +277,17 @@ async def test_a_slack_channel_cannot_be_pointed_elsewhere(org: Org) -> None:
     assert ok(await org.owner.get(path))["target"] == "https://hooks.slack.com"
 
 
-async def test_email_channels_are_not_available_yet(org: Org) -> None:
+async def test_email_channels_need_an_smtp_server_configured(org: Org) -> None:
     problem = error(
         await org.owner.post(
-            org.channels, json={"name": "mail", "kind": "email", "url": "mailto:ops@example.com"}
+            org.channels, json={"name": "mail", "kind": "email", "to": ["ops@example.com"]}
         ),
         422,
     )
     assert problem["details"]["field"] == "kind"
-    assert "email channels are not available yet" in problem["message"]
+    assert "no SMTP server is configured" in problem["message"]
+    assert "SLUICEGATE_SMTP_URL" in problem["message"]
+    assert ok(await org.owner.get(org.channels))["items"] == []
 
 
 # --- SSRF --------------------------------------------------------------------------------------

@@ -23,17 +23,15 @@ from sqlalchemy import select, text, update
 
 from sluicegate import __version__
 from sluicegate.alerts.channel_config import channel_box, seal_config
-from sluicegate.alerts.delivery import (
+from sluicegate.alerts.delivery import LEASE_SECONDS, AlertDeliveryWorker, retry_delay
+from sluicegate.alerts.delivery_rules import (
     BREAKER_BASE_SECONDS,
     BREAKER_MAX_SECONDS,
     BREAKER_THRESHOLD,
-    LEASE_SECONDS,
     PER_CHANNEL_PER_ROUND,
     PROBE_SECONDS,
-    AlertDeliveryWorker,
     alert_payload,
     breaker_pause,
-    retry_delay,
 )
 from sluicegate.alerts.models import Alert, AlertAttempt, AlertChannel, AlertDelivery
 from sluicegate.alerts.payloads import discord_body, slack_body, webhook_body

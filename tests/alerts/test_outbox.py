@@ -107,18 +107,27 @@ def crossed_event(tenant: Tenant, budget_id: str, percent: int, spent: int) -> d
     }
 
 
-async def test_a_crossing_becomes_one_alert_with_a_delivery_per_channel(runtime: Runtime) -> None:
+async def test_a_crossing_becomes_one_alert_with_a_delivery_per_channel_and_person(
+    runtime: Runtime,
+) -> None:
     tenant = await make_tenant(runtime)
     budget_id = await budget(runtime, tenant, "10", [50, 90])
     first, second = await channel(runtime, tenant.org_id), await channel(runtime, tenant.org_id)
-    await rule(
+    naming = await rule(
         runtime,
         tenant.org_id,
         "budget.threshold",
         [first, second],
         recipients={"key_owner": True, "scope_admins": True},
     )
-    await rule(runtime, tenant.org_id, "budget.threshold", [first])  # the same channel again
+    # The same channel and the same person again: still one delivery each.
+    await rule(
+        runtime,
+        tenant.org_id,
+        "budget.threshold",
+        [first],
+        recipients={"user_ids": [tenant.user_id]},
+    )
     event = crossed_event(tenant, budget_id, 90, usd_to_nanos("9.5"))
     async with runtime.unit_of_work() as session:
         assert await record_crossings(session, [event]) == 1
@@ -133,8 +142,15 @@ async def test_a_crossing_becomes_one_alert_with_a_delivery_per_channel(runtime:
     assert "90%" in alert.title and "$9.50 spent of $10.00" in alert.text
     assert alert.details["budget_id"] == budget_id and alert.details["percent"] == 90
     assert alert.recipient_user_ids == [tenant.user_id]  # the key's owner is also the owner
-    assert sorted(d.channel_id for d in await deliveries_of(runtime, alert.id)) == sorted(
-        [first, second]
+    deliveries = await deliveries_of(runtime, alert.id)
+    to_channels = [d for d in deliveries if d.channel_id is not None]
+    assert sorted(d.channel_id for d in to_channels) == sorted([first, second])
+    assert all(d.recipient_user_id is None for d in to_channels)
+    [to_person] = [d for d in deliveries if d.channel_id is None]
+    assert (to_person.recipient_user_id, to_person.rule_id, to_person.status) == (
+        tenant.user_id,
+        naming,  # the first rule that named them
+        "pending",
     )
 
 

@@ -1,15 +1,19 @@
-"""The pieces of an alert delivery: the webhook signature (a receiver's check of it included)
-and each channel's body within its receiver's documented shape and limits."""
+"""The pieces of an alert delivery: the webhook signature (a receiver's check of it included),
+each channel's body within its receiver's documented shape and limits, and a mail's subject,
+text and headers (no header added by any title)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+from email import message_from_bytes, policy
 
 import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
 from sluicegate.alerts import payloads as p
+from sluicegate.alerts.mailer import alert_message
 from sluicegate.alerts.signing import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -17,6 +21,7 @@ from sluicegate.alerts.signing import (
     sign,
     verify,
 )
+from sluicegate.settings import SmtpServer
 
 NOW = 1_764_892_800
 BODY = b'{"event":"budget.threshold","threshold":90}'
@@ -169,3 +174,74 @@ def test_the_generic_webhook_body_carries_everything_as_sent() -> None:
         "fields": [{"name": "Budget", "value": "Team A monthly"}],
         "details": {"threshold": 90, "budget_id": "bud_1"},
     }
+
+
+# --- mail ---------------------------------------------------------------------------------------
+
+MAIL_SERVER = SmtpServer(
+    host="mail.example.com",
+    port=465,
+    implicit_tls=True,
+    starttls=False,
+    sender_name="Sluicegate",
+    sender_address="alerts@example.com",
+)
+MAIL_HEADERS = [
+    "From",
+    "To",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "Auto-Submitted",
+    "X-Sluicegate-Delivery",
+    "X-Sluicegate-Event",
+    "Content-Type",
+    "Content-Transfer-Encoding",
+    "MIME-Version",
+]
+
+
+@given(alerts)
+def test_a_mail_has_a_one_line_subject_of_200_characters_and_its_headers_only(
+    alert: p.Alert,
+) -> None:
+    subject = p.email_subject(alert)
+    assert subject.startswith("[Sluicegate] ") and len(subject) <= p.EMAIL_SUBJECT
+    assert len(subject.splitlines()) == 1 and not any(ord(c) < 32 for c in subject)
+    message = alert_message(
+        MAIL_SERVER, ["ops@example.com"], alert, delivery_id="dlv_1", now=datetime.now(UTC)
+    )
+    parsed = message_from_bytes(message.as_bytes(policy=policy.SMTP), policy=policy.default)
+    assert parsed.keys() == MAIL_HEADERS
+    # Python's folding of long non-ASCII headers may drop a space between encoded words.
+    assert parsed["Subject"].split() == subject.split() or (
+        "".join(parsed["Subject"].split()) == "".join(subject.split())
+    )
+    assert parsed["Message-ID"] == "<dlv_1@sluicegate>"
+
+
+def test_a_mails_text_has_the_fields_as_lines_and_what_when_and_where() -> None:
+    alert = p.Alert(
+        id="alt_1",
+        event="budget.threshold",
+        severity="warning",
+        title="Budget at 90%: key prod",
+        text="The monthly budget of key prod has reached 90%.",
+        org_id="org_1",
+        occurred_at=datetime(2026, 12, 4, 13, 30, tzinfo=timezone(timedelta(hours=1))),
+        fields=(("Spent", "$9.00"), ("Scope", "key pr\nod")),
+    )
+    assert p.email_text(alert) == (
+        "The monthly budget of key prod has reached 90%.\n"
+        "\n"
+        "Spent: $9.00\n"
+        "Scope: key pr od\n"
+        "\n"
+        "Event: budget.threshold\n"
+        "Severity: warning\n"
+        "Time: 2026-12-04 12:30:00 UTC\n"
+        "Organization: org_1\n"
+        "Alert: alt_1\n"
+    )
+    subject = p.email_subject(replace(alert, title="x" * 300))
+    assert len(subject) == p.EMAIL_SUBJECT and subject.endswith("x…")

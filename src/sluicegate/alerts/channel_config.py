@@ -3,6 +3,7 @@
     webhook  {"url": "https://…", "secrets": [{"secret": "whsec_…", "expires_at": null}, …]}
     slack    {"url": "https://hooks.slack.com/services/…"}
     discord  {"url": "https://discord.com/api/webhooks/…"}
+    email    {"to": ["oncall@example.com", …]}
 
 The current signing secret comes first; a rotated-out one stays with an `expires_at` (RFC 3339)
 until which deliveries are signed with both. The seal is bound to "<org id>:<channel id>", so a
@@ -57,3 +58,8 @@ def target_hint(url: str) -> str:
     webhook is its credential, so it is never shown."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+
+
+def mail_hint(count: int) -> str:
+    """What an email channel may show: how many addresses, never which."""
+    return f"email: {count} address" if count == 1 else f"email: {count} addresses"

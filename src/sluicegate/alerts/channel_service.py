@@ -1,5 +1,6 @@
 """The rules of alert channels: a channel's URL is checked for its kind and against SSRF and
-kept sealed with its signing secrets (shown once, on creation and rotation).
+kept sealed with its signing secrets (shown once, on creation and rotation); an email channel's
+addresses are sealed alike, and it exists only where the operator configured an SMTP server.
 
 Who may do what (orgs.authorize): the org's channels are read by owners, admins and viewers and
 changed by owners and admins.
@@ -17,7 +18,13 @@ from urllib.parse import urlsplit
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sluicegate.alerts import repository
-from sluicegate.alerts.channel_config import channel_box, open_config, seal_config, target_hint
+from sluicegate.alerts.channel_config import (
+    channel_box,
+    mail_hint,
+    open_config,
+    seal_config,
+    target_hint,
+)
 from sluicegate.alerts.models import CHANNEL_KINDS, AlertChannel
 from sluicegate.alerts.schemas import (
     URL_MAX_LENGTH,
@@ -53,16 +60,25 @@ DISCORD_PATH = "/api/webhooks/"
 @dataclass(frozen=True, slots=True)
 class Outbound:
     """What channel changes need besides the session: the box channel configs are sealed in,
-    the networks the operator lets channels reach although not public, and the DNS resolver
-    (the system's, or one a test puts in its place)."""
+    the networks the operator lets channels reach although not public, the DNS resolver (the
+    system's, or one a test puts in its place), and whether mail can be sent (an SMTP server
+    is configured)."""
 
     box: SecretBox
     allowed: tuple[IPNetwork, ...]
     resolve: Resolver
+    mail: bool = False
 
     @classmethod
-    def build(cls, secret: bytes, allowed: Sequence[IPNetwork], resolve: Resolver) -> Outbound:
-        return cls(channel_box(secret), tuple(allowed), resolve)
+    def build(
+        cls,
+        secret: bytes,
+        allowed: Sequence[IPNetwork],
+        resolve: Resolver,
+        *,
+        mail: bool = False,
+    ) -> Outbound:
+        return cls(channel_box(secret), tuple(allowed), resolve, mail)
 
 
 # --- channels ----------------------------------------------------------------------------------
@@ -76,19 +92,32 @@ async def create_channel(
     *,
     name: str,
     kind: str,
-    url: str,
+    url: str | None = None,
+    to: Sequence[str] | None = None,
     enabled: bool = True,
     now: datetime,
 ) -> tuple[AlertChannel, str | None]:
-    """A new channel and, for a webhook, its signing secret (never shown again)."""
+    """A new channel and, for a webhook, its signing secret (never shown again). Webhook,
+    slack and discord channels take a `url`, email channels `to` (checked addresses)."""
     access = await orgs.load_access(session, actor, org_id)
     authorize(access, Action.CHANNEL_MANAGE)
     label = orgs.clean_name(name)
-    _deliverable(kind)
-    url, hint = await _checked_url(outbound, kind, url)
+    _deliverable(kind, outbound)
+    config: dict[str, Any]
+    if kind == "email":
+        _no_url(url)
+        config, hint = _mail_config(to)
+    else:
+        _no_addresses(kind, to)
+        if url is None:
+            raise InvalidInput(
+                f"url: a {kind} channel needs the URL its alerts are posted to",
+                details={"field": "url"},
+            )
+        url, hint = await _checked_url(outbound, kind, url)
+        config = {"url": url}
     await _channel_name_is_free(session, org_id, label)
     secret = new_secret() if kind == "webhook" else None
-    config: dict[str, Any] = {"url": url}
     if secret is not None:
         config["secrets"] = [{"secret": secret, "expires_at": None}]
     channel_id = new_id("chn")
@@ -138,8 +167,9 @@ async def update_channel(
     *,
     now: datetime,
 ) -> AlertChannel:
-    """Change `name`, `url` (checked again; a webhook keeps its secrets) or `enabled`. Only the
-    fields present and not None in `changes` change."""
+    """Change `name`, `url` (checked again; a webhook keeps its secrets), `to` (an email
+    channel's addresses) or `enabled`. Only the fields present and not None in `changes`
+    change."""
     access = await orgs.load_access(session, actor, org_id)
     authorize(access, Action.CHANNEL_MANAGE)
     channel = await _channel(session, access, channel_id)
@@ -149,10 +179,19 @@ async def update_channel(
         if label != channel.name:
             await _channel_name_is_free(session, org_id, label, except_id=channel.id)
             channel.name = label
+    if channel.kind == "email":
+        _no_url(changes.get("url"))
+    else:
+        _no_addresses(channel.kind, changes.get("to"))
     if changes.get("url") is not None:
         url, hint = await _checked_url(outbound, channel.kind, changes["url"])
         config = _open(outbound, channel)
         config["url"] = url
+        channel.config_sealed = seal_config(outbound.box, org_id, channel.id, config)
+        channel.target_hint = hint
+    if changes.get("to") is not None:
+        _deliverable(channel.kind, outbound)
+        config, hint = _mail_config(changes["to"])
         channel.config_sealed = seal_config(outbound.box, org_id, channel.id, config)
         channel.target_hint = hint
     if changes.get("enabled") is not None:
@@ -188,8 +227,8 @@ async def rotate_signing_secret(
     if channel.kind != "webhook":
         raise InvalidInput(
             f"channel {channel.id} is a {channel.kind} channel: only webhook channels have a "
-            "signing secret to rotate (Slack and Discord authenticate by the URL itself; to "
-            "replace it, PATCH the channel's url)",
+            "signing secret to rotate (Slack and Discord authenticate by the URL itself, to "
+            "replace it PATCH the channel's url; email has no secret)",
             details={"field": "kind", "kind": channel.kind},
         )
     config = _open(outbound, channel)
@@ -287,15 +326,45 @@ async def _channel_name_is_free(
         )
 
 
-def _deliverable(kind: str) -> None:
-    if kind == "email":
+def _deliverable(kind: str, outbound: Outbound) -> None:
+    if kind not in CHANNEL_KINDS:
         raise InvalidInput(
-            "kind: email channels are not available yet (mail delivery over SMTP is not built); "
-            "use a webhook, slack or discord channel, or name people as the rule's recipients",
+            "kind: must be webhook, slack, discord or email", details={"field": "kind"}
+        )
+    if kind == "email" and not outbound.mail:
+        raise InvalidInput(
+            "kind: email channels are not available on this instance: no SMTP server is "
+            "configured (the operator sets SLUICEGATE_SMTP_URL and SLUICEGATE_SMTP_FROM); use "
+            "a webhook, slack or discord channel meanwhile",
             details={"field": "kind"},
         )
-    if kind not in CHANNEL_KINDS:
-        raise InvalidInput("kind: must be webhook, slack or discord", details={"field": "kind"})
+
+
+def _no_url(url: str | None) -> None:
+    if url is not None:
+        raise InvalidInput(
+            "url: an email channel takes addresses in `to`, not a url", details={"field": "url"}
+        )
+
+
+def _no_addresses(kind: str, to: Sequence[str] | None) -> None:
+    if to is not None:
+        raise InvalidInput(
+            f"to: only email channels take addresses; a {kind} channel takes a url",
+            details={"field": "to"},
+        )
+
+
+def _mail_config(to: Sequence[str] | None) -> tuple[dict[str, Any], str]:
+    """The sealed config and target hint of an email channel (addresses checked by the
+    schema: core/mail_addresses.py)."""
+    if not to:
+        raise InvalidInput(
+            "to: an email channel needs the addresses its alerts are mailed to (1 to 20)",
+            details={"field": "to"},
+        )
+    addresses = list(dict.fromkeys(to))
+    return {"to": addresses}, mail_hint(len(addresses))
 
 
 async def _checked_url(outbound: Outbound, kind: str, url: str) -> tuple[str, str]:

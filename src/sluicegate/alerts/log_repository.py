@@ -1,9 +1,11 @@
-"""The SQL of alert deliveries: the delivery worker's claims and outcomes, and the reads of the
-alert log (alerts, their deliveries, every attempt) that the admin API answers from."""
+"""The SQL of alert deliveries: the delivery worker's claims and outcomes (with the people it
+mails), and the reads of the alert log (alerts, their deliveries, every attempt) that the admin
+API answers from."""
 
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, func, or_, select
@@ -11,7 +13,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from sluicegate.alerts.models import Alert, AlertAttempt, AlertChannel, AlertDelivery
 from sluicegate.core.pagination import paginate
-from sluicegate.orgs.models import Group, Organization, in_subtrees
+from sluicegate.identity.models import User
+from sluicegate.orgs.models import Group, Membership, Organization, in_subtrees
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """A person a delivery is for, as they are now in the delivery's org."""
+
+    email: str
+    frozen: bool
+    member: bool  # an active membership of the org
+    org_deleted: bool
+
 
 # --- the worker ------------------------------------------------------------------------------
 
@@ -40,6 +54,8 @@ async def channels_for_update(
     """The channels by id, locked (their circuit breakers change under the lock), each with
     whether its org was deleted. Locked in id order, so two workers never wait on each other
     in a circle."""
+    if not channel_ids:
+        return {}
     statement = (
         select(AlertChannel, Organization.deleted_at.is_not(None))
         .join(Organization, Organization.id == AlertChannel.org_id)
@@ -55,6 +71,53 @@ async def channel_for_update(session: AsyncSession, channel_id: str) -> AlertCha
     return await session.scalar(
         select(AlertChannel).where(AlertChannel.id == channel_id).with_for_update()
     )
+
+
+async def recipients(
+    session: AsyncSession, pairs: Collection[tuple[str, str]]
+) -> dict[tuple[str, str], Recipient]:
+    """(org id, user id) -> the person now; a user who does not exist is left out."""
+    if not pairs:
+        return {}
+    user_ids = sorted({user_id for _, user_id in pairs})
+    org_ids = sorted({org_id for org_id, _ in pairs})
+    users = {
+        user_id: (email, status)
+        for user_id, email, status in (
+            await session.execute(
+                select(User.id, User.email, User.status).where(User.id.in_(user_ids))
+            )
+        ).all()
+    }
+    members = set(
+        (
+            await session.execute(
+                select(Membership.org_id, Membership.user_id).where(
+                    Membership.org_id.in_(org_ids),
+                    Membership.user_id.in_(user_ids),
+                    Membership.status == "active",
+                )
+            )
+        ).all()
+    )
+    deleted = set(
+        await session.scalars(
+            select(Organization.id).where(
+                Organization.id.in_(org_ids), Organization.deleted_at.is_not(None)
+            )
+        )
+    )
+    found = {}
+    for org_id, user_id in pairs:
+        if user_id in users:
+            email, status = users[user_id]
+            found[(org_id, user_id)] = Recipient(
+                email=email,
+                frozen=status == "frozen",
+                member=(org_id, user_id) in members,
+                org_deleted=org_id in deleted,
+            )
+    return found
 
 
 async def alerts_by_id(session: AsyncSession, alert_ids: Collection[str]) -> dict[str, Alert]:

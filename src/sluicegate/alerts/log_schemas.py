@@ -19,7 +19,10 @@ class AttemptOut(BaseModel):
     attempt: int = Field(description="1 for the first try of the delivery")
     started_at: datetime
     duration_ms: int
-    status_code: int | None = Field(description="the receiver's HTTP status; null: no answer")
+    status_code: int | None = Field(
+        description="the receiver's HTTP status, or the SMTP server's reply code for mail; "
+        "null: no answer"
+    )
     error: str | None
     outcome: Literal["delivered", "retry", "failed", "expired"] = Field(
         description="retry: tried again later; failed: given up (a permanent error); expired: "
@@ -30,8 +33,14 @@ class AttemptOut(BaseModel):
 class DeliveryOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
-    id: str = Field(description="also the Idempotency-Key of every attempt")
-    channel_id: str
+    id: str = Field(
+        description="also the Idempotency-Key of every attempt (by mail: the Message-ID "
+        "<id@sluicegate>)"
+    )
+    channel_id: str | None = Field(description="the channel it goes to; null: to a person")
+    recipient_user_id: str | None = Field(
+        description="the person it is mailed to (at their current address); null: to a channel"
+    )
     rule_id: str | None
     status: DeliveryStatus
     attempts: int
@@ -93,8 +102,12 @@ class AlertDetail(_AlertFields):
 class ChannelTestOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
-    delivered: bool = Field(description="the receiver answered 2xx")
-    status_code: int | None = Field(description="the receiver's HTTP status; null: no answer")
+    delivered: bool = Field(
+        description="the receiver answered 2xx (the SMTP server accepted the mail)"
+    )
+    status_code: int | None = Field(
+        description="the receiver's HTTP status, or the SMTP reply code; null: no answer"
+    )
     error: str | None = Field(description="why it was not delivered, in words")
     duration_ms: int
 

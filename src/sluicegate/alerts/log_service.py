@@ -6,8 +6,9 @@ admins and viewers bound at the root. The list holds only the alerts the caller 
 member's is empty); one alert the caller may not read is a 403. Another org's ids are 404.
 
 A test-send (CHANNEL_MANAGE) sends one `test` alert to the channel at once, through the same
-sender as the delivery worker (egress check, signature, headers), and answers what happened;
-it leaves no outbox row, only an audit event.
+sender as the delivery worker (egress check, signature, headers; for an email channel the same
+mail through the configured SMTP server), and answers what happened; it leaves no outbox row,
+only an audit event.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from sluicegate.alerts import log_repository as repository
 from sluicegate.alerts import payloads
+from sluicegate.alerts.attempts import SendResult
 from sluicegate.alerts.channel_config import channel_box
+from sluicegate.alerts.mailer import AlertMailer
 from sluicegate.alerts.models import Alert, AlertAttempt, AlertChannel, AlertDelivery
-from sluicegate.alerts.sender import AlertSender, SendResult
+from sluicegate.alerts.sender import AlertSender
 from sluicegate.audit.service import record_action
 from sluicegate.core.actors import Actor
 from sluicegate.core.egress import Resolver, system_resolver
@@ -158,7 +161,9 @@ async def _send_test(
         fields=(("Channel", channel.name),),
         details={"channel_id": channel.id, "test": True},
     )
-    async with AlertSender(settings.outbound_allowed, resolve=resolve) as sender:
+    async with AlertSender(
+        settings.outbound_allowed, resolve=resolve, mailer=AlertMailer.configured(settings)
+    ) as sender:
         return await sender.send_sealed(
             channel_box(settings.secret),
             org_id=channel.org_id,

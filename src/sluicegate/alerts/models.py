@@ -123,14 +123,23 @@ class Alert(Base):
 
 
 class AlertDelivery(Base):
-    """The outbox: one row per (alert, channel), worked by the delivery worker until delivered,
-    failed for good, or too old. A worker claims a row by setting `claimed_until` (a lease), so
-    a worker that dies mid-send leaves it to be retried once the lease runs out."""
+    """The outbox: one row per (alert, channel) and per (alert, person), worked by the delivery
+    worker until delivered, failed for good, or too old. A person's row (`recipient_user_id`)
+    is mailed to the user's address of the moment. A worker claims a row by setting
+    `claimed_until` (a lease), so a worker that dies mid-send leaves it to be retried once the
+    lease runs out."""
 
     __tablename__ = "alert_deliveries"
     __table_args__ = (
         CheckConstraint(_in("status", DELIVERY_STATUSES), name="status"),
+        # A delivery goes to a channel or to a person, never both, never neither.
+        CheckConstraint(
+            "(channel_id IS NULL AND recipient_user_id IS NOT NULL) OR "
+            "(channel_id IS NOT NULL AND recipient_user_id IS NULL)",
+            name="one_target",
+        ),
         UniqueConstraint("alert_id", "channel_id"),
+        UniqueConstraint("alert_id", "recipient_user_id"),
         Index(None, "status", "next_attempt_at"),
         Index(None, "org_id", "created_at"),
     )
@@ -138,7 +147,8 @@ class AlertDelivery(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
     alert_id: Mapped[str] = mapped_column(ForeignKey("alerts.id"))
-    channel_id: Mapped[str] = mapped_column(ForeignKey("alert_channels.id"))
+    channel_id: Mapped[str | None] = mapped_column(ForeignKey("alert_channels.id"))
+    recipient_user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
     rule_id: Mapped[str | None] = mapped_column(String(40))
     status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,5 +1,6 @@
 """Raising an alert: store it once (its dedupe key), find the rules it matches, name the people
-they name and put one delivery per channel in the outbox, all in the caller's transaction. So
+they name and put one delivery per channel and one per person in the outbox (a person is
+mailed, alerts/mailer.py), all in the caller's transaction. So
 an alert exists exactly when the change that caused it is committed, and the delivery worker
 (alerts/delivery.py) takes it from there.
 
@@ -83,7 +84,7 @@ async def raise_alert(session: AsyncSession, draft: AlertDraft) -> str | None:
             "group_id": draft.group_id,
             "fields": [list(pair) for pair in draft.fields],
             "details": draft.details,
-            "recipient_user_ids": recipients,
+            "recipient_user_ids": sorted(recipients),
             "occurred_at": draft.occurred_at,
             "created_at": utcnow(),
         },
@@ -96,23 +97,29 @@ async def raise_alert(session: AsyncSession, draft: AlertDraft) -> str | None:
             channel_of.setdefault(channel_id, rule.id)
     live = await repository.live_channel_ids(session, draft.org_id, list(channel_of))
     now = utcnow()
+
+    def pending(rule_id: str, channel_id: str | None, user_id: str | None) -> dict[str, Any]:
+        return {
+            "id": new_id("dlv"),
+            "org_id": draft.org_id,
+            "alert_id": alert_id,
+            "channel_id": channel_id,
+            "recipient_user_id": user_id,
+            "rule_id": rule_id,
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+
     await repository.insert_deliveries(
         session,
         [
-            {
-                "id": new_id("dlv"),
-                "org_id": draft.org_id,
-                "alert_id": alert_id,
-                "channel_id": channel_id,
-                "rule_id": rule_id,
-                "status": "pending",
-                "attempts": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-            }
+            pending(rule_id, channel_id, None)
             for channel_id, rule_id in channel_of.items()
             if channel_id in live
-        ],
+        ]
+        + [pending(rule_id, None, user_id) for user_id, rule_id in sorted(recipients.items())],
     )
     return alert_id
 
@@ -158,16 +165,23 @@ def _within(path: str, anchor: str) -> bool:
 
 async def _recipients(
     session: AsyncSession, draft: AlertDraft, rules: Sequence[AlertRule], node_path: str | None
-) -> list[str]:
-    people: set[str] = set()
+) -> dict[str, str]:
+    """The people the rules name, each with the first rule (in the rules' order) naming them:
+    one delivery per person, however many rules name them."""
+    people: dict[str, str] = {}
+    admins: list[str] | None = None
     for rule in rules:
         named = rule.recipients or {}
         if named.get("key_owner") and draft.key_owner_id:
-            people.add(draft.key_owner_id)
+            people.setdefault(draft.key_owner_id, rule.id)
         if named.get("scope_admins") and node_path is not None:
-            people.update(await repository.admins_covering(session, draft.org_id, node_path))
-        people.update(named.get("user_ids") or ())
-    return sorted(people)
+            if admins is None:
+                admins = await repository.admins_covering(session, draft.org_id, node_path)
+            for user_id in admins:
+                people.setdefault(user_id, rule.id)
+        for user_id in named.get("user_ids") or ():
+            people.setdefault(str(user_id), rule.id)
+    return people
 
 
 # --- budget thresholds ------------------------------------------------------------------------

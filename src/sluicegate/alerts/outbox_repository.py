@@ -40,10 +40,10 @@ async def insert_alert(session: AsyncSession, values: dict[str, Any]) -> bool:
 
 
 async def insert_deliveries(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Rows for channels and for people; one already there (alert and channel, or alert and
+    person) is left as it is."""
     if rows:
-        statement = _insert(session, AlertDelivery).on_conflict_do_nothing(
-            index_elements=["alert_id", "channel_id"]
-        )
+        statement = _insert(session, AlertDelivery).on_conflict_do_nothing()
         await session.execute(statement, list(rows))
 
 

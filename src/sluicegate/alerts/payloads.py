@@ -1,7 +1,8 @@
 """What one alert looks like on each kind of channel: the generic webhook's JSON, a Slack
-incoming webhook's Block Kit message and a Discord webhook's embed. Pure functions; text set by
-org members (names of keys, groups, budgets) goes into them, so each is cut to the receiver's
-documented limits and cannot ping anyone.
+incoming webhook's Block Kit message, a Discord webhook's embed, and a mail's subject and plain
+text. Pure functions; text set by org members (names of keys, groups, budgets) goes into them,
+so each is cut to the receiver's documented limits and cannot ping anyone, and a mail's subject
+is one line whatever the names hold (no header can be smuggled in after a line break).
 
 Limits as documented by the receivers:
 - Slack (api.slack.com/reference/block-kit/blocks): at most 50 blocks; a header's plain_text
@@ -15,8 +16,9 @@ Limits as documented by the receivers:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
@@ -34,6 +36,12 @@ DISCORD_FIELD_NAME = 256
 DISCORD_FIELD_VALUE = 1024
 DISCORD_FOOTER = 2048
 DISCORD_EMBED_TOTAL = 6000
+# A mail's subject: the prefix mail filters sort on, and a length every client shows whole.
+EMAIL_SUBJECT_PREFIX = "[Sluicegate] "
+EMAIL_SUBJECT = 200
+# Control characters (C0, DEL and C1), but the line feed and tab a mail's text keeps.
+_TEXT_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # Embed side colours: blue, amber, red.
 DISCORD_COLOURS: dict[str, int] = {"info": 0x3B82F6, "warning": 0xF59E0B, "critical": 0xDC2626}
 _SLACK_ICONS = {
@@ -149,3 +157,32 @@ def discord_body(alert: Alert) -> bytes:
     if description:
         embed["description"] = description
     return orjson.dumps({"embeds": [embed], "allowed_mentions": {"parse": []}})
+
+
+def _one_line(text: str) -> str:
+    """Every run of whitespace, line breaks of any kind included (CR, LF, U+2028, ...), made one
+    space, and what control characters remain dropped."""
+    return _CONTROL.sub("", " ".join(text.split()))
+
+
+def email_subject(alert: Alert) -> str:
+    return _cut(EMAIL_SUBJECT_PREFIX + _one_line(alert.title), EMAIL_SUBJECT)
+
+
+def email_text(alert: Alert) -> str:
+    """The alert's text, its fields as `Label: value` lines, then what it is and when."""
+    lines = []
+    text = _TEXT_CONTROL.sub("", alert.text.replace("\r\n", "\n")).strip()
+    if text:
+        lines += [text, ""]
+    if alert.fields:
+        lines += [f"{_one_line(name)}: {_one_line(value)}" for name, value in alert.fields]
+        lines.append("")
+    lines += [
+        f"Event: {alert.event}",
+        f"Severity: {alert.severity}",
+        f"Time: {alert.occurred_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC",
+        f"Organization: {alert.org_id}",
+        f"Alert: {alert.id}",
+    ]
+    return "\n".join(lines) + "\n"

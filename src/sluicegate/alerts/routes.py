@@ -43,7 +43,9 @@ EGRESS_RESOLVER = "egress_resolver"
 
 def _outbound(request: Request, settings: CurrentSettings) -> channel_service.Outbound:
     resolve: Resolver = getattr(request.app.state, EGRESS_RESOLVER, system_resolver)
-    return channel_service.Outbound.build(settings.secret, settings.outbound_allowed, resolve)
+    return channel_service.Outbound.build(
+        settings.secret, settings.outbound_allowed, resolve, mail=settings.smtp is not None
+    )
 
 
 Outbound = Annotated[channel_service.Outbound, Depends(_outbound)]
@@ -62,8 +64,9 @@ async def create_channel(
     now: Now,
 ) -> ChannelCreated:
     """A new channel (owners and admins). The URL must reach a public address (or a network the
-    operator allows); Slack and Discord URLs must be their incoming webhooks. A webhook's
-    signing secret is shown only here and on rotation; the URL is never shown again."""
+    operator allows); Slack and Discord URLs must be their incoming webhooks; an email channel
+    takes `to` (1 to 20 addresses) where an SMTP server is configured. A webhook's signing
+    secret is shown only here and on rotation; the URL or addresses are never shown again."""
     channel, secret = await channel_service.create_channel(
         session,
         actor,
@@ -72,6 +75,7 @@ async def create_channel(
         name=body.name,
         kind=body.kind,
         url=body.url,
+        to=body.to,
         enabled=body.enabled,
         now=now,
     )
@@ -110,7 +114,8 @@ async def update_channel(
     outbound: Outbound,
     now: Now,
 ) -> ChannelOut:
-    """Change name, url (checked again; a webhook keeps its signing secret) or enabled."""
+    """Change name, url (checked again; a webhook keeps its signing secret), to (an email
+    channel's addresses) or enabled."""
     changes = body.model_dump(exclude_unset=True)
     channel = await channel_service.update_channel(
         session, actor, org_id, outbound, channel_id, changes, now=now

@@ -1,7 +1,7 @@
 """Request and response shapes of alert channels and rules, and the params each event takes
 (checked by the rules service for creation and changes alike, stored in their normalised form).
-A channel's URL and signing secrets are never in an answer; the secret appears only in
-ChannelCreated, on creation and rotation."""
+A channel's URL, addresses and signing secrets are never in an answer; the secret appears only
+in ChannelCreated, on creation and rotation."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from sluicegate.api.fields import USD, Id, Label
+from sluicegate.core.mail_addresses import MAX_ADDRESS_LENGTH, mail_address
 from sluicegate.core.money import nanos_to_usd
 
 if TYPE_CHECKING:
@@ -41,6 +42,8 @@ Event = Literal[
 ]
 
 URL_MAX_LENGTH = 2000
+# An email channel is a team's list, not a mailing list: beyond this, use a list address.
+MAX_CHANNEL_ADDRESSES = 20
 MAX_RULE_CHANNELS = 20
 MAX_RECIPIENT_USERS = 100
 MAX_BUDGET_IDS = 100
@@ -71,6 +74,28 @@ ChannelURL = Annotated[
         examples=["https://alerts.example.com/sluicegate"],
     ),
 ]
+MailAddress = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=3, max_length=MAX_ADDRESS_LENGTH),
+    AfterValidator(mail_address),
+]
+
+
+def _distinct_addresses(value: list[str]) -> list[str]:
+    return list(dict.fromkeys(value))
+
+
+Addresses = Annotated[
+    list[MailAddress],
+    AfterValidator(_distinct_addresses),
+    Field(
+        min_length=1,
+        max_length=MAX_CHANNEL_ADDRESSES,
+        description="email channels: the addresses each alert is mailed to (1 to 20). Stored "
+        "encrypted, never shown again",
+        examples=[["oncall@example.com"]],
+    ),
+]
 Count = Annotated[int, Field(strict=True)]
 
 
@@ -85,17 +110,21 @@ class ChannelCreate(Strict):
     name: Label
     kind: ChannelKind = Field(
         description="webhook (JSON, signed with HMAC-SHA256), slack or discord (their incoming "
-        "webhooks); email is not available yet"
+        "webhooks) take a url; email takes `to`, and only when the operator configured an "
+        "SMTP server (SLUICEGATE_SMTP_URL)"
     )
-    url: ChannelURL
+    url: ChannelURL | None = None
+    to: Addresses | None = None
     enabled: bool = True
 
 
 class ChannelUpdate(Strict):
-    """Only the fields sent change; a new url is checked again. The kind never changes."""
+    """Only the fields sent change; a new url is checked again. The kind never changes: url
+    for webhook, slack and discord channels, to for email channels."""
 
     name: Label | None = None
     url: ChannelURL | None = None
+    to: Addresses | None = None
     enabled: bool | None = None
 
 
@@ -104,9 +133,9 @@ class ChannelOut(BaseModel):
     name: str
     kind: ChannelKind
     target: str = Field(
-        description="the URL's scheme and host only: a Slack or Discord webhook's path is its "
-        "credential",
-        examples=["https://hooks.slack.com"],
+        description="the URL's scheme and host only (a Slack or Discord webhook's path is its "
+        "credential); for an email channel how many addresses it has, never which",
+        examples=["https://hooks.slack.com", "email: 2 addresses"],
     )
     enabled: bool
     created_at: datetime
@@ -128,7 +157,7 @@ class ChannelOut(BaseModel):
 class ChannelCreated(ChannelOut):
     signing_secret: str | None = Field(
         description="webhook channels: the HMAC-SHA256 signing secret, shown only in this "
-        "answer (creation and rotation); store it now. null for slack and discord"
+        "answer (creation and rotation); store it now. null for slack, discord and email"
     )
     previous_secret_expires_at: datetime | None = Field(
         default=None,

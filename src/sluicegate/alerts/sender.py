@@ -1,7 +1,9 @@
-"""One HTTP attempt of one alert to one channel: the body of the channel's kind, the signature of
-a webhook, the headers every delivery carries, the egress check before every attempt, and the
-verdict (delivered, retry later, failed for good). The delivery worker and a channel's test-send
-use this same sender, so a test goes exactly the way a real delivery would.
+"""One attempt of one alert to one channel or person: the body of the channel's kind, the
+signature of a webhook, the headers every delivery carries, the egress check before every
+attempt, and the verdict (delivered, retry later, failed for good). Email channels and people
+go by mail (alerts/mailer.py), when the operator configured an SMTP server. The delivery worker
+and a channel's test-send use this same sender, so a test goes exactly the way a real delivery
+would.
 
 The connection goes to an address the egress check approved (the host is not resolved again, so
 a name re-pointed to a private address after the check, DNS rebinding, gains nothing) while the
@@ -15,18 +17,26 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from ipaddress import ip_address
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import httpx
 
 from sluicegate import __version__
 from sluicegate.alerts import payloads
+from sluicegate.alerts.attempts import (
+    DELIVERY_HEADER,
+    EVENT_HEADER,
+    SEND_TIMEOUT_SECONDS,
+    SendResult,
+    failed,
+    result,
+)
 from sluicegate.alerts.channel_config import open_config, signing_secrets
+from sluicegate.alerts.mailer import NO_SMTP, AlertMailer
 from sluicegate.alerts.signing import sign
 from sluicegate.core.egress import (
     CheckedURL,
@@ -38,21 +48,13 @@ from sluicegate.core.egress import (
 )
 from sluicegate.core.sealing import SealBroken, SecretBox
 
-# Everything of one attempt (resolve, connect, send, the answer's first bytes) within this; a
-# receiver that is slower is retried later rather than holding the worker.
-SEND_TIMEOUT_SECONDS = 10.0
 # Of a receiver's answer only the beginning is read: enough for an error message, bounded so a
 # hostile receiver cannot make the worker read a gigabyte.
 RESPONSE_READ_BYTES = 2048
-# The delivery log keeps this much error text per attempt (the column's size).
-ERROR_CHARS = 500
 # Statuses that say "later": timeout, too early, too many requests, and every 5xx.
 RETRY_STATUSES = frozenset({408, 425, 429})
 USER_AGENT = f"Sluicegate-Alerts/{__version__}"
-DELIVERY_HEADER = "X-Sluicegate-Delivery"
-EVENT_HEADER = "X-Sluicegate-Event"
 
-Verdict = Literal["delivered", "retry", "failed"]
 Renderer = Callable[[payloads.Alert], bytes]
 RENDERERS: dict[str, Renderer] = {
     "webhook": payloads.webhook_body,
@@ -63,27 +65,9 @@ RENDERERS: dict[str, Renderer] = {
 log = logging.getLogger("sluicegate.alerts")
 
 
-@dataclass(frozen=True, slots=True)
-class SendResult:
-    verdict: Verdict
-    status_code: int | None
-    error: str | None
-    duration_ms: int
-    # A 429's Retry-After, in seconds from now.
-    retry_after: float | None = None
-
-    @property
-    def delivered(self) -> bool:
-        return self.verdict == "delivered"
-
-
-def cut(text: str, limit: int = ERROR_CHARS) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 class AlertSender:
-    """Sends alerts over one HTTP client. Close it with `aclose()` (or use `async with`)."""
+    """Sends alerts over one HTTP client, and by mail through `mailer` (None: no SMTP server is
+    configured). Close it with `aclose()` (or use `async with`)."""
 
     def __init__(
         self,
@@ -91,10 +75,12 @@ class AlertSender:
         *,
         resolve: Resolver = system_resolver,
         timeout: float = SEND_TIMEOUT_SECONDS,
+        mailer: AlertMailer | None = None,
     ) -> None:
         self._allowed = tuple(allowed)
         self._resolve = resolve
         self._timeout = timeout
+        self._mailer = mailer
         self._client = httpx.AsyncClient(
             follow_redirects=False,
             # No proxy from the environment: a proxy would resolve the host itself, after our
@@ -131,7 +117,7 @@ class AlertSender:
         try:
             config = open_config(box, org_id, channel_id, sealed)
         except SealBroken:
-            return _failed(
+            return failed(
                 "the channel's configuration does not open with this instance's "
                 "SLUICEGATE_SECRET_KEY (changed since it was saved?); save the channel again",
                 time.perf_counter(),
@@ -149,12 +135,31 @@ class AlertSender:
     ) -> SendResult:
         """One attempt, within the timeout from resolving the host to reading the answer.
         Never raises for what the receiver or the network did: that is the verdict."""
+        if kind == "email":
+            addresses = config.get("to")
+            if not isinstance(addresses, list) or not addresses:
+                return failed(
+                    "the channel's configuration has no addresses; set its `to` again",
+                    time.perf_counter(),
+                )
+            return await self.mail(
+                [str(a) for a in addresses], alert, delivery_id=delivery_id, now=now
+            )
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self._timeout):
                 return await self._send(kind, config, alert, delivery_id, now, started)
         except TimeoutError:
-            return _result("retry", None, f"no answer within {self._timeout:g} s", started)
+            return result("retry", None, f"no answer within {self._timeout:g} s", started)
+
+    async def mail(
+        self, to: Sequence[str], alert: payloads.Alert, *, delivery_id: str, now: datetime
+    ) -> SendResult:
+        """One attempt by mail to these addresses (the mailer keeps its own time limit, which
+        ends before its verdict is made, so an accepted message is never retried)."""
+        if self._mailer is None:
+            return failed(NO_SMTP, time.perf_counter())
+        return await self._mailer.send(to, alert, delivery_id=delivery_id, now=now)
 
     async def _send(
         self,
@@ -167,18 +172,18 @@ class AlertSender:
     ) -> SendResult:
         render = RENDERERS.get(kind)
         if render is None:
-            return _failed(
-                f"channels of kind {kind!r} are not delivered over HTTP; this instance sends "
-                "webhook, slack and discord channels",
+            return failed(
+                f"channels of kind {kind!r} are not known to this instance; it sends webhook, "
+                "slack, discord and email channels",
                 started,
             )
         url = config.get("url")
         if not isinstance(url, str):
-            return _failed("the channel's configuration has no URL; set it again", started)
+            return failed("the channel's configuration has no URL; set it again", started)
         try:
             checked = await check_url(url, self._allowed, resolve=self._resolve)
         except EgressRefused as exc:
-            return _failed(
+            return failed(
                 f"refused before sending: the channel's URL {exc} (an operator may allow a "
                 "network with SLUICEGATE_OUTBOUND_ALLOWED_NETWORKS)",
                 started,
@@ -196,7 +201,7 @@ class AlertSender:
         if kind == "webhook":
             secrets_ = signing_secrets(config, now)
             if not secrets_:
-                return _failed(
+                return failed(
                     "the webhook has no current signing secret; rotate the channel's secret",
                     started,
                 )
@@ -227,10 +232,10 @@ class AlertSender:
             finally:
                 await response.aclose()
         except httpx.TimeoutException:
-            return _result("retry", None, f"no answer within {self._timeout:g} s", started)
+            return result("retry", None, f"no answer within {self._timeout:g} s", started)
         except httpx.TransportError as exc:
             reason = str(exc) or type(exc).__name__
-            return _result("retry", None, f"could not reach {checked.host}: {reason}", started)
+            return result("retry", None, f"could not reach {checked.host}: {reason}", started)
         return _judge(response, head, started, now)
 
 
@@ -261,11 +266,11 @@ async def _read_head(response: httpx.Response) -> bytes:
 def _judge(response: httpx.Response, head: bytes, started: float, now: datetime) -> SendResult:
     status = response.status_code
     if 200 <= status < 300:
-        return _result("delivered", status, None, started)
+        return result("delivered", status, None, started)
     text = head.decode("utf-8", "replace").strip()
     if 300 <= status < 400:
         location = response.headers.get("location", "")
-        return _result(
+        return result(
             "failed",
             status,
             f"HTTP {status}: redirected to {location!r}; redirects are not followed, set the "
@@ -277,8 +282,8 @@ def _judge(response: httpx.Response, head: bytes, started: float, now: datetime)
         retry_after = (
             _retry_after(response.headers.get("retry-after"), now) if status == 429 else None
         )
-        return _result("retry", status, error, started, retry_after)
-    return _result("failed", status, error, started)
+        return result("retry", status, error, started, retry_after)
+    return result("failed", status, error, started)
 
 
 def _retry_after(value: str | None, now: datetime) -> float | None:
@@ -295,19 +300,3 @@ def _retry_after(value: str | None, now: datetime) -> float | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return max(0.0, (moment - now).total_seconds())
-
-
-def _result(
-    verdict: Verdict,
-    status: int | None,
-    error: str | None,
-    started: float,
-    retry_after: float | None = None,
-) -> SendResult:
-    # Real elapsed time, not the injectable clock: this measures the receiver, not the schedule.
-    duration = int((time.perf_counter() - started) * 1000)
-    return SendResult(verdict, status, cut(error) if error else None, duration, retry_after)
-
-
-def _failed(error: str, started: float) -> SendResult:
-    return _result("failed", None, error, started)

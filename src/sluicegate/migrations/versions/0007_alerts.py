@@ -1,5 +1,5 @@
 """Alerting: channels (secrets sealed), rules, alerts unique per dedupe key, the delivery outbox
-and its attempts.
+(to a channel or to a person) and its attempts.
 
 Revision ID: 0007
 Revises: 0006
@@ -82,7 +82,8 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=40), nullable=False),
         sa.Column("org_id", sa.String(length=40), nullable=False),
         sa.Column("alert_id", sa.String(length=40), nullable=False),
-        sa.Column("channel_id", sa.String(length=40), nullable=False),
+        sa.Column("channel_id", sa.String(length=40), nullable=True),
+        sa.Column("recipient_user_id", sa.String(length=40), nullable=True),
         sa.Column("rule_id", sa.String(length=40), nullable=True),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
@@ -96,6 +97,10 @@ def upgrade() -> None:
             "status IN ('pending', 'delivered', 'failed', 'expired', 'cancelled')",
             name=op.f("ck_alert_deliveries_status"),
         ),
+        sa.CheckConstraint(
+            "(channel_id IS NULL AND recipient_user_id IS NOT NULL) OR (channel_id IS NOT NULL AND recipient_user_id IS NULL)",
+            name=op.f("ck_alert_deliveries_one_target"),
+        ),
         sa.ForeignKeyConstraint(
             ["alert_id"], ["alerts.id"], name=op.f("fk_alert_deliveries_alert_id_alerts")
         ),
@@ -107,9 +112,19 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["org_id"], ["organizations.id"], name=op.f("fk_alert_deliveries_org_id_organizations")
         ),
+        sa.ForeignKeyConstraint(
+            ["recipient_user_id"],
+            ["users.id"],
+            name=op.f("fk_alert_deliveries_recipient_user_id_users"),
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_alert_deliveries")),
         sa.UniqueConstraint(
             "alert_id", "channel_id", name=op.f("uq_alert_deliveries_alert_id_channel_id")
+        ),
+        sa.UniqueConstraint(
+            "alert_id",
+            "recipient_user_id",
+            name=op.f("uq_alert_deliveries_alert_id_recipient_user_id"),
         ),
     )
     op.create_index(
