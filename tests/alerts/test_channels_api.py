@@ -35,6 +35,7 @@ from sluicegate.core.ids import new_id
 from sluicegate.runtime import Runtime
 from sluicegate.settings import Settings
 from tests.admin import Api, Person, all_pages, error, make_person, ok, unique_address
+from tests.alerts.receiver import running_receiver
 
 SLACK_URL = "https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXXXXXX"
 DISCORD_URL = "https://discord.com/api/webhooks/123456789/abcdefTOKEN"
@@ -372,6 +373,21 @@ class TestWhenTheOperatorAllowsLoopback:
             assert error(await org.owner.post(org.channels, json=body), 422)["details"] == {
                 "field": "url"
             }
+
+    async def test_test_send_resolves_with_the_apps_resolver_and_keeps_the_host(
+        self, org: Org, resolver: FakeResolver
+    ) -> None:
+        """A name only the app's resolver knows: the test-send reaches the receiver at the
+        address that resolver gave, with the URL's host in the Host header."""
+        async with running_receiver() as receiver:
+            resolver.names["receiver.test"] = ["127.0.0.1"]
+            url = f"http://receiver.test:{receiver.port}/hook"
+            created = await new_channel(org.owner, org, url=url)
+            sent = ok(await org.owner.post(f"{org.channels}/{created['id']}/test"))
+            assert sent["delivered"] is True, sent
+            [request] = receiver.requests
+            assert request.headers["host"] == f"receiver.test:{receiver.port}"
+            assert request.headers["x-sluicegate-event"] == "test"
 
 
 # --- secrets -----------------------------------------------------------------------------------

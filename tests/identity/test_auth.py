@@ -211,9 +211,10 @@ async def test_freezing_stops_sessions_tokens_and_keys_at_once_and_unfreezing_re
     async with runtime.sessions() as session:
         actions = list(
             await session.scalars(
-                select(AuditEvent.action).where(
-                    AuditEvent.org_id == PLATFORM_CHAIN, AuditEvent.target_id == person.user_id
-                )
+                select(AuditEvent.action)
+                .where(AuditEvent.org_id == PLATFORM_CHAIN, AuditEvent.target_id == person.user_id)
+                # The chain's order: without it Postgres may return the rows in any order.
+                .order_by(AuditEvent.seq)
             )
         )
     assert actions[-2:] == ["user.freeze", "user.unfreeze"]

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from sluicegate.alerts import log_service as service
 from sluicegate.alerts.log_schemas import AlertDetail, AlertOut, ChannelTestOut
+from sluicegate.alerts.routes import EGRESS_RESOLVER
 from sluicegate.api.deps import (
     DEFAULT_PAGE,
     CurrentActor,
@@ -23,6 +24,7 @@ from sluicegate.api.deps import (
 from sluicegate.api.errors import STANDARD_ERRORS
 from sluicegate.api.fields import Moment
 from sluicegate.api.pages import Page
+from sluicegate.core.egress import system_resolver
 
 router = APIRouter(prefix="/orgs/{org_id}/alerts", tags=["alerts"], responses=STANDARD_ERRORS)
 EventName = Annotated[
@@ -57,13 +59,21 @@ async def test_channel(
     actor: CurrentActor,
     settings: CurrentSettings,
     now: Now,
+    request: Request,
 ) -> ChannelTestOut:
     """Send one test alert (event `test`, severity info) to the channel now, exactly as a real
     delivery goes (egress check, signature, headers), and say how the receiver answered. Owners
     and admins. Answers within the send timeout (10 s); leaves no delivery row."""
     return ChannelTestOut.of(
         await service.send_test_alert(
-            session, actor, org_id, channel_id, settings=settings, now=now
+            session,
+            actor,
+            org_id,
+            channel_id,
+            settings=settings,
+            now=now,
+            # The resolver the channel routes check URLs with (replaceable in tests).
+            resolve=getattr(request.app.state, EGRESS_RESOLVER, system_resolver),
         )
     )
 
