@@ -94,7 +94,7 @@ async def add_channel(
             AlertChannel(
                 id=channel_id,
                 org_id=org_id,
-                name="On-call hook",
+                name=f"On-call hook {channel_id}",
                 kind=kind,
                 target_hint="http://127.0.0.1",
                 config_sealed=seal_config(

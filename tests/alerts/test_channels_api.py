@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
 
 from sluicegate.alerts import channel_service
 from sluicegate.alerts.channel_config import (
@@ -671,3 +672,27 @@ async def test_another_orgs_channels_answer_404_and_stay_as_they_were(
     assert await all_pages(a.owner, a.channels) == []
     assert ok(await b.owner.get(f"{b.channels}/{theirs['id']}")) == public(theirs)
     assert [c["id"] for c in await all_pages(b.owner, b.channels)] == [theirs["id"]]
+
+
+async def test_two_live_channels_of_one_org_never_share_a_name(org: Org, runtime: Runtime) -> None:
+    """The service checks names first; the database holds the rule when two creates race."""
+    created = await new_channel(org.owner, org)
+    again = {"name": created["name"], "kind": "webhook", "url": WEBHOOK_URL}
+    assert error(await org.owner.post(org.channels, json=again), 409)
+
+    def row(channel_id: str, deleted: bool) -> AlertChannel:
+        return AlertChannel(
+            id=channel_id,
+            org_id=org.id,
+            name=created["name"],
+            kind="webhook",
+            target_hint="https://example.com",
+            config_sealed="v1.x",
+            deleted_at=runtime.clock.now() if deleted else None,
+        )
+
+    async with runtime.unit_of_work() as session:  # a deleted channel frees its name
+        session.add(row(new_id("chn"), deleted=True))
+    with pytest.raises(IntegrityError):
+        async with runtime.unit_of_work() as session:
+            session.add(row(new_id("chn"), deleted=False))

@@ -158,7 +158,7 @@ async def add_channel(
             AlertChannel(
                 id=channel_id,
                 org_id=world.org_id,
-                name=f"{kind} channel",
+                name=f"{kind} channel {channel_id}",
                 kind=kind,
                 target_hint="http://127.0.0.1",
                 config_sealed=seal_config(box, world.org_id, channel_id, config),

@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -50,6 +51,15 @@ class AlertChannel(Base):
     __table_args__ = (
         CheckConstraint(_in("kind", CHANNEL_KINDS), name="kind"),
         Index(None, "org_id"),
+        # Names are unique among the org's live channels; a deleted channel frees its name.
+        Index(
+            "uq_alert_channels_live_name",
+            "org_id",
+            "name",
+            unique=True,
+            postgresql_where=text("deleted_at IS NULL"),
+            sqlite_where=text("deleted_at IS NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

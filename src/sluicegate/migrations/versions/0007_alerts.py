@@ -45,6 +45,14 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_alert_channels")),
     )
     op.create_index(op.f("ix_alert_channels_org_id"), "alert_channels", ["org_id"], unique=False)
+    op.create_index(
+        "uq_alert_channels_live_name",
+        "alert_channels",
+        ["org_id", "name"],
+        unique=True,
+        postgresql_where=sa.text("deleted_at IS NULL"),
+        sqlite_where=sa.text("deleted_at IS NULL"),
+    )
     op.create_table(
         "alerts",
         sa.Column("id", sa.String(length=40), nullable=False),
@@ -205,5 +213,6 @@ def downgrade() -> None:
     op.drop_table("alert_deliveries")
     op.drop_index(op.f("ix_alerts_org_id_occurred_at"), table_name="alerts")
     op.drop_table("alerts")
+    op.drop_index("uq_alert_channels_live_name", table_name="alert_channels")
     op.drop_index(op.f("ix_alert_channels_org_id"), table_name="alert_channels")
     op.drop_table("alert_channels")
