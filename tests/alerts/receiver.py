@@ -71,30 +71,33 @@ class Receiver:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            request_line = (await reader.readline()).decode("latin-1").strip()
-            if not request_line:
-                return
-            method, path, _version = request_line.split(" ", 2)
-            headers: dict[str, str] = {}
-            while line := (await reader.readline()).decode("latin-1").strip():
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-            body = await reader.readexactly(int(headers.get("content-length", "0")))
-            self.requests.append(Received(method, path, headers, body))
-            answer = self._queued.popleft() if self._queued else self.default
-            if answer.delay:
-                await asyncio.sleep(answer.delay)
-            head = [f"HTTP/1.1 {answer.status} {HTTPStatus(answer.status).phrase}"]
-            head += [f"{name}: {value}" for name, value in answer.headers.items()]
-            head += [f"Content-Length: {len(answer.body)}", "Connection: close", "", ""]
-            writer.write("\r\n".join(head).encode("latin-1") + answer.body)
-            await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
+            # A sender that hangs up mid-request (its timeout) is no failure of the receiver.
+            with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+                await self._answer(reader, writer)
         finally:
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request_line = (await reader.readline()).decode("latin-1").strip()
+        if not request_line:
+            return
+        method, path, _version = request_line.split(" ", 2)
+        headers: dict[str, str] = {}
+        while line := (await reader.readline()).decode("latin-1").strip():
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+        self.requests.append(Received(method, path, headers, body))
+        answer = self._queued.popleft() if self._queued else self.default
+        if answer.delay:
+            await asyncio.sleep(answer.delay)
+        head = [f"HTTP/1.1 {answer.status} {HTTPStatus(answer.status).phrase}"]
+        head += [f"{name}: {value}" for name, value in answer.headers.items()]
+        head += [f"Content-Length: {len(answer.body)}", "Connection: close", "", ""]
+        writer.write("\r\n".join(head).encode("latin-1") + answer.body)
+        await writer.drain()
 
 
 @contextlib.asynccontextmanager

@@ -39,11 +39,11 @@ from sluicegate.orgs.models import Membership, RoleBinding
 from sluicegate.runtime import Runtime
 from sluicegate.settings import Settings
 from tests.admin import Api, Person, error, make_person, ok
-from tests.alerts.mailbox import Mailbox, running_mailbox, tls_pair
+from tests.alerts.mailbox import Mailbox, running_mailbox
 from tests.alerts.test_outbox import alerts_of, budget, crossed_event, rule
 from tests.conftest import make_settings
 from tests.proxy.conftest import Tenant, make_tenant
-from tests.support import free_port
+from tests.support import free_port, tls_pair
 
 FROM = "Sluicegate Alerts <alerts@example.com>"
 NO_SMTP_REASON = "no SMTP server is configured (SLUICEGATE_SMTP_URL"

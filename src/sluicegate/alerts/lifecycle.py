@@ -23,36 +23,37 @@ def _by(actor: Actor | None) -> str:
 
 
 async def key_created(session: AsyncSession, key: ApiKey, actor: Actor, now: datetime) -> None:
-    await raise_alert(
-        session,
-        AlertDraft(
-            org_id=key.org_id,
-            event="key.created",
-            dedupe_key=f"key.created:{key.id}",
-            severity="info",
-            title=f"API key created: {key.name}",
-            text=f"The API key {key.name} ({key.prefix}…) was created{_by(actor)}.",
-            occurred_at=now,
-            group_id=key.group_id,
-            key_owner_id=key.owner_user_id,
-            fields=(("Key", f"{key.name} ({key.prefix}…)"),),
-            details=_key_details(key, actor),
-        ),
-    )
+    await _key_changed(session, key, actor, now, "key.created", f"key.created:{key.id}", "info")
 
 
 async def key_disabled(
     session: AsyncSession, key: ApiKey, actor: Actor | None, now: datetime
 ) -> None:
+    # Disabled again after being enabled is news again: the moment is part of the key.
+    dedupe = f"key.disabled:{key.id}:{now.isoformat()}"
+    await _key_changed(session, key, actor, now, "key.disabled", dedupe, "warning")
+
+
+async def _key_changed(
+    session: AsyncSession,
+    key: ApiKey,
+    actor: Actor | None,
+    now: datetime,
+    event: str,
+    dedupe_key: str,
+    severity: str,
+) -> None:
+    """`key.created` or `key.disabled`: "The API key <name> (<prefix>…) was <verb> by <who>"."""
+    verb = event.removeprefix("key.")
     await raise_alert(
         session,
         AlertDraft(
             org_id=key.org_id,
-            event="key.disabled",
-            dedupe_key=f"key.disabled:{key.id}:{now.isoformat()}",
-            severity="warning",
-            title=f"API key disabled: {key.name}",
-            text=f"The API key {key.name} ({key.prefix}…) was disabled{_by(actor)}.",
+            event=event,
+            dedupe_key=dedupe_key,
+            severity=severity,
+            title=f"API key {verb}: {key.name}",
+            text=f"The API key {key.name} ({key.prefix}…) was {verb}{_by(actor)}.",
             occurred_at=now,
             group_id=key.group_id,
             key_owner_id=key.owner_user_id,

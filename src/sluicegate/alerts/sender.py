@@ -14,6 +14,7 @@ target of a redirect was not checked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -253,13 +254,12 @@ async def _read_head(response: httpx.Response) -> bytes:
     """The first RESPONSE_READ_BYTES of the answer; a body cut short after the status line is
     no reason to doubt the status."""
     head = b""
-    try:
+    # A receiver that closes or stalls mid-body has answered already: keep what arrived.
+    with contextlib.suppress(httpx.HTTPError):
         async for chunk in response.aiter_raw():
             head += chunk
             if len(head) >= RESPONSE_READ_BYTES:
                 break
-    except httpx.HTTPError:
-        pass
     return head[:RESPONSE_READ_BYTES]
 
 

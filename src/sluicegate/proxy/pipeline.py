@@ -387,12 +387,11 @@ class Pipeline:
         used = tokens.prompt_tokens + tokens.completion_tokens
         streams = self.state.streams
         if streams is None:
-            if reserved is not None and self.guard.store.backend == "memory":
+            # No Redis: the counters are in this process, so settling costs no I/O.
+            if reserved is not None:
                 crossed = await self.guard.settle_in_process(reserved, cost, used)
                 if crossed:
                     event["crossed"] = encode_crossings(crossed)
-            elif reserved is not None:
-                self.guard.settle_soon(reserved, cost, used)
             self.state.writer.record(event)
             return
         try:
