@@ -7,6 +7,7 @@
 - `mock_upstream`: the project's mock upstream server on a loopback port.
 - `start_gateway`: `sluicegate serve` in its own process (real uvicorn) on a loopback port.
 - `app_client`: the app in-process over ASGI, for unit-level HTTP tests.
+- `own_redis`: a Redis server of the test's own, to break (tests/faults/servers.py).
 
 A test that needs Postgres or Redis fails, naming the service, when it is down; never skips.
 """
@@ -32,6 +33,7 @@ from sluicegate.core.db import make_engine
 from sluicegate.migrations import upgrade
 from sluicegate.runtime import Runtime
 from sluicegate.settings import Settings
+from tests.faults.servers import RedisServer
 from tests.support import ServerProcess, free_port, start_process
 
 POSTGRES_ADMIN_DSN = os.environ.get(
@@ -266,6 +268,15 @@ def start_gateway(tmp_path: Path) -> Iterator[GatewayStarter]:
     yield starter
     for server in starter.started:
         server.stop()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of the test's own, to flush, stop and start again (empty: no persistence)."""
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -59,6 +59,7 @@ def create_app(
         app.state.runtime = active
         app.state.pipeline = Pipeline(proxy)
         worker = UsageWorker(active) if settings.run_worker else None
+        app.state.worker = worker
         if worker is not None:
             await worker.start()
         if freeze_heap:

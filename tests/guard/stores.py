@@ -16,6 +16,7 @@ from sluicegate.guard.counters import (
     CreditCounter,
     CreditSeed,
     GuardStore,
+    PendingCharge,
     Plan,
     RateCounter,
     Seed,
@@ -49,8 +50,13 @@ class Seeds:
 
     values: dict[str, Seed] = field(default_factory=dict)
     asked: list[str] = field(default_factory=list)
+    # The pending charges each call was given (the usage stream's backlog, with Redis).
+    pending: list[list[PendingCharge]] = field(default_factory=list)
 
-    async def __call__(self, counters: Sequence[BudgetCounter | CreditCounter]) -> list[Seed]:
+    async def __call__(
+        self, counters: Sequence[BudgetCounter | CreditCounter], pending: Sequence[PendingCharge]
+    ) -> list[Seed]:
+        self.pending.append(list(pending))
         out: list[Seed] = []
         for counter in counters:
             self.asked.append(counter.key)

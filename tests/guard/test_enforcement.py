@@ -8,16 +8,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
-import redis
 
 from sluicegate.app import create_app
 from sluicegate.core.clock import Clock, ManualClock
@@ -28,8 +26,9 @@ from sluicegate.runtime import Runtime
 from sluicegate.settings import Settings
 from tests.admin import Api, error, make_person, ok
 from tests.conftest import GatewayStarter, make_settings
+from tests.faults.servers import RedisServer
 from tests.proxy.conftest import MOCK_KEY_ENV, usage_events
-from tests.support import ServerProcess, free_port
+from tests.support import ServerProcess
 
 CHAT = "/v1/chat/completions"
 # Prompt "abcd" is 8 tokens for the mock (3 + 4 + one word) and for our estimate (3 + 4 + four
@@ -253,69 +252,6 @@ async def _settled_budget(chain: Chain, budget_id: str, spent: int) -> dict:
         await asyncio.sleep(0.05)
 
 
-# --- a Redis of the test's own, to flush and to stop ------------------------------------------
-
-
-class RedisServer:
-    def __init__(self, directory: Path) -> None:
-        self.port = free_port()
-        self.directory = directory
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.directory),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.RedisError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        client.close()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-        self.process = None
-
-    def flushall(self) -> None:
-        client = redis.Redis.from_url(self.url)
-        client.flushall()
-        client.close()
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
-
 @contextlib.asynccontextmanager
 async def gateway(
     settings: Settings, providers: ProviderSettings, clock: Clock | None = None
@@ -387,16 +323,31 @@ async def test_redis_down_answers_503_and_service_resumes_when_it_is_back(
         assert (await chat(client, chain.key)).status_code == 402  # 3 calls: still exact
 
 
-async def test_failing_open_counts_in_process_while_redis_is_down(
+async def test_failing_open_judges_rate_limits_in_process_and_refuses_hard_budgets(
     postgres_url: str, own_redis: RedisServer, provider_settings: ProviderSettings
 ) -> None:
     settings = with_redis(postgres_url, own_redis.url, guard_failure_mode="open")
     async with gateway(settings, provider_settings) as (client, runtime):
-        chain = await make_chain(runtime, client)
-        await chain.budget("key", 2 * COST)
+        limited = await make_chain(runtime, client)
+        policy = ok(
+            await limited.owner.post(f"{limited.base}/policies", json={"name": "rpm", "rpm": 2}),
+            201,
+        )
+        ok(
+            await limited.owner.post(
+                f"{limited.base}/policies/{policy['id']}/bindings",
+                json={"target_type": "key", "target_id": limited.key_id},
+            ),
+            201,
+        )
+        capped = await make_chain(runtime, client)
+        await capped.budget("key", 2 * COST)
         own_redis.stop()
-        statuses = [(await chat(client, chain.key)).status_code for _ in range(3)]
-        assert statuses == [200, 200, 402]
+        statuses = [(await chat(client, limited.key)).status_code for _ in range(3)]
+        assert statuses == [200, 200, 429]
+        refused = await chat(client, capped.key)
+        assert refused.status_code == 503, refused.text
+        assert "hard budget" in refused.json()["error"]["message"]
 
 
 async def test_a_key_without_guardrails_never_waits_on_redis(

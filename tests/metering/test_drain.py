@@ -105,7 +105,7 @@ async def test_a_dead_consumers_entries_are_taken_over_and_a_redelivery_adds_not
     batch = events(tenant, 30)
     await append_all(runtime, tenant, batch)
     stream = stream_key(runtime.settings.redis_prefix, tenant.org_id)
-    await runtime.redis.xgroup_create(stream, DRAIN_GROUP, id="0")
+    # the first append made the stream with its consumer group
     # A consumer reads 20 entries, commits the first 10 and dies before acknowledging any.
     answer = await runtime.redis.xreadgroup(DRAIN_GROUP, "dead-consumer", {stream: ">"}, count=20)
     delivered = answer[0][1]
@@ -135,7 +135,7 @@ async def test_entries_pending_at_a_live_consumer_are_left_to_it(pg_runtime: Run
     tenant = await make_tenant(runtime)
     await append_all(runtime, tenant, events(tenant, 5))
     stream = stream_key(runtime.settings.redis_prefix, tenant.org_id)
-    await runtime.redis.xgroup_create(stream, DRAIN_GROUP, id="0")
+    # the first append made the stream with its consumer group
     await runtime.redis.xreadgroup(DRAIN_GROUP, "busy-consumer", {stream: ">"}, count=5)
 
     drain = drain_of(runtime, claim_idle_ms=60_000)

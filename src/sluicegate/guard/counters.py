@@ -13,14 +13,21 @@ Counters, all keyed under the org's `{org_id}` hash tag (one Redis Cluster slot 
 
 A budget or credit counter that does not exist (a new period, Redis restarted empty, FLUSHALL) is
 never guessed: the store asks its `Loader` for the value rebuilt from the database (usage rows,
-ledger) and seeds it, then checks. A reservation holds until settled or until its deadline; the
-next reserve or read of that org reclaims expired reservations, so a crashed request frees its
-budget by itself. Settle is idempotent per request id.
+ledger) and from the charges settled but not yet stored there (`PendingCharge`, the usage events
+waiting in the org's stream), and seeds it, then checks. A charge settled while the rebuild ran
+makes the store rebuild again, so the seed never misses one (guard/lua/prelude.lua `seed`). A
+reservation holds until settled or until its deadline; the next reserve or read of that org
+reclaims expired reservations, so a crashed request frees its budget by itself. Settle is
+idempotent per request id.
+
+When Redis loses its data, the reservations of requests still running are lost with it: each
+gateway notices (`GuardStore.heartbeat`) and puts back those it holds, and a rebuild waits until
+every gateway has had the time to, so a budget rebuilt after the loss still counts them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -31,12 +38,17 @@ RATE_WINDOW_MS = 60_000
 # rare) reclaims up to READ_SWEEP_BATCHES times as many.
 SWEEP_BATCH = 64
 READ_SWEEP_BATCHES = 16
-# Counters rebuilt, then missing again before use (forgotten meanwhile), this many times: the
-# store gives up with CounterStoreUnavailable rather than loop.
-MAX_SEED_ROUNDS = 3
+# Counters rebuilt, then missing again before use (forgotten meanwhile, or charged while being
+# rebuilt), this many times: the store gives up with CounterStoreUnavailable rather than loop.
+MAX_SEED_ROUNDS = 5
 # A settled request id is remembered this long beyond its reservation, so a retried settle
 # arriving late still finds it.
 SETTLED_MEMORY_MS = 24 * 3600 * 1000
+# Each gateway process looks this often whether the store lost its data (GuardStore.heartbeat),
+# and a counter rebuilt within RECOVERY_MS of a loss waits until that much has passed: by then
+# every live gateway has put back the reservations it holds (its heartbeat ran several times).
+HEARTBEAT_SECONDS = 0.5
+RECOVERY_MS = 2_000
 
 
 class CounterStoreUnavailable(Exception):
@@ -161,8 +173,26 @@ class CreditSeed:
 
 
 Seed = int | CreditSeed
-# Rebuilds missing budget and credit counters from the database, in the order given.
-Loader = Callable[[Sequence[BudgetCounter | CreditCounter]], Awaitable[list[Seed]]]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingCharge:
+    """A settled request whose usage event may not be in the database yet (it waits in the org's
+    usage stream): what a counter rebuilt from the database must add unless it is stored."""
+
+    request_id: str
+    created_at: datetime
+    cost: int
+    key_id: str
+    user_id: str
+    group_id: str
+
+
+# Rebuilds missing budget and credit counters, in the order given, from the database and the
+# pending charges (those the database does not hold yet are added).
+Loader = Callable[
+    [Sequence[BudgetCounter | CreditCounter], Sequence[PendingCharge]], Awaitable[list[Seed]]
+]
 
 
 @dataclass(slots=True)
@@ -181,6 +211,15 @@ class Plan:
     # Shared by every plan built from the same cached `checks`: a store keeps what it derives
     # from them here (its encoding of keys and limits), so the hot path does not redo it.
     memo: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def guards_money(self) -> bool:
+        """A hard budget or the credit to check: limits on money every gateway process spends
+        from at once, which one process alone cannot judge (see guard/failopen.py)."""
+        return any(
+            isinstance(check, CreditCounter) or (isinstance(check, BudgetCounter) and check.hard)
+            for check in self.checks
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,8 +295,20 @@ class GuardStore(Protocol):
         """Drop counters (a deleted budget); they are rebuilt if needed again."""
         ...
 
+    async def charge(self, charges: Mapping[BudgetCounter | CreditCounter, int]) -> None:
+        """Add charges settled elsewhere (by a process failing open while the store was down) to
+        the counters: spend to budgets, a debit to the credit. A counter that is missing is left
+        to its rebuild from the database, which holds those requests' usage."""
+        ...
+
     async def ping(self) -> None:
         """Return when the store answers; raise CounterStoreUnavailable otherwise."""
+        ...
+
+    async def heartbeat(self) -> None:
+        """Called every HEARTBEAT_SECONDS by each gateway process: notice that the store lost
+        its data and put back the reservations this process holds (a store that cannot lose
+        them does nothing). Raises CounterStoreUnavailable when the store is down."""
         ...
 
     async def close(self) -> None: ...

@@ -6,6 +6,7 @@ store is unreachable, since a settled cost must not be lost)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 from collections.abc import Coroutine, Sequence
@@ -16,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sluicegate.core.clock import Clock
 from sluicegate.guard import repository
 from sluicegate.guard.counters import (
+    HEARTBEAT_SECONDS,
     Blocked,
     BudgetCounter,
     CounterStoreUnavailable,
@@ -23,10 +25,12 @@ from sluicegate.guard.counters import (
     Crossing,
     GuardStore,
     Loader,
+    PendingCharge,
     Plan,
     Reserved,
     Seed,
 )
+from sluicegate.guard.failopen import FailOpen
 from sluicegate.guard.memory import MemoryGuardStore
 from sluicegate.guard.rules import RulesCache
 
@@ -39,18 +43,25 @@ CREDIT_SYNC_SECONDS = 60.0
 log = logging.getLogger("sluicegate.guard")
 
 
-async def seed_of(session: AsyncSession, counter: BudgetCounter | CreditCounter) -> Seed:
-    """A counter's value rebuilt from the database."""
+async def seed_of(
+    session: AsyncSession,
+    counter: BudgetCounter | CreditCounter,
+    pending: Sequence[PendingCharge] = (),
+) -> Seed:
+    """A counter's value rebuilt from the database and the charges pending in the usage
+    stream."""
     if isinstance(counter, CreditCounter):
-        return await repository.credit_seed(session, counter.org_id)
-    return await repository.spent(session, counter.spend)
+        return await repository.credit_seed(session, counter.org_id, pending)
+    return await repository.spent(session, counter.spend, pending)
 
 
 def session_loader(session: AsyncSession) -> Loader:
     """A loader that rebuilds counters in `session` (an admin request's own transaction)."""
 
-    async def load(counters: Sequence[BudgetCounter | CreditCounter]) -> list[Seed]:
-        return [await seed_of(session, counter) for counter in counters]
+    async def load(
+        counters: Sequence[BudgetCounter | CreditCounter], pending: Sequence[PendingCharge]
+    ) -> list[Seed]:
+        return [await seed_of(session, counter, pending) for counter in counters]
 
     return load
 
@@ -66,30 +77,35 @@ async def sync_credit_from_ledger(
 
 class CounterLoader:
     """Rebuilds missing counters from the database; concurrent requests missing the same counter
-    share one query."""
+    (having read the same pending charges) share one query."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
-        self._loading: dict[str, asyncio.Future[Seed]] = {}
+        self._loading: dict[tuple[str, int, str], asyncio.Future[Seed]] = {}
 
-    async def __call__(self, counters: Sequence[BudgetCounter | CreditCounter]) -> list[Seed]:
-        return [await self._one(counter) for counter in counters]
+    async def __call__(
+        self, counters: Sequence[BudgetCounter | CreditCounter], pending: Sequence[PendingCharge]
+    ) -> list[Seed]:
+        return [await self._one(counter, pending) for counter in counters]
 
-    async def _one(self, counter: BudgetCounter | CreditCounter) -> Seed:
-        pending = self._loading.get(counter.key)
-        if pending is not None:
-            return await asyncio.shield(pending)
+    async def _one(
+        self, counter: BudgetCounter | CreditCounter, pending: Sequence[PendingCharge]
+    ) -> Seed:
+        shared = (counter.key, len(pending), pending[-1].request_id if pending else "")
+        loading = self._loading.get(shared)
+        if loading is not None:
+            return await asyncio.shield(loading)
         future: asyncio.Future[Seed] = asyncio.get_running_loop().create_future()
-        self._loading[counter.key] = future
+        self._loading[shared] = future
         try:
             async with self._sessions() as session:
-                seed = await seed_of(session, counter)
+                seed = await seed_of(session, counter, pending)
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()
             raise
         finally:
-            del self._loading[counter.key]
+            del self._loading[shared]
         future.set_result(seed)
         return seed
 
@@ -109,32 +125,57 @@ class Guard:
         self.rules = RulesCache(sessions, clock)
         self.loader = CounterLoader(sessions)
         self._ttl = reservation_ttl_seconds
-        # Fail-open: while Redis is down, this process counts on its own (seeded from the
-        # database like any missing counter), and settles there what it reserved there.
-        self._local = (
-            MemoryGuardStore(clock, reservation_ttl_ms=int(reservation_ttl_seconds * 1000))
+        # Fail-open: while Redis is down, this process judges alone what it can (guard/failopen).
+        self._fallback = (
+            FailOpen(clock, int(reservation_ttl_seconds * 1000))
             if fail_open and not isinstance(store, MemoryGuardStore)
             else None
         )
         self._sessions = sessions
         self._credit_synced: dict[str, float] = {}
-        self._reserved_locally: set[str] = set()
         self._settling: set[asyncio.Future[None]] = set()
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self._heartbeat is None:
+            self._heartbeat = asyncio.create_task(self._beat(), name="guard-heartbeat")
+
+    async def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+            self._heartbeat = None
+
+    async def _beat(self) -> None:
+        """Let the store notice a loss of its data and put back what this process holds."""
+        while True:
+            try:
+                await self.store.heartbeat()
+                if self._fallback is not None and self._fallback.active:
+                    await self._fallback.recover(self.store)
+            except CounterStoreUnavailable:
+                log.debug("guard heartbeat: the counter store is unavailable")
+            except Exception:
+                log.exception("guard heartbeat failed unexpectedly")
+            await asyncio.sleep(HEARTBEAT_SECONDS)
 
     async def reserve(self, plan: Plan) -> Reserved | Blocked:
-        """Raises CounterStoreUnavailable when the store is down and the gateway fails closed."""
+        """Raises CounterStoreUnavailable when the store is down and the gateway fails closed,
+        or fails open but the plan guards money (MoneyChecksUnavailable)."""
         if plan.checks and plan.checks[-1] is plan.credit:
             self._keep_credit_in_sync(plan.credit)
         try:
+            if self._fallback is not None and self._fallback.active:
+                # Back from an outage: what this process spent meanwhile counts first.
+                await self._fallback.recover(self.store)
             return await self.store.reserve(plan, self.loader)
         except CounterStoreUnavailable:
-            if self._local is None:
+            if self._fallback is None:
                 raise
-            log.warning("counter store unavailable; counting in this process (fail-open)")
-            result = await self._local.reserve(plan, self.loader)
-            if isinstance(result, Reserved):
-                self._reserved_locally.add(plan.request_id)
-            return result
+            if not self._fallback.active:
+                log.warning("counter store unavailable; judging in this process (fail-open)")
+            return await self._fallback.reserve(plan, self.loader)
 
     def _keep_credit_in_sync(self, counter: CreditCounter) -> None:
         """Top-ups reach the credit counter right after their commit; one that could not (Redis
@@ -160,8 +201,10 @@ class Guard:
         self.spawn(self._extend(reserved))
 
     async def _extend(self, reserved: Reserved) -> None:
+        if self._fallback is not None and self._fallback.holds(reserved):
+            return  # a local reservation lives as long as its process
         try:
-            await self._store_of(reserved).extend(reserved)
+            await self.store.extend(reserved)
         except CounterStoreUnavailable:
             log.warning("could not extend a reservation; the next attempt may succeed")
 
@@ -179,32 +222,31 @@ class Guard:
         (possibly none) for the caller to write with the event itself. Raises
         CounterStoreUnavailable when the store cannot be reached (nothing is known to be done:
         the caller writes the event and settles later, and both are idempotent)."""
-        store = self._store_of(reserved)
-        if store is self._local:
-            self._reserved_locally.discard(reserved.plan.request_id)
-            return await store.settle(reserved, cost, tokens) or ()
-        crossed = await store.settle(reserved, cost, tokens, usage)
-        return None if store.backend == "redis" else (crossed or ())
+        if self._fallback is not None and self._fallback.holds(reserved):
+            return await self._fallback.settle(reserved, cost, tokens)
+        crossed = await self.store.settle(reserved, cost, tokens, usage)
+        return None if self.store.backend == "redis" else (crossed or ())
 
     async def settle_in_process(
         self, reserved: Reserved, cost: int, tokens: int
     ) -> tuple[Crossing, ...]:
         """Settle against the in-process store (embedded: no I/O, so no reason to defer it) and
         return the thresholds crossed, for the caller to write with the usage event."""
-        return await self._store_of(reserved).settle(reserved, cost, tokens) or ()
+        return await self.store.settle(reserved, cost, tokens) or ()
 
     def settle_soon(self, reserved: Reserved, cost: int, tokens: int) -> None:
         """Settle off the response path; a client that went away never cancels it."""
         self.spawn(self._settle(reserved, cost, tokens))
 
     async def _settle(self, reserved: Reserved, cost: int, tokens: int) -> None:
+        if self._fallback is not None and self._fallback.holds(reserved):
+            await self._fallback.settle(reserved, cost, tokens)
+            return
         request_id = reserved.plan.request_id
-        store = self._store_of(reserved)
-        self._reserved_locally.discard(request_id)
         deadline = self.clock.monotonic() + self._ttl
         for attempt in itertools.count():
             try:
-                await store.settle(reserved, cost, tokens)
+                await self.store.settle(reserved, cost, tokens)
                 return
             except CounterStoreUnavailable as exc:
                 if self.clock.monotonic() > deadline:
@@ -216,13 +258,6 @@ class Guard:
                     )
                     return
                 await asyncio.sleep(SETTLE_BACKOFF[min(attempt, len(SETTLE_BACKOFF) - 1)])
-
-    def _store_of(self, reserved: Reserved) -> GuardStore:
-        """The store that holds this reservation: the in-process one if it was made while
-        Redis was down (fail-open), else the shared one."""
-        if self._local is not None and reserved.plan.request_id in self._reserved_locally:
-            return self._local
-        return self.store
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run `work` off the response path, kept until done so that drain() can wait for it."""

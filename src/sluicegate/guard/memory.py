@@ -4,7 +4,7 @@ Python. Each call runs without awaiting between its reads and writes, so it is a
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from sluicegate.core.clock import Clock, SystemClock
 from sluicegate.guard.counters import (
@@ -175,12 +175,23 @@ class MemoryGuardStore:
         credit.balance += seed.total - credit.total
         credit.total, credit.version = seed.total, seed.version
 
+    async def charge(self, charges: Mapping[BudgetCounter | CreditCounter, int]) -> None:
+        for counter, amount in charges.items():
+            if isinstance(counter, BudgetCounter) and counter.key in self._budgets:
+                self._budgets[counter.key].spent += amount
+            elif isinstance(counter, CreditCounter) and counter.key in self._credits:
+                self._credits[counter.key].balance -= amount
+
     async def forget(self, keys: Sequence[str]) -> None:
         for key in keys:
             self._budgets.pop(key, None)
             self._credits.pop(key, None)
 
     async def ping(self) -> None:
+        return None
+
+    async def heartbeat(self) -> None:
+        """In-process counters are lost only with the process, and its reservations with them."""
         return None
 
     async def close(self) -> None:
@@ -195,7 +206,8 @@ class MemoryGuardStore:
             missing = [check for check in checks if self._missing(check)]
             if not missing:
                 return
-            seeds = await loader(missing)  # type: ignore[arg-type]
+            # No charge is pending anywhere: this process settles and writes every one itself.
+            seeds = await loader(missing, ())  # type: ignore[arg-type]
             for counter, seed in zip(missing, seeds, strict=True):
                 self._seed(counter, seed)  # type: ignore[arg-type]
         raise CounterStoreUnavailable("counters vanished while they were being rebuilt")

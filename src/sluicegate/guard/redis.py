@@ -4,12 +4,22 @@ and one to settle (scripts in guard/lua/). Keys live under the instance prefix a
 
 The reclaim of expired reservations touches the counters a reservation record names, which the
 script reads from the record rather than from KEYS; they are in the same slot by construction.
+
+Redis losing its data (FLUSHALL, a restart without persistence) is survived exactly: this store
+remembers the reservations it holds until they are settled, and puts them back when the epoch
+marker (epoch.lua) says the data is new (`heartbeat`, and before any rebuild); a counter rebuilt
+from the database adds the charges still waiting in the org's usage stream and waits, right
+after a loss, until every gateway has had RECOVERY_MS to put its reservations back.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib.resources import files
 from typing import Any
 
@@ -21,6 +31,7 @@ from sluicegate.guard.counters import (
     MAX_SEED_ROUNDS,
     RATE_WINDOW_MS,
     READ_SWEEP_BATCHES,
+    RECOVERY_MS,
     SETTLED_MEMORY_MS,
     SWEEP_BATCH,
     Blocked,
@@ -31,6 +42,7 @@ from sluicegate.guard.counters import (
     CreditSeed,
     Crossing,
     Loader,
+    PendingCharge,
     Plan,
     RateCounter,
     RateState,
@@ -39,7 +51,7 @@ from sluicegate.guard.counters import (
     crossing_label,
     org_of,
 )
-from sluicegate.metering.stream import stream_key
+from sluicegate.metering.stream import DRAIN_GROUP, decode_event, register_stream, stream_key
 
 # After this many failures in a row, calls fail at once for BREAKER_SECONDS instead of each
 # waiting on a dead server; a single timeout under load does not trip it.
@@ -47,7 +59,11 @@ BREAKER_FAILURES = 3
 BREAKER_SECONDS = 1.0
 # The scripts' version is part of their text (and so of their SHA): a rolling deploy runs old and
 # new side by side, each calling its own.
-SCRIPT_VERSION = "guard-v2"
+SCRIPT_VERSION = "guard-v3"
+# Entries read from a usage stream per round trip while rebuilding a counter.
+STREAM_PAGE = 1000
+
+log = logging.getLogger("sluicegate.guard")
 
 
 def _script(name: str) -> str:
@@ -60,12 +76,30 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _seed_text(seed: Seed | None) -> str:
+def _seed_text(seed: Seed | None, misses: int = 0) -> str:
+    """A rebuilt value as the scripts take it: "<value>@<misses>" (see prelude.lua `seed`)."""
     if seed is None:
         return ""
     if isinstance(seed, CreditSeed):
-        return f"{seed.balance},{seed.total},{seed.version}"
-    return str(seed)
+        return f"{seed.balance},{seed.total},{seed.version}@{misses}"
+    return f"{seed}@{misses}"
+
+
+def _pending_charge(fields: dict[bytes, bytes]) -> PendingCharge | None:
+    """The charge of a usage stream entry; None for one that is not a usage event (the drain
+    moves those to the dead-letter stream)."""
+    try:
+        event = decode_event(fields[b"e"])
+        return PendingCharge(
+            str(event["request_id"]),
+            event["created_at"],
+            int(event["cost_nusd"] or 0),
+            str(event["key_id"]),
+            str(event["user_id"]),
+            str(event["group_id"]),
+        )
+    except (KeyError, ValueError, TypeError):
+        return None
 
 
 class RedisGuardStore:
@@ -89,6 +123,14 @@ class RedisGuardStore:
         self._read = client.register_script(_script("read"))
         self._sync_credit = client.register_script(_script("sync_credit"))
         self._extend = client.register_script(_script("extend"))
+        self._restore = client.register_script(_script("restore"))
+        self._charge = client.register_script(_script("charge"))
+        self._epoch_script = client.register_script(_script("epoch"))
+        self._epoch_key = f"{prefix}:epoch"
+        self._epoch: str | None = None  # the epoch token this process saw last
+        # Reservations this process holds, by request id, with their deadline (ms): put back if
+        # Redis loses them while their requests still run.
+        self._live: dict[str, tuple[Reserved, int]] = {}
         self._down_until = 0.0
         self._failures = 0
 
@@ -116,7 +158,7 @@ class RedisGuardStore:
     # --- the contract ------------------------------------------------------------------------
 
     async def reserve(self, plan: Plan, loader: Loader) -> Reserved | Blocked:
-        seeds: dict[int, Seed] = {}
+        seeds: dict[int, str] = {}
         spec, fixed, rates = self._prepared(plan)
         zset, records = self._org_keys(plan.org_id)
         for _ in range(MAX_SEED_ROUNDS + 1):
@@ -128,7 +170,7 @@ class RedisGuardStore:
             )
             args = [header, spec]
             if seeds:
-                args.append(" ".join(f"{i + 1}={_seed_text(v)}" for i, v in seeds.items()))
+                args.append(" ".join(f"{i + 1}={text}" for i, text in seeds.items()))
             answer = await self._call(self._reserve, keys, args)
             status = int(answer[0])
             if status == 1:
@@ -136,15 +178,22 @@ class RedisGuardStore:
                     RateState(check, int(answer[1 + 2 * i]), int(answer[2 + 2 * i]))
                     for i, check in enumerate(rates)
                 )
-                return Reserved(plan, now, states)
+                reserved = Reserved(plan, now, states)
+                if any(key is not None for key in fixed):
+                    self._live[plan.request_id] = (reserved, now + self._ttl_ms)
+                return reserved
             if status == 3:
                 return Reserved(plan, now, ())
             if status == 0:
                 check = plan.checks[int(answer[1]) - 1]
                 return Blocked(check, int(answer[2] or 0), int(answer[3] or 0), int(answer[4]))
             positions = [int(i) - 1 for i in answer[1:]]
-            missing = [plan.checks[i] for i in positions]
-            seeds.update(zip(positions, await loader(missing), strict=True))  # type: ignore[arg-type]
+            missing: list[BudgetCounter | CreditCounter] = [
+                plan.checks[i]  # type: ignore[misc]
+                for i in positions
+            ]
+            rebuilt = await self._rebuild(plan.org_id, missing, loader)
+            seeds.update(zip(positions, rebuilt, strict=True))
         raise CounterStoreUnavailable("counters vanished while they were being rebuilt")
 
     def _prepared(self, plan: Plan) -> tuple[str, list[str | None], tuple[RateCounter, ...]]:
@@ -215,12 +264,24 @@ class RedisGuardStore:
             ]
         header = f"{plan.request_id} {cost} {len(charged)} {delta} {self._record_ttl_ms}"
         if usage is None:
-            answer = await self._call(self._settle, keys, [f"{header} 0", "", watched])
+            answer = await self._call(
+                self._settle, keys, [f"{header} 0 {DRAIN_GROUP}", "", watched]
+            )
         else:
             keys.append(stream_key(self._prefix[:-1], plan.org_id))
-            answer = await self._call(self._settle, keys, [f"{header} 1", usage, watched])
-        if int(answer[0]) == 0:
+            answer = await self._call(
+                self._settle, keys, [f"{header} 1 {DRAIN_GROUP}", usage, watched]
+            )
+        self._live.pop(plan.request_id, None)
+        status = int(answer[0])
+        if status == 0:
             return None
+        if status == 2:
+            # The org's stream was missing and the script made it: the drain must find it. The
+            # request is settled and logged already; should this fail, the drain's scan of the
+            # prefix finds the stream.
+            with contextlib.suppress(RedisError, OSError):
+                await register_stream(self._client, self._prefix[:-1], plan.org_id)
         return tuple(Crossing.decode(_text(c)) for c in answer[1:])
 
     async def extend(self, reserved: Reserved) -> bool:
@@ -228,7 +289,10 @@ class RedisGuardStore:
         zset, records = self._org_keys(plan.org_id)
         deadline = self._now_ms() + self._ttl_ms
         args = [plan.request_id, deadline, self._record_ttl_ms]
-        return bool(await self._call(self._extend, [zset, records + plan.request_id], args))
+        held = bool(await self._call(self._extend, [zset, records + plan.request_id], args))
+        if plan.request_id in self._live:
+            self._live[plan.request_id] = (reserved, deadline)
+        return held
 
     async def read(
         self, counters: Sequence[BudgetCounter | CreditCounter], loader: Loader
@@ -237,16 +301,16 @@ class RedisGuardStore:
             return []
         org_id = org_of(counters[0])
         zset, records = self._org_keys(org_id)
-        seeds: dict[int, Seed] = {}
+        seeds: dict[int, str] = {}
         for _ in range(MAX_SEED_ROUNDS + 1):
             keys = [zset]
             args: list[Any] = [self._now_ms(), records, SWEEP_BATCH * READ_SWEEP_BATCHES]
             for index, counter in enumerate(counters):
                 keys.append(self._prefix + counter.key)
                 if isinstance(counter, BudgetCounter):
-                    args += ("b", counter.expire_at_ms, _seed_text(seeds.get(index)))
+                    args += ("b", counter.expire_at_ms, seeds.get(index, ""))
                 else:
-                    args += ("c", 0, _seed_text(seeds.get(index)))
+                    args += ("c", 0, seeds.get(index, ""))
             answer = await self._call(self._read, keys, args)
             if int(answer[0]) == 1:
                 return [
@@ -255,13 +319,110 @@ class RedisGuardStore:
                 ]
             positions = [int(i) - 1 for i in answer[1:]]
             missing = [counters[i] for i in positions]
-            seeds.update(zip(positions, await loader(missing), strict=True))
+            rebuilt = await self._rebuild(org_id, missing, loader)
+            seeds.update(zip(positions, rebuilt, strict=True))
         raise CounterStoreUnavailable("counters vanished while they were being rebuilt")
+
+    # --- rebuilding counters, and surviving Redis's data loss ---------------------------------
+
+    async def _rebuild(
+        self, org_id: str, counters: Sequence[BudgetCounter | CreditCounter], loader: Loader
+    ) -> list[str]:
+        """The seeds of missing counters as the scripts take them. In this order: wait out the
+        moments right after a data loss; read how many charges each counter missed so far, then
+        the charges pending in the org's usage stream, then (the loader) the database. A charge
+        settled after the first read is missed by the seed, which the script then refuses."""
+        await self._recovered()
+        keys = [self._prefix + counter.key for counter in counters]
+        stream = stream_key(self._prefix[:-1], org_id)
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.hget(key, "m")
+                pipe.xrange(stream, count=STREAM_PAGE)
+                *misses, page = await pipe.execute()
+            pending: list[PendingCharge] = []
+            while True:
+                for _entry_id, fields in page:
+                    charge = _pending_charge(fields)
+                    if charge is not None:
+                        pending.append(charge)
+                if len(page) < STREAM_PAGE:
+                    break
+                last = _text(page[-1][0])
+                page = await self._client.xrange(stream, min=f"({last}", count=STREAM_PAGE)
+        except (RedisError, OSError) as exc:
+            raise CounterStoreUnavailable(str(exc) or type(exc).__name__) from exc
+        values = await loader(counters, pending)
+        return [_seed_text(value, int(m or 0)) for value, m in zip(values, misses, strict=True)]
+
+    async def _recovered(self) -> None:
+        """Return once a counter may be rebuilt: this process has put back its reservations if
+        Redis lost its data, and RECOVERY_MS have passed since the loss (so every other gateway
+        has too)."""
+        token, created, now = await self._read_epoch()
+        if token != self._epoch:
+            await self._restore_live(token)
+        wait_ms = created + RECOVERY_MS - now
+        if wait_ms > 0:
+            await asyncio.sleep(wait_ms / 1000)
+
+    async def _read_epoch(self) -> tuple[str, int, int]:
+        answer = await self._call(self._epoch_script, [self._epoch_key], [secrets.token_hex(8)])
+        return _text(answer[0]), int(answer[1]), int(answer[2])
+
+    async def heartbeat(self) -> None:
+        token, _created, _now = await self._read_epoch()
+        if token != self._epoch:
+            await self._restore_live(token)
+        now = self._now_ms()
+        for request_id in [r for r, (_, deadline) in self._live.items() if deadline < now]:
+            # Expired: the store reclaims it by itself; a settle may still come and is harmless.
+            del self._live[request_id]
+
+    async def _restore_live(self, token: str) -> None:
+        """Put back the reservations this process holds (none were lost on first sight of the
+        epoch: this process had not seen any other), then remember the epoch."""
+        if self._epoch is not None and self._live:
+            restored = 0
+            by_org: dict[str, list[tuple[Reserved, int]]] = {}
+            for reserved, deadline in self._live.values():
+                by_org.setdefault(reserved.plan.org_id, []).append((reserved, deadline))
+            for org_id, held in by_org.items():
+                restored += await self._restore_org(org_id, held)
+            log.warning(
+                "Redis lost its data; put back the reservations of requests still running",
+                extra={"restored": restored, "held": len(self._live)},
+            )
+        self._epoch = token
+
+    async def _restore_org(self, org_id: str, held: list[tuple[Reserved, int]]) -> int:
+        zset, records = self._org_keys(org_id)
+        settled = f"{self._prefix}{{{org_id}}}:done:"
+        args = [f"{records} {self._record_ttl_ms} {settled}"]
+        for reserved, deadline in held:
+            plan = reserved.plan
+            counters = " ".join(key for key in self._prepared(plan)[1] if key is not None)
+            args.append(f"{plan.request_id} {deadline} {plan.amount} {counters}")
+        return int(await self._call(self._restore, [zset], args))
 
     async def sync_credit(self, counter: CreditCounter, seed: CreditSeed) -> None:
         await self._call(
             self._sync_credit, [self._prefix + counter.key], [seed.total, seed.version]
         )
+
+    async def charge(self, charges: Mapping[BudgetCounter | CreditCounter, int]) -> None:
+        by_org: dict[str, list[tuple[BudgetCounter | CreditCounter, int]]] = {}
+        for counter, amount in charges.items():
+            by_org.setdefault(org_of(counter), []).append((counter, amount))
+        for held in by_org.values():
+            keys = [self._prefix + counter.key for counter, _ in held]
+            args: list[Any] = [self._record_ttl_ms]
+            args += [
+                f"{'b' if isinstance(counter, BudgetCounter) else 'c'} {amount}"
+                for counter, amount in held
+            ]
+            await self._call(self._charge, keys, args)
 
     async def forget(self, keys: Sequence[str]) -> None:
         if not keys:

@@ -6,14 +6,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, and_, case, delete, false, func, or_, select, true
+from sqlalchemy import (
+    Select,
+    and_,
+    case,
+    delete,
+    false,
+    func,
+    literal,
+    or_,
+    select,
+    true,
+    tuple_,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from sluicegate.core.ids import has_prefix
 from sluicegate.core.pagination import paginate
 from sluicegate.credits.models import LedgerEntry
-from sluicegate.guard.counters import CreditSeed, SpendScope
+from sluicegate.guard.counters import CreditSeed, PendingCharge, SpendScope
 from sluicegate.guard.models import Budget, Policy, PolicyBinding
 from sluicegate.identity.models import User
 from sluicegate.keys.models import ApiKey
@@ -24,11 +36,14 @@ from sluicegate.orgs.models import PATH_SEPARATOR, Group, Membership, Organizati
 # --- rebuilding counters ---------------------------------------------------------------------
 
 
-async def spent(session: AsyncSession, scope: SpendScope) -> int:
-    """Settled spend of a budget scope in its period, from the 15-minute usage rollups (written
-    with the usage rows, and kept when the usage retention removes old rows). A period whose
-    bounds are not on quarter hours (a zone whose offset is not a multiple of 15 minutes) is
-    summed from the usage rows instead, which still hold it exactly."""
+async def spent(
+    session: AsyncSession, scope: SpendScope, pending: Sequence[PendingCharge] = ()
+) -> int:
+    """Settled spend of a budget scope in its period: the 15-minute usage rollups (written with
+    the usage rows, and kept when the usage retention removes old rows), plus the pending charges
+    of the scope the database does not hold yet. A period whose bounds are not on quarter hours
+    (a zone whose offset is not a multiple of 15 minutes) is summed from the usage rows instead,
+    which still hold it exactly."""
     aligned = all(
         bound is None or bound.timestamp() % BUCKET_SECONDS == 0
         for bound in (scope.start, scope.end)
@@ -40,6 +55,7 @@ async def spent(session: AsyncSession, scope: SpendScope) -> int:
     )
     if scope.start is not None and scope.end is not None:
         statement = statement.where(time_column >= scope.start, time_column < scope.end)
+    subtree: set[str] | None = None
     if scope.kind == "key":
         statement = statement.where(table.key_id == scope.id)
     elif scope.kind == "member":
@@ -50,15 +66,57 @@ async def spent(session: AsyncSession, scope: SpendScope) -> int:
         )
         if path is None:
             return 0
-        subtree = select(Group.id).where(
+        subtree_ids = select(Group.id).where(
             Group.org_id == scope.org_id, in_subtrees(Group.path, [path])
         )
-        statement = statement.where(table.group_id.in_(subtree))
-    return int(await session.scalar(statement) or 0)
+        statement = statement.where(table.group_id.in_(subtree_ids))
+        if pending:
+            subtree = set(await session.scalars(subtree_ids))
+    charges = [c for c in pending if _charges_scope(c, scope, subtree)]
+    row = (await session.execute(statement.add_columns(_stored_cost(scope.org_id, charges)))).one()
+    return int(row[0] or 0) + sum(c.cost for c in charges) - int(row[1] or 0)
 
 
-async def credit_seed(session: AsyncSession, org_id: str) -> CreditSeed:
-    """The balance (every ledger entry) and the total and count of non-usage entries."""
+def _charges_scope(charge: PendingCharge, scope: SpendScope, subtree: set[str] | None) -> bool:
+    if scope.start is not None and scope.end is not None:
+        if not scope.start <= charge.created_at < scope.end:
+            return False
+    if scope.kind == "key":
+        return charge.key_id == scope.id
+    if scope.kind == "member":
+        return charge.user_id == scope.id
+    if scope.kind == "group":
+        return subtree is not None and charge.group_id in subtree
+    return True
+
+
+def _stored_cost(org_id: str, charges: Sequence[PendingCharge]) -> Any:
+    """What those of the pending `charges` the database holds already cost: a column to read in
+    the same statement as the sums it corrects (a usage batch committed between two statements
+    would be counted twice, or not at all)."""
+    if not charges:
+        return literal(0)
+    return (
+        select(func.coalesce(func.sum(UsageEvent.cost_nusd), 0))
+        .where(
+            UsageEvent.org_id == org_id,
+            UsageEvent.created_at >= min(c.created_at for c in charges),
+            UsageEvent.created_at <= max(c.created_at for c in charges),
+            tuple_(UsageEvent.request_id, UsageEvent.created_at).in_(
+                [(c.request_id, c.created_at) for c in charges]
+            ),
+        )
+        .correlate(None)  # never bound to the usage rows the outer sum may read
+        .scalar_subquery()
+    )
+
+
+async def credit_seed(
+    session: AsyncSession, org_id: str, pending: Sequence[PendingCharge] = ()
+) -> CreditSeed:
+    """The balance (every ledger entry, less the pending charges the ledger does not hold yet:
+    usage debits are written with the usage rows) and the total and count of non-usage
+    entries, all in one statement."""
     other = LedgerEntry.kind != "usage"
     row = (
         await session.execute(
@@ -66,10 +124,12 @@ async def credit_seed(session: AsyncSession, org_id: str) -> CreditSeed:
                 func.coalesce(func.sum(LedgerEntry.amount_nusd), 0),
                 func.coalesce(func.sum(case((other, LedgerEntry.amount_nusd), else_=0)), 0),
                 func.count().filter(other),
+                _stored_cost(org_id, pending),
             ).where(LedgerEntry.org_id == org_id)
         )
     ).one()
-    return CreditSeed(int(row[0]), int(row[1]), int(row[2]))
+    balance = int(row[0]) - sum(c.cost for c in pending) + int(row[3] or 0)
+    return CreditSeed(balance, int(row[1]), int(row[2]))
 
 
 # --- the rules snapshot ------------------------------------------------------------------------

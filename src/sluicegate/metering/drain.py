@@ -37,8 +37,10 @@ from sluicegate.metering.stream import (
     EVENT_FIELD,
     dead_letter_key,
     decode_event,
+    org_of_stream,
     registry_key,
     stream_key,
+    stream_pattern,
 )
 from sluicegate.metering.writer import CROSSED, AfterInsert, UsageRecord, store_usage
 
@@ -52,6 +54,12 @@ POLL_SECONDS = 0.1
 CLAIM_IDLE_MS = 30_000
 # How often the worker looks for newly registered streams and for entries to take over.
 RESCAN_SECONDS = 5.0
+# How often it also scans the prefix for org streams the registry does not name: a registration
+# lost with Redis's data, or between a stream's creation and its registration (a gateway killed
+# in between). A SCAN walks every key, so it runs far less often than the rescan.
+DISCOVERY_SECONDS = 60.0
+# Keys a SCAN call looks at per round trip.
+SCAN_COUNT = 1000
 # After a failed round (database or Redis down), wait this long before the next.
 RETRY_SECONDS = 1.0
 # A closing worker waits this long for its round in progress.
@@ -97,6 +105,7 @@ class UsageDrain:
         self._streams: list[str] = []
         self._grouped: set[str] = set()
         self._scanned_at = -RESCAN_SECONDS
+        self._discovered_at = -DISCOVERY_SECONDS
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._stop = asyncio.Event()
@@ -136,7 +145,9 @@ class UsageDrain:
                 raise
             except (RedisError, OSError, SQLAlchemyError):
                 log.warning("usage drain round failed; retrying", exc_info=True)
+                # Redis may have lost streams or groups: look at everything again.
                 self._grouped.clear()
+                self._scanned_at = -RESCAN_SECONDS
                 await self._pause(RETRY_SECONDS)
             except Exception:
                 log.exception("usage drain round failed unexpectedly; retrying")
@@ -224,6 +235,8 @@ class UsageDrain:
     # --- streams, groups, dead consumers --------------------------------------------------------
 
     async def _rescan(self) -> None:
+        if time.monotonic() - self._discovered_at >= DISCOVERY_SECONDS:
+            await self.discover()
         org_ids = sorted(
             member.decode() if isinstance(member, bytes) else member
             for member in await self._client.smembers(registry_key(self._prefix))
@@ -235,6 +248,29 @@ class UsageDrain:
         self._scanned_at = time.monotonic()
         await self._take_over()
         await self._observe()
+
+    async def discover(self) -> int:
+        """Register every org stream of the prefix the registry lacks; how many it found."""
+        registry = registry_key(self._prefix)
+        known = {
+            member.decode() if isinstance(member, bytes) else member
+            for member in await self._client.smembers(registry)
+        }
+        found: set[str] = set()
+        async for key in self._client.scan_iter(
+            match=stream_pattern(self._prefix), count=SCAN_COUNT, _type="stream"
+        ):
+            org_id = org_of_stream(self._prefix, key.decode() if isinstance(key, bytes) else key)
+            if org_id is not None and org_id not in known:
+                found.add(org_id)
+        if found:
+            await self._client.sadd(registry, *sorted(found))
+            log.warning(
+                "found usage streams no registry named (Redis lost data?); draining them",
+                extra={"count": len(found)},
+            )
+        self._discovered_at = time.monotonic()
+        return len(found)
 
     async def _new_streams(self) -> bool:
         """A stream registered since the last scan (a new org's first request): drained at once

@@ -1,7 +1,14 @@
 """The durable usage log in Redis: one stream per org, `<prefix>:{<org_id>}:usage`, under the org's
 hash tag so the settle script can append to it atomically with the counters it settles (see
 guard/lua/settle.lua). A set, `<prefix>:usage:streams`, names every org stream so the drain
-worker finds them; a gateway adds its org's stream there before its first append.
+worker finds them.
+
+Redis may lose its data (FLUSHALL, a restart without persistence, an older snapshot), and with it
+the set, the streams and their consumer group. So nothing is registered once and for all: every
+append (the settle script, or APPEND_SCRIPT below) that finds its stream missing creates it with
+the drain's consumer group (reading from the first entry) in the same atomic step, and tells the
+caller, who then registers the org again. The drain also scans the prefix for streams now and
+then (metering/drain.py), for a registration lost between the two steps.
 
 An entry is one field, `e`, holding the usage event as JSON (and `x`, the budget thresholds the
 request crossed, when it crossed any): times as RFC 3339 with
@@ -23,6 +30,18 @@ EVENT_FIELD = b"e"
 CROSSED_FIELD = b"x"
 DRAIN_GROUP = "drain"
 
+# Append one event (ARGV[2]) to a stream (KEYS[1]) that may have been lost, recreating it with the
+# consumer group ARGV[1] when it is missing; 1 when it was (the caller registers it), else 0.
+APPEND_SCRIPT = """
+local fresh = 0
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')
+  fresh = 1
+end
+redis.call('XADD', KEYS[1], '*', 'e', ARGV[2])
+return fresh
+"""
+
 
 def stream_key(prefix: str, org_id: str) -> str:
     return f"{prefix}:{{{org_id}}}:usage"
@@ -30,6 +49,24 @@ def stream_key(prefix: str, org_id: str) -> str:
 
 def registry_key(prefix: str) -> str:
     return f"{prefix}:usage:streams"
+
+
+def stream_pattern(prefix: str) -> str:
+    """A SCAN pattern matching every org stream of the prefix (which has no glob characters)."""
+    return f"{prefix}:{{*}}:usage"
+
+
+def org_of_stream(prefix: str, key: str) -> str | None:
+    """The org id in a stream key, None when the key is not an org stream of the prefix."""
+    head, tail = f"{prefix}:{{", "}:usage"
+    if key.startswith(head) and key.endswith(tail) and len(key) > len(head) + len(tail):
+        return key[len(head) : -len(tail)]
+    return None
+
+
+async def register_stream(client: Redis, prefix: str, org_id: str) -> None:
+    """Name the org's stream in the registry (again: harmless when it is there)."""
+    await client.sadd(registry_key(prefix), org_id)
 
 
 def dead_letter_key(prefix: str) -> str:
@@ -54,25 +91,18 @@ def decode_event(payload: bytes) -> dict[str, Any]:
 
 
 class UsageStreams:
-    """The gateway's side: make sure an org's stream is registered, append events that need no
-    counter settlement (the settle script appends the others itself)."""
+    """The gateway's side: append events that need no counter settlement (the settle script
+    appends the others itself), one round trip each; a second only when the stream was missing
+    and had to be registered again."""
 
     def __init__(self, client: Redis, prefix: str) -> None:
         self._client = client
         self.prefix = prefix
-        self._registry = registry_key(prefix)
-        self._registered: set[str] = set()
+        self._append = client.register_script(APPEND_SCRIPT)
 
     def key(self, org_id: str) -> str:
         return stream_key(self.prefix, org_id)
 
-    async def register(self, org_id: str) -> None:
-        """Once per org and process: later appends cost no extra round trip."""
-        if org_id in self._registered:
-            return
-        await self._client.sadd(self._registry, org_id)
-        self._registered.add(org_id)
-
     async def append(self, org_id: str, payload: bytes) -> None:
-        await self.register(org_id)
-        await self._client.xadd(self.key(org_id), {EVENT_FIELD: payload})
+        if await self._append(keys=[self.key(org_id)], args=[DRAIN_GROUP, payload]):
+            await register_stream(self._client, self.prefix, org_id)

@@ -8,7 +8,15 @@ import math
 from typing import Any
 
 from sluicegate.core.money import nanos_to_usd
-from sluicegate.guard.counters import Blocked, BudgetCounter, CreditCounter, RateCounter, Reserved
+from sluicegate.guard.counters import (
+    Blocked,
+    BudgetCounter,
+    CounterStoreUnavailable,
+    CreditCounter,
+    RateCounter,
+    Reserved,
+)
+from sluicegate.guard.failopen import MoneyChecksUnavailable
 from sluicegate.guard.policy import EffectivePolicy
 from sluicegate.guard.rules import OrgRules
 from sluicegate.providers.base import Endpoint
@@ -52,15 +60,22 @@ def check_policy(policy: EffectivePolicy, model: str, address: str | None) -> No
         raise forbidden(denial, "ip_not_allowed")
 
 
-def unavailable() -> ProxyError:
-    return ProxyError(
-        503,
-        "The gateway cannot reach its counter store (Redis), so it cannot enforce budgets and "
-        "rate limits; calls are refused until it is back. Operators: check Redis, or set "
-        "SLUICEGATE_GUARD_FAILURE_MODE=open to admit calls against per-process counters.",
-        type="server_error",
-        code="guardrails_unavailable",
-    )
+def unavailable(cause: CounterStoreUnavailable) -> ProxyError:
+    if isinstance(cause, MoneyChecksUnavailable):
+        message = (
+            "The gateway cannot reach its counter store (Redis), and this key is under a hard "
+            "budget or prepaid credit, which no gateway process can enforce alone; calls are "
+            "refused until it is back (even with SLUICEGATE_GUARD_FAILURE_MODE=open, which "
+            "admits only calls under rate limits and soft budgets). Operators: check Redis."
+        )
+    else:
+        message = (
+            "The gateway cannot reach its counter store (Redis), so it cannot enforce budgets "
+            "and rate limits; calls are refused until it is back. Operators: check Redis, or "
+            "set SLUICEGATE_GUARD_FAILURE_MODE=open to admit calls under rate limits and soft "
+            "budgets against per-process counters meanwhile."
+        )
+    return ProxyError(503, message, type="server_error", code="guardrails_unavailable")
 
 
 def blocked(result: Blocked, rules: OrgRules, amount: int, tokens: int) -> ProxyError:

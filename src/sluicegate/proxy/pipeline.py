@@ -164,8 +164,8 @@ class Pipeline:
         plan = key_rules.plan(call.request_id, amount, tokens, call.received_at)
         try:
             result = await self.guard.reserve(plan)
-        except CounterStoreUnavailable:
-            raise guardrails.unavailable() from None
+        except CounterStoreUnavailable as exc:
+            raise guardrails.unavailable(exc) from None
         if isinstance(result, Blocked):
             raise guardrails.blocked(result, rules, amount, tokens)
         call.reserved = result
@@ -399,7 +399,6 @@ class Pipeline:
             if reserved is None:
                 await streams.append(context.org_id, payload)
                 return
-            await streams.register(context.org_id)
             unlogged = await self.guard.settle_now(reserved, cost, used, payload)
             if unlogged is None:
                 return

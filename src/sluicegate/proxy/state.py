@@ -67,10 +67,12 @@ class ProxyState:
 
     async def start(self) -> None:
         await self.writer.start()
+        await self.guard.start()
 
     async def close(self) -> None:
         self.runtime.bus.unsubscribe(self.resolver.invalidate)
         self.runtime.bus.unsubscribe(self.guard.rules.invalidate)
+        await self.guard.close()
         await self.guard.drain()
         await self.writer.close()
         await asyncio.gather(*(pool.aclose() for pool in self.pools.values()))

@@ -65,16 +65,43 @@ local function sweep(zset, recprefix, now, batch)
   end
 end
 
--- Create a missing budget ('b') or credit ('c') counter from its rebuilt value. Never
--- overwrites: the caller checked that it is missing in this same script.
+-- A budget counter ('b') holds its spend in 's', a credit counter ('c') its balance in 'b'; a
+-- counter without that field is missing (never built, expired, or lost with Redis's data), even
+-- if its hash exists: reservations put back after a loss ('r', see restore.lua) and the count of
+-- charges it missed ('m') wait there until it is rebuilt.
+local function seeded(key, kind)
+  if kind == 'b' then return redis.call('HEXISTS', key, 's') == 1 end
+  return redis.call('HEXISTS', key, 'b') == 1
+end
+
+-- A charge for a counter that is missing: it cannot be added, so it is counted in 'm'. Whoever
+-- is rebuilding the counter from the database and the usage stream read 'm' before it started;
+-- a seed made before this charge was logged would miss it, and is refused (see seed).
+local function missed(key, ttl)
+  redis.call('HINCRBY', key, 'm', 1)
+  if redis.call('PTTL', key) == -1 then redis.call('PEXPIRE', key, ttl) end
+end
+
+-- Create a missing budget ('b') or credit ('c') counter from its rebuilt value,
+-- "<value>@<misses>": applied only if no charge was missed since the rebuild began (the 'm'
+-- it read then is still the count), else false and the caller rebuilds again. Keeps the
+-- reservations ('r') the hash holds. Never overwrites: the caller checked that it is missing in
+-- this same script.
 local function seed(key, kind, value, expire_at, now)
+  local v, misses = string.match(value, '^(.-)@(%d+)$')
+  if tonumber(redis.call('HGET', key, 'm') or '0') ~= tonumber(misses) then return false end
+  redis.call('HDEL', key, 'm')
   if kind == 'b' then
-    redis.call('HSET', key, 's', value, 'r', 0)
+    redis.call('HSET', key, 's', v)
     if expire_at ~= '0' then
       redis.call('PEXPIRE', key, math.max(tonumber(expire_at) - tonumber(now), 1000))
+    else
+      redis.call('PERSIST', key)
     end
   else
-    local b, t, v = string.match(value, '^(-?%d+),(-?%d+),(%d+)$')
-    redis.call('HSET', key, 'b', b, 't', t, 'v', v, 'r', 0)
+    local b, t, n = string.match(v, '^(-?%d+),(-?%d+),(%d+)$')
+    redis.call('HSET', key, 'b', b, 't', t, 'v', n)
+    redis.call('PERSIST', key)
   end
+  return true
 end

@@ -1,18 +1,16 @@
 -- read: current values of budget and credit counters, after reclaiming expired reservations.
 -- KEYS: [1] the org's zset of live reservations, then the counters.
 -- ARGV: [1] now ms, [2] record prefix, [3] sweep batch, then three per counter: kind ('b'|'c'),
---       expire_at ms, seed ('' unless rebuilt).
+--       expire_at ms, seed ('' unless rebuilt; "<value>@<misses>", see seed).
 -- Returns {2, i...} counters missing (call again with seeds) or {1, used, reserved, ...}.
 local now = ARGV[1]
 sweep(KEYS[1], ARGV[2], now, tonumber(ARGV[3]))
 local missing = {}
 for i = 2, #KEYS do
   local a = 4 + (i - 2) * 3
-  if redis.call('EXISTS', KEYS[i]) == 0 then
-    if ARGV[a + 2] == '' then
+  if not seeded(KEYS[i], ARGV[a]) then
+    if ARGV[a + 2] == '' or not seed(KEYS[i], ARGV[a], ARGV[a + 2], ARGV[a + 1], now) then
       missing[#missing + 1] = i - 1
-    else
-      seed(KEYS[i], ARGV[a], ARGV[a + 2], ARGV[a + 1], now)
     end
   end
 end

@@ -5,7 +5,8 @@
 --            sweep_batch tokens"
 --       [2] the checks, space-separated: "b,<limit>,<hard 1|0>,<expire_at ms, 0: never>",
 --           "c" (credit), "r,<limit>,<per token 1|0>"
---       [3] seeds of rebuilt counters: "<check index>=<spent>" or "<i>=<balance>,<total>,<n>"
+--       [3] seeds of rebuilt counters: "<check index>=<spent>@<misses>" or
+--           "<i>=<balance>,<total>,<n>@<misses>" (see seed)
 -- Returns {2, i...} checks missing (rebuild and call again with seeds), {0, i, used, reserved,
 -- retry ms} the first failing check, {1, remaining, reset ms, ...} per rate check, or {3} when
 -- this request holds a reservation already.
@@ -34,10 +35,8 @@ for i, check in ipairs(checks) do
   if check[1] == 'r' then
     k = k + 2
   else
-    if redis.call('EXISTS', KEYS[k]) == 0 then
-      if seeds[i] then
-        seed(KEYS[k], check[1], seeds[i], check[4], now)
-      else
+    if not seeded(KEYS[k], check[1]) then
+      if not (seeds[i] and seed(KEYS[k], check[1], seeds[i], check[4] or '0', now)) then
         missing[#missing + 1] = i
       end
     end
