@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from sluicegate.core.clock import Clock, SystemClock
 from sluicegate.core.db import (
+    Timeouts,
     make_engine,
     make_session_factory,
     pending_after_commit,
@@ -58,7 +59,15 @@ class Runtime:
     @classmethod
     def build(cls, settings: Settings, clock: Clock | None = None) -> Runtime:
         clock = clock or SystemClock()
-        engine = make_engine(settings.resolved_database_url, pool_size=settings.database_pool_size)
+        engine = make_engine(
+            settings.resolved_database_url,
+            pool_size=settings.database_pool_size,
+            timeouts=Timeouts(
+                settings.database_connect_timeout,
+                settings.database_pool_timeout,
+                settings.database_statement_timeout,
+            ),
+        )
         redis: Redis | None = None
         counters: GuardStore
         bus: InvalidationBus

@@ -55,6 +55,26 @@ class Settings(BaseSettings):
         description="Where the embedded SQLite database lives when DATABASE_URL is unset.",
     )
     database_pool_size: int = Field(default=10, ge=1, le=200)
+    database_connect_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="Seconds to open a Postgres connection; a database that does not answer "
+        "is reported (503 database_unavailable) after this.",
+    )
+    database_pool_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="Seconds a caller waits for a free pooled connection before 503.",
+    )
+    database_statement_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="Seconds one statement may take, waiting on the database included, before "
+        "it is cancelled and the call answers 503.",
+    )
     redis_url: str | None = Field(
         default=None, description="redis://host:port/db; unset: in-process counters and bus."
     )

@@ -50,6 +50,7 @@ from sluicegate.alerts.models import AlertAttempt, AlertDelivery
 from sluicegate.alerts.sender import AlertSender
 from sluicegate.core.egress import Resolver, system_resolver
 from sluicegate.core.ids import new_id
+from sluicegate.core.logs import log_failure
 from sluicegate.core.sealing import SecretBox
 from sluicegate.runtime import Runtime
 
@@ -136,8 +137,8 @@ class AlertDeliveryWorker:
                 handled = await self.run_once()
             except asyncio.CancelledError:
                 raise
-            except (SQLAlchemyError, OSError):
-                log.warning("alert delivery round failed; retrying", exc_info=True)
+            except (SQLAlchemyError, OSError) as exc:
+                log_failure(log, "alert delivery round failed; retrying", exc)
                 await self._pause(RETRY_ROUND_SECONDS)
                 continue
             except Exception:
@@ -248,12 +249,10 @@ class AlertDeliveryWorker:
                 started = self._runtime.clock.now()
                 result = await self._attempt(claim, started)
                 open_until = await self._record(claim, started, result)
-            except (SQLAlchemyError, OSError):
+            except (SQLAlchemyError, OSError) as exc:
                 # The lease runs out and the delivery is tried again; nothing is lost.
-                log.warning(
-                    "recording an alert delivery failed",
-                    extra={"delivery_id": claim.delivery_id},
-                    exc_info=True,
+                log_failure(
+                    log, "recording an alert delivery failed", exc, delivery_id=claim.delivery_id
                 )
                 return
             if open_until is not None and rest:

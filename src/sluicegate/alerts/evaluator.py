@@ -29,6 +29,7 @@ from sluicegate.alerts.models import AlertRule
 from sluicegate.alerts.outbox import AlertDraft, raise_alert
 from sluicegate.analytics.insights import org_anomalies_today
 from sluicegate.core.clock import Clock
+from sluicegate.core.logs import log_failure
 from sluicegate.core.money import nanos_to_usd, usd_to_nanos
 from sluicegate.guard.counters import credit_counter
 from sluicegate.guard.enforcer import seed_of
@@ -66,8 +67,8 @@ class AlertEvaluator:
         while not self._stop.is_set():
             try:
                 await self.evaluate()
-            except (SQLAlchemyError, OSError):
-                log.warning("alert evaluation failed; retrying next round", exc_info=True)
+            except (SQLAlchemyError, OSError) as exc:
+                log_failure(log, "alert evaluation failed; retrying next round", exc)
             except Exception:
                 log.exception("alert evaluation failed unexpectedly; retrying next round")
             with contextlib.suppress(TimeoutError):

@@ -9,11 +9,13 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from sluicegate.core.errors import SluicegateError
+from sluicegate.core.db import database_unavailable, describe_database_failure
+from sluicegate.core.errors import DatabaseUnavailable, SluicegateError
 from sluicegate.core.responses import JSONBody
 
 log = logging.getLogger("sluicegate.api")
@@ -41,7 +43,9 @@ FORBIDDEN = _described(403, "The caller's role is too small for this, inside the
 NOT_FOUND = _described(404, "Unknown id, or an id of another organization")
 CONFLICT = _described(409, "Conflicts with the current state (named in the message)")
 INVALID = _described(422, "Invalid input; the message names the field and the rule")
-UNAVAILABLE = _described(503, "The counter store (Redis) is unavailable; retry shortly")
+UNAVAILABLE = _described(
+    503, "The counter store (Redis) or the database is unavailable; retry shortly"
+)
 
 # What every authenticated, org-scoped route may answer besides success.
 STANDARD_ERRORS: Responses = {
@@ -57,6 +61,10 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _render_validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _render_http_error)  # type: ignore[arg-type]
     app.add_exception_handler(IntegrityError, _render_integrity_error)  # type: ignore[arg-type]
+    # What a database that refuses, drops or ignores connections raises (handled here, not as
+    # an unexpected error: an outage is no bug, and deserves neither a 500 nor a traceback).
+    for failure in (DBAPIError, SQLAlchemyTimeout, OSError, TimeoutError):
+        app.add_exception_handler(failure, _render_database_failure)
     app.add_exception_handler(Exception, _render_unexpected)
 
 
@@ -110,6 +118,21 @@ async def _render_integrity_error(_request: Request, exc: IntegrityError) -> Res
     log.info("integrity error answered as a conflict: %s", exc.orig)
     return error_response(
         409, "conflict", "the change conflicts with another one made at the same time; retry"
+    )
+
+
+async def _render_database_failure(request: Request, exc: Exception) -> Response:
+    if not database_unavailable(exc):
+        return await _render_unexpected(request, exc)
+    state = request.scope.get("state") or {}
+    log.warning(
+        "database unavailable: %s", describe_database_failure(exc), extra={"path": request.url.path}
+    )
+    return error_response(
+        503,
+        DatabaseUnavailable.code,
+        "the database is unavailable; retry shortly",
+        {"request_id": state.get("request_id")},
     )
 
 

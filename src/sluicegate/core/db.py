@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, MetaData, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
@@ -22,6 +24,8 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
+
+from sluicegate.core.errors import DatabaseUnavailable
 
 # Named constraints make migrations reproducible and let SQLite's batch mode find them again.
 NAMING_CONVENTION = {
@@ -64,12 +68,31 @@ class UTCDateTime(TypeDecorator[datetime]):
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 
-def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
-    """One engine per process. SQLite gets WAL and enforced foreign keys on every connection."""
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """How long a Postgres call may wait, in seconds: to connect, for a pooled connection, and
+    per statement (measured by the client, so a database gone silent is bounded too)."""
+
+    connect: float
+    pool: float
+    statement: float
+
+
+def make_engine(
+    url: str, *, pool_size: int = 10, echo: bool = False, timeouts: Timeouts | None = None
+) -> AsyncEngine:
+    """One engine per process. SQLite gets WAL and enforced foreign keys on every connection.
+    Without `timeouts` (migrations, scripts) Postgres calls wait as long as they take."""
     if url.startswith("sqlite"):
         engine = create_async_engine(url, echo=echo)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
+    bounds: dict[str, Any] = {}
+    if timeouts is not None:
+        bounds = {
+            "pool_timeout": timeouts.pool,
+            "connect_args": {"timeout": timeouts.connect, "command_timeout": timeouts.statement},
+        }
     return create_async_engine(
         url,
         echo=echo,
@@ -78,7 +101,63 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEn
         pool_pre_ping=True,
         # Postgres closes idle connections behind load balancers; recycle before they go stale.
         pool_recycle=1800,
+        **bounds,
     )
+
+
+# Where the errors of a database that cannot be reached come from: a driver's own OSError or
+# TimeoutError is the database's only if it was raised inside these packages.
+_DATABASE_PACKAGES = ("sqlalchemy", "asyncpg", "aiosqlite", "sqlite3")
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says the database could not be reached or did not answer (refused, reset,
+    timed out, pool exhausted, connection lost), as opposed to a bug or a bad query."""
+    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, (OSError, TimeoutError)):
+        return _raised_in_database_code(exc)
+    return False
+
+
+def _raised_in_database_code(exc: BaseException) -> bool:
+    trace = exc.__traceback__
+    while trace is not None:
+        module = trace.tb_frame.f_globals.get("__name__", "")
+        if module.split(".", 1)[0] in _DATABASE_PACKAGES:
+            return True
+        trace = trace.tb_next
+    return False
+
+
+def describe_database_failure(exc: BaseException) -> str:
+    """A few words on what went wrong, never a query or a parameter."""
+    if isinstance(exc, (TimeoutError, sa_exc.TimeoutError)):
+        return "no answer in time"
+    cause: BaseException = exc
+    while getattr(cause, "orig", None) is not None:
+        cause = cause.orig  # type: ignore[attr-defined]
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror.lower()
+    return type(cause).__name__
+
+
+@asynccontextmanager
+async def reaching_database() -> AsyncIterator[None]:
+    """Turn a database that cannot be reached into DatabaseUnavailable (503); anything else
+    passes through as it is."""
+    try:
+        yield
+    except DatabaseUnavailable:
+        raise
+    except Exception as exc:
+        if database_unavailable(exc):
+            raise DatabaseUnavailable(
+                f"the database is unavailable ({describe_database_failure(exc)}); retry shortly"
+            ) from exc
+        raise
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:

@@ -51,6 +51,12 @@ class ServiceUnavailable(SluicegateError):
     code = "service_unavailable"
 
 
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database refused, dropped or did not answer a call in time."""
+
+    code = "database_unavailable"
+
+
 class ConfigurationError(Exception):
     """A setting that stops start-up. Rendered by the CLI as one line, never a traceback."""
 

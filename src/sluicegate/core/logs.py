@@ -55,3 +55,23 @@ def configure_logging(level: str = "info") -> None:
     logging.getLogger("uvicorn.access").disabled = True
     # Alembic narrates its plugin set-up at INFO; the CLI reports the revision reached instead.
     logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def log_failure(logger: logging.Logger, message: str, exc: BaseException, **extra: Any) -> None:
+    """A failed step of background work. A dependency that is down (the database unreachable or
+    silent, Redis gone) is an outage, not a bug: one line at warning naming the cause, since it
+    repeats every retry until the dependency is back. Anything else at error, with its
+    traceback."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeout
+
+    from sluicegate.core.db import database_unavailable, describe_database_failure
+
+    if database_unavailable(exc):
+        cause = f"the database is unavailable ({describe_database_failure(exc)})"
+    elif isinstance(exc, (RedisConnectionError, RedisTimeout)):
+        cause = f"Redis is unavailable ({str(exc).splitlines()[0] if str(exc) else 'no answer'})"
+    else:
+        logger.error(message, exc_info=exc, extra=extra)
+        return
+    logger.warning("%s: %s", message, cause, extra=extra)

@@ -15,6 +15,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from sluicegate.core.clock import Clock
+from sluicegate.core.db import reaching_database
+from sluicegate.core.logs import log_failure
 from sluicegate.guard import repository
 from sluicegate.guard.counters import (
     HEARTBEAT_SECONDS,
@@ -98,7 +100,7 @@ class CounterLoader:
         future: asyncio.Future[Seed] = asyncio.get_running_loop().create_future()
         self._loading[shared] = future
         try:
-            async with self._sessions() as session:
+            async with reaching_database(), self._sessions() as session:
                 seed = await seed_of(session, counter, pending)
         except BaseException as exc:
             future.set_exception(exc)
@@ -193,8 +195,8 @@ class Guard:
         try:
             async with self._sessions() as session:
                 await sync_credit_from_ledger(self.store, session, counter)
-        except Exception:
-            log.warning("could not bring the credit counter up to date", exc_info=True)
+        except Exception as exc:
+            log_failure(log, "could not bring the credit counter up to date", exc)
 
     def extend_soon(self, reserved: Reserved) -> None:
         """Keep a long-running request's reservation alive (a stream still relaying)."""

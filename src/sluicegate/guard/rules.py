@@ -18,6 +18,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from sluicegate.core.clock import Clock
+from sluicegate.core.db import reaching_database
+from sluicegate.core.errors import DatabaseUnavailable
 from sluicegate.core.invalidation import ALL_TOPICS, GUARD_TOPIC, ORG_TOPIC
 from sluicegate.core.money import nanos_to_usd
 from sluicegate.core.timezones import zone
@@ -37,6 +39,10 @@ from sluicegate.guard.policy import Bound, EffectivePolicy, PolicyRule
 
 # Backstop only: changes arrive over the bus within milliseconds.
 RULES_TTL_SECONDS = 30.0
+# As for keys (keys/lookup.py): rules loaded this recently serve through a database outage, and
+# the database is asked again at most this often meanwhile.
+STALE_IF_ERROR_SECONDS = 600.0
+RETRY_AFTER_ERROR_SECONDS = 2.0
 # Counters of a period are kept a day past its end, so a request settling late still finds them.
 PERIOD_GRACE = timedelta(days=1)
 # Keys whose resolved rules one org snapshot keeps; beyond it, the oldest are dropped.
@@ -279,12 +285,15 @@ async def load_org_rules(session: AsyncSession, org_id: str) -> OrgRules | None:
 
 
 class RulesCache:
-    """Org rules by org id, loaded on first use, dropped when the bus says they changed."""
+    """Org rules by org id, loaded on first use, dropped when the bus says they changed. While
+    the database cannot be reached, rules loaded recently keep being used (as keys are, see
+    keys/lookup.py STALE_IF_ERROR_SECONDS); a change published meanwhile still drops them."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], clock: Clock) -> None:
         self._sessions = sessions
         self._clock = clock
-        self._entries: dict[str, tuple[OrgRules | None, float]] = {}
+        # org id -> (rules, fresh until, loaded at), monotonic seconds
+        self._entries: dict[str, tuple[OrgRules | None, float, float]] = {}
         self._loading: dict[str, asyncio.Future[OrgRules | None]] = {}
 
     async def get(self, org_id: str) -> OrgRules | None:
@@ -298,8 +307,7 @@ class RulesCache:
         future: asyncio.Future[OrgRules | None] = asyncio.get_running_loop().create_future()
         self._loading[org_id] = future
         try:
-            async with self._sessions() as session:
-                rules = await load_org_rules(session, org_id)
+            rules = await self._fetch(org_id, now)
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: waiters re-raise it, nobody logs it as lost
@@ -307,7 +315,19 @@ class RulesCache:
         finally:
             del self._loading[org_id]
         future.set_result(rules)
-        self._entries[org_id] = (rules, now + RULES_TTL_SECONDS)
+        return rules
+
+    async def _fetch(self, org_id: str, now: float) -> OrgRules | None:
+        try:
+            async with reaching_database(), self._sessions() as session:
+                rules = await load_org_rules(session, org_id)
+        except DatabaseUnavailable:
+            entry = self._entries.get(org_id)
+            if entry is None or now - entry[2] > STALE_IF_ERROR_SECONDS:
+                raise
+            self._entries[org_id] = (entry[0], now + RETRY_AFTER_ERROR_SECONDS, entry[2])
+            return entry[0]
+        self._entries[org_id] = (rules, now + RULES_TTL_SECONDS, now)
         return rules
 
     async def invalidate(self, topic: str, payload: str) -> None:

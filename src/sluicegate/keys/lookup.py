@@ -16,7 +16,9 @@ from sqlalchemy import Table, bindparam, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from sluicegate.core.clock import Clock
+from sluicegate.core.db import reaching_database
 from sluicegate.core.digests import secret_digest
+from sluicegate.core.errors import DatabaseUnavailable
 from sluicegate.core.invalidation import ALL_TOPICS, GROUP_TOPIC, KEY_TOPIC, ORG_TOPIC, USER_TOPIC
 from sluicegate.keys import repository
 from sluicegate.keys.models import ApiKey
@@ -28,6 +30,12 @@ POSITIVE_TTL_SECONDS = 10.0
 NEGATIVE_TTL_SECONDS = 60.0
 # Bounded so that a flood of random keys cannot grow memory without limit.
 MAX_ENTRIES = 100_000
+# While the database cannot be reached, an entry loaded within this many seconds keeps being
+# used (keys known to work keep working through a short outage; a change published meanwhile
+# still drops its entry, so a disabled key is refused rather than served stale), and the
+# database is asked again at most every RETRY_AFTER_ERROR_SECONDS instead of on every call.
+STALE_IF_ERROR_SECONDS = 600.0
+RETRY_AFTER_ERROR_SECONDS = 2.0
 __all__ = ["KEY_TOPIC", "ORG_TOPIC", "USER_TOPIC", "AuthContext", "KeyResolver"]
 
 
@@ -55,7 +63,8 @@ class KeyResolver:
         self._sessions = sessions
         self._pepper = pepper
         self._clock = clock
-        self._entries: dict[str, tuple[AuthContext | None, float]] = {}
+        # digest -> (context, fresh until, loaded at), monotonic seconds
+        self._entries: dict[str, tuple[AuthContext | None, float, float]] = {}
         # One database load per digest at a time: a burst of requests with a cold key waits
         # for the first load instead of sending the same query hundreds of times.
         self._loading: dict[str, asyncio.Future[AuthContext | None]] = {}
@@ -72,19 +81,29 @@ class KeyResolver:
             if not pending.cancelled():
                 return pending.result()
             # The first load failed; this caller tries on its own and reports its own error.
-            context = await self._load(digest)
-            self._remember(digest, context, now)
-            return context
+            return await self._fetch(digest, now)
         future: asyncio.Future[AuthContext | None] = asyncio.get_running_loop().create_future()
         self._loading[digest] = future
         try:
-            context = await self._load(digest)
+            context = await self._fetch(digest, now)
         except BaseException:
             future.cancel()
             raise
         finally:
             del self._loading[digest]
         future.set_result(context)
+        return context
+
+    async def _fetch(self, digest: str, now: float) -> AuthContext | None:
+        """Load and remember; while the database is unavailable, what was loaded recently."""
+        try:
+            context = await self._load(digest)
+        except DatabaseUnavailable:
+            entry = self._entries.get(digest)
+            if entry is None or now - entry[2] > STALE_IF_ERROR_SECONDS:
+                raise
+            self._entries[digest] = (entry[0], now + RETRY_AFTER_ERROR_SECONDS, entry[2])
+            return entry[0]
         self._remember(digest, context, now)
         return context
 
@@ -95,10 +114,10 @@ class KeyResolver:
                 del self._entries[stale]
         self._entries.pop(digest, None)
         ttl = POSITIVE_TTL_SECONDS if context is not None else NEGATIVE_TTL_SECONDS
-        self._entries[digest] = (context, now + ttl)
+        self._entries[digest] = (context, now + ttl, now)
 
     async def _load(self, digest: str) -> AuthContext | None:
-        async with self._sessions() as session:
+        async with reaching_database(), self._sessions() as session:
             row = await repository.auth_row(session, digest)
         if row is None:
             return None
@@ -131,7 +150,7 @@ class KeyResolver:
         if topic == GROUP_TOPIC:
             doomed = [
                 digest
-                for digest, (context, _) in self._entries.items()
+                for digest, (context, _, _) in self._entries.items()
                 if context is not None and payload in context.group_chain
             ]
         else:
@@ -142,7 +161,7 @@ class KeyResolver:
                 return
             doomed = [
                 digest
-                for digest, (context, _) in self._entries.items()
+                for digest, (context, _, _) in self._entries.items()
                 if context is not None and getattr(context, field) == payload
             ]
         for digest in doomed:

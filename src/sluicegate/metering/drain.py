@@ -29,6 +29,7 @@ from redis.exceptions import RedisError, ResponseError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from sluicegate.core.logs import log_failure
 from sluicegate.core.metrics import USAGE_DRAIN_LAG, USAGE_DRAINED, USAGE_STREAM_BACKLOG
 from sluicegate.metering.partitions import Partitions
 from sluicegate.metering.stream import (
@@ -143,8 +144,8 @@ class UsageDrain:
                     await self._pause(POLL_SECONDS)
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError, SQLAlchemyError):
-                log.warning("usage drain round failed; retrying", exc_info=True)
+            except (RedisError, OSError, SQLAlchemyError) as exc:
+                log_failure(log, "usage drain round failed; retrying", exc)
                 # Redis may have lost streams or groups: look at everything again.
                 self._grouped.clear()
                 self._scanned_at = -RESCAN_SECONDS
@@ -229,8 +230,8 @@ class UsageDrain:
         try:
             async with self._sessions() as session, session.begin():
                 await self._after_insert(session, events)
-        except (SQLAlchemyError, OSError):
-            log.warning("post-insert step of a usage batch failed", exc_info=True)
+        except (SQLAlchemyError, OSError) as exc:
+            log_failure(log, "post-insert step of a usage batch failed", exc)
 
     # --- streams, groups, dead consumers --------------------------------------------------------
 

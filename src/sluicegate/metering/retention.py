@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from sluicegate.core.clock import Clock
+from sluicegate.core.logs import log_failure
 from sluicegate.metering.models import UsageEvent
 from sluicegate.metering.partitions import drop_expired, month_of, months_before
 
@@ -60,6 +61,6 @@ class RetentionTask:
             try:
                 async with self._sessions() as session, session.begin():
                     await apply_retention(session, self._clock.now(), self._months)
-            except (SQLAlchemyError, OSError):
-                log.warning("applying the usage retention failed; will retry", exc_info=True)
+            except (SQLAlchemyError, OSError) as exc:
+                log_failure(log, "applying the usage retention failed; will retry", exc)
             await asyncio.sleep(RETENTION_CHECK_SECONDS)

@@ -28,6 +28,7 @@ from sqlalchemy.sql.expression import Executable
 
 from sluicegate.alerts.outbox import record_crossings
 from sluicegate.core.ids import new_id
+from sluicegate.core.logs import log_failure
 from sluicegate.credits.models import USAGE, LedgerEntry
 from sluicegate.metering.models import (
     UsageDailyRollup,
@@ -109,10 +110,8 @@ class UsageWriter:
             batch = self._buffer[:BATCH_SIZE]
             try:
                 await self._insert(batch)
-            except (SQLAlchemyError, OSError):
-                log.exception(
-                    "writing usage events failed; will retry", extra={"batch": len(batch)}
-                )
+            except (SQLAlchemyError, OSError) as exc:
+                log_failure(log, "writing usage events failed; will retry", exc, batch=len(batch))
                 return False
             del self._buffer[: len(batch)]
             self.written += len(batch)
@@ -134,8 +133,8 @@ class UsageWriter:
             try:
                 async with self._sessions() as session, session.begin():
                     await self._after_insert(session, batch)
-            except (SQLAlchemyError, OSError):
-                log.warning("post-insert step of a usage batch failed", exc_info=True)
+            except (SQLAlchemyError, OSError) as exc:
+                log_failure(log, "post-insert step of a usage batch failed", exc)
 
 
 async def store_usage(

@@ -64,3 +64,14 @@ def unauthorized(message: str) -> ProxyError:
 
 def forbidden(message: str, code: str) -> ProxyError:
     return ProxyError(403, message, type="permission_error", code=code)
+
+
+def database_unavailable() -> ProxyError:
+    return ProxyError(
+        503,
+        "The gateway cannot reach its database to check this key or its guardrails; retry "
+        "shortly. Keys and rules it checked in the last minutes keep working meanwhile.",
+        type="server_error",
+        code="database_unavailable",
+        headers={"retry-after": "1"},
+    )

@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from sluicegate.core.errors import DatabaseUnavailable
 from sluicegate.core.metrics import UPSTREAM_ERRORS
 from sluicegate.guard.counters import Blocked, CounterStoreUnavailable, encode_crossings
 from sluicegate.guard.policy import client_address
@@ -34,7 +35,13 @@ from sluicegate.providers.base import (
 from sluicegate.providers.config import ModelRoute
 from sluicegate.providers.transport import Pool, UpstreamError, UpstreamResponse, UpstreamTimeout
 from sluicegate.proxy import guardrails
-from sluicegate.proxy.errors import ProxyError, bad_request, forbidden, unauthorized
+from sluicegate.proxy.errors import (
+    ProxyError,
+    bad_request,
+    database_unavailable,
+    forbidden,
+    unauthorized,
+)
 from sluicegate.proxy.guardrails import rate_headers
 from sluicegate.proxy.requests import ProxyCall, read_body, validate_body
 from sluicegate.proxy.state import ProxyState
@@ -62,7 +69,10 @@ class Pipeline:
                 "No API key given. Send it as 'Authorization: Bearer <key>' (or an 'api-key' "
                 "or 'x-api-key' header)."
             )
-        context = await self.state.resolver.resolve(secret)
+        try:
+            context = await self.state.resolver.resolve(secret)
+        except DatabaseUnavailable:
+            raise database_unavailable() from None
         if context is None or context.org_deleted:
             raise unauthorized("The API key is not valid. Check it, or create a new one.")
         if context.key_status == "revoked":
@@ -132,7 +142,10 @@ class Pipeline:
 
     async def rules_for(self, context: AuthContext) -> tuple[OrgRules, KeyRules] | None:
         """The org's guardrail rules (cached per worker) and what they make of this key."""
-        rules = await self.guard.rules.get(context.org_id)
+        try:
+            rules = await self.guard.rules.get(context.org_id)
+        except DatabaseUnavailable:
+            raise database_unavailable() from None
         if rules is None:
             return None
         return rules, rules.for_key(context.key_id, context.owner_user_id, context.group_chain)
@@ -166,6 +179,8 @@ class Pipeline:
             result = await self.guard.reserve(plan)
         except CounterStoreUnavailable as exc:
             raise guardrails.unavailable(exc) from None
+        except DatabaseUnavailable:  # a counter to rebuild from the database
+            raise database_unavailable() from None
         if isinstance(result, Blocked):
             raise guardrails.blocked(result, rules, amount, tokens)
         call.reserved = result
