@@ -118,10 +118,11 @@ async def test_upgrading_a_live_database_builds_the_rollups_from_its_usage_rows(
     them, equal to what the writer itself would have built."""
     from sqlalchemy import text
 
+    from sluicegate.audit.chain import audit_key
     from sluicegate.metering.writer import store_usage
     from sluicegate.orgs.service import update_organization
     from sluicegate.runtime import Runtime
-    from tests.conftest import make_settings
+    from tests.conftest import TEST_SECRET_KEY, make_settings
     from tests.metering.books import read_books
     from tests.metering.test_drain import events
     from tests.metering.test_timezone_change import daily_requests
@@ -152,13 +153,83 @@ async def test_upgrading_a_live_database_builds_the_rollups_from_its_usage_rows(
             count = await conn.scalar(text("SELECT count(*) FROM usage_events"))
         assert count == 40
 
-        await upgrade(engine)
+        # The org's audit events ask 0008 to seal their chain: it needs the secret key.
+        await upgrade(engine, audit_key=audit_key(TEST_SECRET_KEY.encode()))
         await runtime.engine.dispose()  # its connections knew the old table
         async with runtime.sessions() as session:
             rebuilt = await read_books(session, tenant.org_id)
         assert rebuilt == written
         rebuilt.assert_consistent()
         assert await daily_requests(runtime, tenant.org_id) == days
+    finally:
+        await runtime.close()
+        await engine.dispose()
+
+
+async def test_0008_seals_existing_audit_chains_once_and_needs_the_secret_key(
+    empty_database_url: str,
+) -> None:
+    """A chain written before keyed links (unkeyed, its head unsealed) is sealed by the upgrade
+    and keeps verifying; new events link keyed after it. Without the key the upgrade stops."""
+    from datetime import UTC, datetime
+
+    from sluicegate.audit.chain import GENESIS_HASH, UNKEYED, audit_key, link_hash
+    from sluicegate.audit.models import AuditEvent, AuditHead
+    from sluicegate.audit.service import record, verify_chain
+    from sluicegate.runtime import Runtime
+    from tests.conftest import TEST_SECRET_KEY, make_settings
+
+    engine = make_engine(empty_database_url, pool_size=1)
+    runtime = Runtime.build(make_settings(database_url=empty_database_url))
+    try:
+        await upgrade(engine, "0007")
+        previous, rows = GENESIS_HASH, []
+        for seq in (1, 2, 3):
+            fields = {
+                "id": f"aud_legacy_{seq}",
+                "org_id": "org_legacy",
+                "seq": seq,
+                "created_at": datetime(2026, 11, 1, 12, seq, tzinfo=UTC),
+                "actor_user_id": None,
+                "action": "group.create",
+                "target_type": "group",
+                "target_id": f"grp_{seq}",
+                "group_id": None,
+                "before": None,
+                "after": {"name": f"g{seq}"},
+                "ip": None,
+                "user_agent": None,
+                "request_id": None,
+            }
+            digest = link_hash(previous, fields, UNKEYED)
+            rows.append({**fields, "prev_hash": previous, "hash": digest})
+            previous = digest
+        async with engine.begin() as conn:
+            await conn.execute(AuditEvent.__table__.insert(), rows)
+            await conn.execute(
+                AuditHead.__table__.insert().values(org_id="org_legacy", seq=3, hash=previous)
+            )
+
+        with pytest.raises(RuntimeError, match="SLUICEGATE_SECRET_KEY"):
+            await upgrade(engine)
+        assert await current_revision(engine) == "0007"
+        await upgrade(engine, audit_key=audit_key(TEST_SECRET_KEY.encode()))
+
+        async with runtime.sessions() as session:
+            legacy = await verify_chain(session, "org_legacy")
+        assert legacy.intact and legacy.checked == 3
+        async with runtime.unit_of_work() as session:
+            await record(
+                session,
+                org_id="org_legacy",
+                actor_user_id=None,
+                action="group.update",
+                target_type="group",
+                target_id="grp_1",
+            )
+        async with runtime.sessions() as session:
+            mixed = await verify_chain(session, "org_legacy")
+        assert mixed.intact and mixed.checked == 4
     finally:
         await runtime.close()
         await engine.dispose()

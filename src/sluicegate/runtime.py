@@ -17,6 +17,7 @@ from redis.backoff import NoBackoff
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from sluicegate.audit.chain import SESSION_KEY, audit_key
 from sluicegate.core.clock import Clock, SystemClock
 from sluicegate.core.db import (
     Timeouts,
@@ -82,9 +83,11 @@ class Runtime:
             )
             bus = RedisInvalidationBus(redis, settings.redis_prefix)
         serial = asyncio.Lock() if settings.is_sqlite else None
-        return cls(
-            settings, engine, make_session_factory(engine), redis, counters, bus, clock, serial
-        )
+        # Without a secret key (a Postgres deployment checking its dependencies before start-up
+        # says it is missing) sessions carry no audit key, and appending to the trail fails.
+        info = {SESSION_KEY: audit_key(settings.secret)} if settings.secret_key else None
+        sessions = make_session_factory(engine, info)
+        return cls(settings, engine, sessions, redis, counters, bus, clock, serial)
 
     async def start(self) -> None:
         await self.bus.start()

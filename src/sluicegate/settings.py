@@ -136,6 +136,13 @@ class Settings(BaseSettings):
         "org admins may reach although private, loopback or link-local (e.g. an internal relay); "
         "empty: only public addresses.",
     )
+    audit_checkpoint_minutes: float = Field(
+        default=60.0,
+        ge=0,
+        le=7 * 24 * 60,
+        description="How often each worker signs a checkpoint of every audit chain that grew "
+        "(logged, and raised as the audit.checkpoint alert); 0: never.",
+    )
     alert_max_age_hours: float = Field(
         default=24.0,
         gt=0,

@@ -1,13 +1,15 @@
 """The background work, as `serve` runs it (SLUICEGATE_RUN_WORKER) and as `sluicegate worker`
 runs it alone: draining the Redis usage streams into the database (with Redis), applying the
 usage retention, evaluating the condition alerts (low credit, guardrail blocks, anomalies,
-expired keys) and delivering alerts from the outbox. Several of these may run at once, in any
-processes."""
+expired keys), delivering alerts from the outbox and signing checkpoints of the audit chains.
+Several of these may run at once, in any processes."""
 
 from __future__ import annotations
 
 from sluicegate.alerts.delivery import AlertDeliveryWorker
 from sluicegate.alerts.evaluator import AlertEvaluator
+from sluicegate.alerts.lifecycle import audit_checkpoint
+from sluicegate.audit.checkpoint_task import CheckpointTask
 from sluicegate.keys.lookup import mark_keys_used
 from sluicegate.metering.drain import UsageDrain
 from sluicegate.metering.retention import RetentionTask
@@ -33,6 +35,13 @@ class UsageWorker:
         )
         self.alerts = AlertDeliveryWorker(runtime)
         self.evaluator = AlertEvaluator(runtime.sessions, runtime.clock)
+        self.checkpoints = CheckpointTask(
+            runtime.sessions,
+            runtime.clock,
+            settings.secret,
+            settings.audit_checkpoint_minutes * 60,
+            announce=audit_checkpoint,
+        )
 
     async def start(self) -> None:
         if self.drain is not None:
@@ -40,6 +49,7 @@ class UsageWorker:
         await self.retention.start()
         await self.alerts.start()
         await self.evaluator.start()
+        await self.checkpoints.start()
 
     async def close(self) -> None:
         if self.drain is not None:
@@ -47,3 +57,4 @@ class UsageWorker:
         await self.retention.close()
         await self.evaluator.close()
         await self.alerts.close()
+        await self.checkpoints.close()

@@ -1,6 +1,8 @@
 """Alerts about keys and members, raised by the keys and orgs services in the transaction of the
-change itself (`key.created`, `key.disabled`, `member.joined`, `member.removed`), and by the
-delivery worker's periodic scan for keys that have expired (`key.expired`)."""
+change itself (`key.created`, `key.disabled`, `member.joined`, `member.removed`), by the
+delivery worker's periodic scan for keys that have expired (`key.expired`), and the signed
+checkpoints of an org's audit chain (`audit.checkpoint`), so that a copy of each leaves the
+database."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from sluicegate.alerts import outbox_repository as repository
 from sluicegate.alerts.outbox import AlertDraft, raise_alert
+from sluicegate.audit.checkpoints import Checkpoint
+from sluicegate.audit.models import PLATFORM_CHAIN
 from sluicegate.core.actors import Actor
 from sluicegate.keys.models import ApiKey
 
@@ -163,3 +167,27 @@ async def member_removed(
 async def _email(session: AsyncSession, org_id: str, user_id: str) -> str:
     found = await repository.member(session, org_id, user_id)
     return found[0].email if found is not None else user_id
+
+
+async def audit_checkpoint(session: AsyncSession, checkpoint: Checkpoint, value: str) -> None:
+    """`audit.checkpoint`: the signed head of the org's audit chain, once per head."""
+    if checkpoint.chain == PLATFORM_CHAIN:
+        return  # no org's rules cover the platform chain: it is in the log only
+    await raise_alert(
+        session,
+        AlertDraft(
+            org_id=checkpoint.chain,
+            event="audit.checkpoint",
+            dedupe_key=f"audit.checkpoint:{checkpoint.seq}",
+            severity="info",
+            title=f"Audit checkpoint: {checkpoint.seq} events",
+            text=(
+                f"The audit trail held {checkpoint.seq} events at "
+                f"{checkpoint.taken_at.strftime('%Y-%m-%d %H:%M UTC')}. Keep this checkpoint: "
+                "`sluicegate audit verify --checkpoint` compares the trail with it."
+            ),
+            occurred_at=checkpoint.taken_at,
+            fields=(("Checkpoint", value),),
+            details={"checkpoint": value, "seq": checkpoint.seq},
+        ),
+    )

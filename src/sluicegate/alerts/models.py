@@ -34,6 +34,7 @@ EVENTS = (
     "key.expired",
     "member.joined",
     "member.removed",
+    "audit.checkpoint",
 )
 DELIVERY_STATUSES = ("pending", "delivered", "failed", "expired", "cancelled")
 

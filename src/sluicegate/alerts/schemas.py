@@ -39,6 +39,7 @@ Event = Literal[
     "key.expired",
     "member.joined",
     "member.removed",
+    "audit.checkpoint",
 ]
 
 URL_MAX_LENGTH = 2000
@@ -240,6 +241,7 @@ EVENT_PARAMS: dict[str, type[Strict]] = {
     "key.expired": NoParams,
     "member.joined": NoParams,
     "member.removed": NoParams,
+    "audit.checkpoint": NoParams,
 }
 
 PARAMS_DESCRIPTION = (

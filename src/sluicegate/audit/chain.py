@@ -1,4 +1,13 @@
-"""The hash chain: hash = SHA-256(previous hash || canonical JSON of the event's fields).
+"""The hash chain: each event's hash links the previous one with the canonical JSON of its fields.
+
+Two versions of the link, recorded per event (`hash_version`):
+- 1, unkeyed: SHA-256(previous hash || canonical JSON). Events written before keyed links
+  existed; anyone who can write the database can recompute them after an edit.
+- 2, keyed: HMAC-SHA256(audit key, previous hash || canonical JSON), the key derived from
+  SLUICEGATE_SECRET_KEY, which the database never holds: an edit cannot be re-linked.
+The chain's head (its last seq and hash) is sealed the same way (`head_mac`), so it cannot be
+moved to a state it was never in either. What a database-only attacker can still do, and how
+checkpoints kept outside the database catch it, is in audit/checkpoints.py and the README.
 
 Canonical JSON is orjson with sorted keys; timestamps are RFC 3339 UTC with microseconds, so
 the same event always hashes the same on Postgres and SQLite.
@@ -7,10 +16,20 @@ the same event always hashes the same on Postgres and SQLite.
 from __future__ import annotations
 
 import hashlib
+import hmac
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+
+from sluicegate.core.sealing import derive_key
+
+UNKEYED = 1
+KEYED = 2
+KEY_PURPOSE = "sluicegate audit chain v2"
+# Where a session carries the audit key (set by the runtime's session factory): services append
+# to the trail through whatever session their request has, and never see the secret itself.
+SESSION_KEY = "sluicegate.audit_key"
 
 # The link before the first event of every org.
 GENESIS_HASH = "0" * 64
@@ -61,5 +80,22 @@ def canonical(fields: dict[str, Any]) -> bytes:
     return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
 
 
-def link_hash(prev_hash: str, fields: dict[str, Any]) -> str:
-    return hashlib.sha256(bytes.fromhex(prev_hash) + canonical(fields)).hexdigest()
+def audit_key(secret: bytes) -> bytes:
+    """The key of keyed links and head seals, derived from SLUICEGATE_SECRET_KEY."""
+    return derive_key(secret, KEY_PURPOSE)
+
+
+def link_hash(
+    prev_hash: str, fields: dict[str, Any], version: int = UNKEYED, key: bytes | None = None
+) -> str:
+    message = bytes.fromhex(prev_hash) + canonical(fields)
+    if version == UNKEYED:
+        return hashlib.sha256(message).hexdigest()
+    if version != KEYED or key is None:
+        raise ValueError(f"audit link version {version} needs the audit key")
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def head_mac(key: bytes, chain: str, seq: int, last_hash: str) -> str:
+    """The seal of a chain's head. (Migration 0008 seals existing heads with the same formula.)"""
+    return hmac.new(key, f"{chain}:{seq}:{last_hash}".encode(), hashlib.sha256).hexdigest()

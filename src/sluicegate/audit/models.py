@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Index, String, UniqueConstraint
+from sqlalchemy import BigInteger, Index, SmallInteger, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from sluicegate.core.db import Base, JSONType, UTCDateTime
@@ -44,14 +44,17 @@ class AuditEvent(Base):
     request_id: Mapped[str | None] = mapped_column(String(128))
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    # How `hash` links (audit/chain.py): 1 unkeyed SHA-256 (events before keyed links), 2 HMAC.
+    hash_version: Mapped[int] = mapped_column(SmallInteger, server_default=text("1"))
 
 
 class AuditHead(Base):
     """The last link of an org's chain. Appending locks this row, so concurrent writers queue
-    and the chain stays a single line."""
+    and the chain stays a single line. `mac` seals (seq, hash) under the audit key."""
 
     __tablename__ = "audit_heads"
 
     org_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
+    mac: Mapped[str | None] = mapped_column(String(64))

@@ -18,22 +18,27 @@ SCRIPT_LOCATION = Path(__file__).parent
 _ADVISORY_LOCK_ID = 5_318_947_201
 
 
-def alembic_config(connection: Connection | None = None) -> Config:
+def alembic_config(connection: Connection | None = None, audit_key: bytes | None = None) -> Config:
+    """`audit_key` (audit/chain.py `audit_key`) lets a migration seal existing audit chains."""
     config = Config()
     config.set_main_option("script_location", str(SCRIPT_LOCATION))
     if connection is not None:
         config.attributes["connection"] = connection
+    if audit_key is not None:
+        config.attributes["audit_key"] = audit_key
     return config
 
 
-async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+async def upgrade(
+    engine: AsyncEngine, revision: str = "head", *, audit_key: bytes | None = None
+) -> None:
     async with engine.begin() as conn:
-        await conn.run_sync(_locked, command.upgrade, revision)
+        await conn.run_sync(_locked, command.upgrade, revision, audit_key)
 
 
 async def downgrade(engine: AsyncEngine, revision: str) -> None:
     async with engine.begin() as conn:
-        await conn.run_sync(_locked, command.downgrade, revision)
+        await conn.run_sync(_locked, command.downgrade, revision, None)
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:
@@ -45,10 +50,12 @@ async def current_revision(engine: AsyncEngine) -> str | None:
         )
 
 
-def _locked(connection: Connection, operation: object, revision: str) -> None:
+def _locked(
+    connection: Connection, operation: object, revision: str, audit_key: bytes | None
+) -> None:
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _ADVISORY_LOCK_ID})
-    operation(alembic_config(connection), revision)  # type: ignore[operator]
+    operation(alembic_config(connection, audit_key), revision)  # type: ignore[operator]
 
 
 def include_name(name: str | None, type_: str, _parent: object) -> bool:

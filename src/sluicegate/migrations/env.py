@@ -51,10 +51,15 @@ def _run() -> None:
     if connection is not None:
         _configure_and_run(connection)
         return
-    # Plain `alembic` CLI use by developers: the URL comes from the same settings as the gateway.
+    # Plain `alembic` CLI use by developers: the URL (and the key a migration may need to seal
+    # the audit chains) come from the same settings as the gateway.
+    from sluicegate.audit.chain import audit_key
     from sluicegate.settings import load_settings
 
-    asyncio.run(_run_with_own_engine(load_settings().resolved_database_url))
+    settings = load_settings()
+    if settings.secret_key is not None:
+        context.config.attributes.setdefault("audit_key", audit_key(settings.secret))
+    asyncio.run(_run_with_own_engine(settings.resolved_database_url))
 
 
 if context.is_offline_mode():
