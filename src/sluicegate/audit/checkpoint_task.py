@@ -1,8 +1,9 @@
-"""Checkpoints on a schedule: every SLUICEGATE_AUDIT_CHECKPOINT_MINUTES each worker signs the
-head of every chain that grew since it last did, writes it to the log at info (`audit
-checkpoint`, the value in `checkpoint`) and hands it to `announce` (the wiring raises the
-`audit.checkpoint` alert, so rules deliver it to a webhook or a mailbox): copies outside the
-database that a later `audit verify --checkpoint` compares the chain with."""
+"""Checkpoints on a schedule: at every multiple of SLUICEGATE_AUDIT_CHECKPOINT_MINUTES (counted
+from midnight UTC, so workers that restart often still take them) each worker signs the head of
+every chain that grew since it last did, writes it to the log at info (`audit checkpoint`, the
+value in `checkpoint`) and hands it to `announce` (the wiring raises the `audit.checkpoint`
+alert, once per head between all workers, so rules deliver it to a webhook or a mailbox):
+copies outside the database that a later `audit verify --checkpoint` compares the chain with."""
 
 from __future__ import annotations
 
@@ -41,25 +42,36 @@ class CheckpointTask:
         self._announce = announce
         self._emitted: dict[str, int] = {}  # chain -> seq of its last checkpoint here
         self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
 
     async def start(self) -> None:
         if self._task is None and self._every > 0:
+            self._stop.clear()
             self._task = asyncio.create_task(self._run(), name="audit-checkpoints")
 
     async def close(self) -> None:
         if self._task is not None:
+            self._stop.set()
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
 
+    def _until_next(self) -> float:
+        """Seconds until the next multiple of the period since midnight UTC."""
+        now = self._clock.now().timestamp()
+        return self._every - now % self._every
+
     async def _run(self) -> None:
-        while True:
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self._until_next())
+            if self._stop.is_set():
+                return
             try:
                 await self.run_once()
             except (SQLAlchemyError, OSError) as exc:
                 log_failure(log, "taking audit checkpoints failed; retrying next round", exc)
-            await asyncio.sleep(self._every)
 
     async def run_once(self) -> list[str]:
         """Sign and emit a checkpoint of every chain that grew; the values emitted."""

@@ -295,6 +295,22 @@ class GuardStore(Protocol):
         """Drop counters (a deleted budget); they are rebuilt if needed again."""
         ...
 
+    async def peek(
+        self, counters: Sequence[BudgetCounter | CreditCounter]
+    ) -> list[CounterValue | None]:
+        """Current values as they are, None for a counter that is missing: nothing is rebuilt
+        (reconcile reads what enforcement uses, and changes nothing)."""
+        ...
+
+    async def pending_charges(self, org_id: str) -> list[PendingCharge]:
+        """The org's charges settled but maybe not yet in the database (its usage stream)."""
+        ...
+
+    async def unseed(self, counters: Sequence[BudgetCounter | CreditCounter]) -> None:
+        """Make counters missing, keeping the reservations they hold: rebuilt from the database
+        when next used (reconcile --repair)."""
+        ...
+
     async def charge(self, charges: Mapping[BudgetCounter | CreditCounter, int]) -> None:
         """Add charges settled elsewhere (by a process failing open while the store was down) to
         the counters: spend to budgets, a debit to the credit. A counter that is missing is left

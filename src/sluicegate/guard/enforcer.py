@@ -137,13 +137,18 @@ class Guard:
         self._credit_synced: dict[str, float] = {}
         self._settling: set[asyncio.Future[None]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def start(self) -> None:
         if self._heartbeat is None:
+            self._stopping = False
             self._heartbeat = asyncio.create_task(self._beat(), name="guard-heartbeat")
 
     async def close(self) -> None:
         if self._heartbeat is not None:
+            # The flag too: a Redis client cancelled mid-call may raise its own error instead of
+            # CancelledError, which the loop survives by design.
+            self._stopping = True
             self._heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat
@@ -151,7 +156,7 @@ class Guard:
 
     async def _beat(self) -> None:
         """Let the store notice a loss of its data and put back what this process holds."""
-        while True:
+        while not self._stopping:
             try:
                 await self.store.heartbeat()
                 if self._fallback is not None and self._fallback.active:

@@ -22,6 +22,7 @@ from sluicegate.guard.counters import (
     CreditSeed,
     Crossing,
     Loader,
+    PendingCharge,
     Plan,
     RateCounter,
     RateState,
@@ -174,6 +175,27 @@ class MemoryGuardStore:
             return
         credit.balance += seed.total - credit.total
         credit.total, credit.version = seed.total, seed.version
+
+    async def peek(
+        self, counters: Sequence[BudgetCounter | CreditCounter]
+    ) -> list[CounterValue | None]:
+        values: list[CounterValue | None] = []
+        for counter in counters:
+            budget = self._budgets.get(counter.key)
+            credit = self._credits.get(counter.key)
+            if budget is not None:
+                values.append(CounterValue(budget.spent, budget.reserved))
+            elif credit is not None:
+                values.append(CounterValue(credit.balance, credit.reserved))
+            else:
+                values.append(None)
+        return values
+
+    async def pending_charges(self, org_id: str) -> list[PendingCharge]:
+        return []  # this process writes every charge to the database itself
+
+    async def unseed(self, counters: Sequence[BudgetCounter | CreditCounter]) -> None:
+        await self.forget([counter.key for counter in counters])
 
     async def charge(self, charges: Mapping[BudgetCounter | CreditCounter, int]) -> None:
         for counter, amount in charges.items():

@@ -334,27 +334,58 @@ class RedisGuardStore:
         settled after the first read is missed by the seed, which the script then refuses."""
         await self._recovered()
         keys = [self._prefix + counter.key for counter in counters]
-        stream = stream_key(self._prefix[:-1], org_id)
         try:
             async with self._client.pipeline(transaction=False) as pipe:
                 for key in keys:
                     pipe.hget(key, "m")
-                pipe.xrange(stream, count=STREAM_PAGE)
-                *misses, page = await pipe.execute()
-            pending: list[PendingCharge] = []
+                misses = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise CounterStoreUnavailable(str(exc) or type(exc).__name__) from exc
+        values = await loader(counters, await self.pending_charges(org_id))
+        return [_seed_text(value, int(m or 0)) for value, m in zip(values, misses, strict=True)]
+
+    async def pending_charges(self, org_id: str) -> list[PendingCharge]:
+        stream = stream_key(self._prefix[:-1], org_id)
+        pending: list[PendingCharge] = []
+        try:
+            page: Any = await self._client.xrange(stream, count=STREAM_PAGE)
             while True:
                 for _entry_id, fields in page:
                     charge = _pending_charge(fields)
                     if charge is not None:
                         pending.append(charge)
                 if len(page) < STREAM_PAGE:
-                    break
+                    return pending
                 last = _text(page[-1][0])
                 page = await self._client.xrange(stream, min=f"({last}", count=STREAM_PAGE)
         except (RedisError, OSError) as exc:
             raise CounterStoreUnavailable(str(exc) or type(exc).__name__) from exc
-        values = await loader(counters, pending)
-        return [_seed_text(value, int(m or 0)) for value, m in zip(values, misses, strict=True)]
+
+    async def peek(
+        self, counters: Sequence[BudgetCounter | CreditCounter]
+    ) -> list[CounterValue | None]:
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for counter in counters:
+                    field = "s" if isinstance(counter, BudgetCounter) else "b"
+                    pipe.hmget(self._prefix + counter.key, field, "r")
+                answers = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise CounterStoreUnavailable(str(exc) or type(exc).__name__) from exc
+        return [
+            None if used is None else CounterValue(int(used), int(reserved or 0))
+            for used, reserved in answers
+        ]
+
+    async def unseed(self, counters: Sequence[BudgetCounter | CreditCounter]) -> None:
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for counter in counters:
+                    fields = ("s",) if isinstance(counter, BudgetCounter) else ("b", "t", "v")
+                    pipe.hdel(self._prefix + counter.key, *fields)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise CounterStoreUnavailable(str(exc) or type(exc).__name__) from exc
 
     async def _recovered(self) -> None:
         """Return once a counter may be rebuilt: this process has put back its reservations if

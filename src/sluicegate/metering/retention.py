@@ -44,20 +44,25 @@ class RetentionTask:
         self._clock = clock
         self._months = months
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def start(self) -> None:
         if self._months > 0 and self._task is None:
+            self._stopping = False
             self._task = asyncio.create_task(self._run(), name="usage-retention")
 
     async def close(self) -> None:
         if self._task is not None:
+            # A database driver cancelled mid-call may raise its own error, which the loop
+            # survives by design: the flag stops it then.
+            self._stopping = True
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 async with self._sessions() as session, session.begin():
                     await apply_retention(session, self._clock.now(), self._months)
