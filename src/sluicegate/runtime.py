@@ -34,6 +34,7 @@ from sluicegate.core.invalidation import (
 from sluicegate.guard.counters import CounterStoreUnavailable, GuardStore
 from sluicegate.guard.memory import MemoryGuardStore
 from sluicegate.guard.redis import RedisGuardStore
+from sluicegate.metering.stream import UsageJournal
 from sluicegate.settings import Settings
 
 # Readiness answers within a load balancer's probe timeout even when a dependency hangs.
@@ -52,6 +53,8 @@ class Runtime:
     counters: GuardStore
     bus: InvalidationBus
     clock: Clock
+    # With Redis: the usage events this process appended lately (metering/stream.py).
+    journal: UsageJournal | None = None
     # SQLite (embedded, one process) starts a transaction only at its first write, so what a
     # unit of work read before writing could change under it: units of work take turns instead.
     # Postgres needs no such lock: its transactions and row locks do the job across replicas.
@@ -72,14 +75,16 @@ class Runtime:
         redis: Redis | None = None
         counters: GuardStore
         bus: InvalidationBus
+        journal: UsageJournal | None = None
         ttl_ms = settings.reservation_ttl_seconds * 1000
         if settings.redis_url is None:
             counters = MemoryGuardStore(clock, reservation_ttl_ms=ttl_ms)
             bus = MemoryInvalidationBus()
         else:
             redis = connect_redis(settings.redis_url, settings.redis_pool_size)
+            journal = UsageJournal()
             counters = RedisGuardStore(
-                redis, settings.redis_prefix, clock, reservation_ttl_ms=ttl_ms
+                redis, settings.redis_prefix, clock, reservation_ttl_ms=ttl_ms, journal=journal
             )
             bus = RedisInvalidationBus(redis, settings.redis_prefix)
         serial = asyncio.Lock() if settings.is_sqlite else None
@@ -87,7 +92,7 @@ class Runtime:
         # says it is missing) sessions carry no audit key, and appending to the trail fails.
         info = {SESSION_KEY: audit_key(settings.secret)} if settings.secret_key else None
         sessions = make_session_factory(engine, info)
-        return cls(settings, engine, sessions, redis, counters, bus, clock, serial)
+        return cls(settings, engine, sessions, redis, counters, bus, clock, journal, serial)
 
     async def start(self) -> None:
         await self.bus.start()

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+from sqlalchemy import text
 
 from sluicegate.runtime import Runtime
 from tests.admin import make_person
@@ -25,6 +26,18 @@ CONNECT, POOL, STATEMENT = 1.0, 1.0, 2.0
 # What "within the timeout" allows on a loaded machine: the bounds, and as much again.
 ANSWERED_WITHIN = 2 * (CONNECT + POOL + STATEMENT) + 2
 RECOVERED_WITHIN = 15.0
+
+
+async def usage_rows(runtime: Runtime, org_id: str) -> list[tuple]:
+    async with runtime.sessions() as session:
+        rows = await session.execute(
+            text(
+                "SELECT request_id, created_at, status_code, latency_ms FROM usage_events "
+                "WHERE org_id = :org ORDER BY created_at"
+            ),
+            {"org": org_id},
+        )
+        return [tuple(row) for row in rows]
 
 
 def through(proxy: TcpProxy, postgres_url: str) -> str:
@@ -109,6 +122,7 @@ async def test_a_refused_then_silent_database_answers_503_and_recovers_without_r
 
         books = await books_when(runtime, known.org_id, lambda b: b.rows == 3, timeout=20)
         assert books.rows == 3, "usage of the outage was lost"
+        assert len(books.request_ids) == 3, await usage_rows(runtime, known.org_id)
         books.assert_consistent()
         log = gateway.log()
         assert "Traceback" not in log, log[-3000:]

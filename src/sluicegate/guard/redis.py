@@ -20,6 +20,7 @@ import logging
 import secrets
 import time
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from importlib.resources import files
 from typing import Any
 
@@ -51,7 +52,13 @@ from sluicegate.guard.counters import (
     crossing_label,
     org_of,
 )
-from sluicegate.metering.stream import DRAIN_GROUP, decode_event, register_stream, stream_key
+from sluicegate.metering.stream import (
+    DRAIN_GROUP,
+    UsageJournal,
+    decode_event,
+    register_stream,
+    stream_key,
+)
 
 # After this many failures in a row, calls fail at once for BREAKER_SECONDS instead of each
 # waiting on a dead server; a single timeout under load does not trip it.
@@ -112,8 +119,11 @@ class RedisGuardStore:
         clock: Clock | None = None,
         *,
         reservation_ttl_ms: int = 900_000,
+        journal: UsageJournal | None = None,
     ) -> None:
         self._client = client
+        # The usage events this process appended lately: appended again after a loss.
+        self.journal = journal
         self._prefix = f"{prefix}:"
         self._clock = clock or SystemClock()
         self._ttl_ms = reservation_ttl_ms
@@ -131,6 +141,7 @@ class RedisGuardStore:
         # Reservations this process holds, by request id, with their deadline (ms): put back if
         # Redis loses them while their requests still run.
         self._live: dict[str, tuple[Reserved, int]] = {}
+        self._recovering = asyncio.Lock()
         self._down_until = 0.0
         self._failures = 0
 
@@ -276,6 +287,8 @@ class RedisGuardStore:
         status = int(answer[0])
         if status == 0:
             return None
+        if usage is not None and self.journal is not None:
+            self.journal.note(plan.org_id, usage, " ".join(_text(c) for c in answer[1:]))
         if status == 2:
             # The org's stream was missing and the script made it: the drain must find it. The
             # request is settled and logged already; should this fail, the drain's scan of the
@@ -347,12 +360,16 @@ class RedisGuardStore:
     async def pending_charges(self, org_id: str) -> list[PendingCharge]:
         stream = stream_key(self._prefix[:-1], org_id)
         pending: list[PendingCharge] = []
+        # An event may be in the stream twice (appended again after a loss): counted once, as
+        # the drain stores it once.
+        seen: set[tuple[str, datetime]] = set()
         try:
             page: Any = await self._client.xrange(stream, count=STREAM_PAGE)
             while True:
                 for _entry_id, fields in page:
                     charge = _pending_charge(fields)
-                    if charge is not None:
+                    if charge is not None and (charge.request_id, charge.created_at) not in seen:
+                        seen.add((charge.request_id, charge.created_at))
                         pending.append(charge)
                 if len(page) < STREAM_PAGE:
                     return pending
@@ -412,8 +429,21 @@ class RedisGuardStore:
             del self._live[request_id]
 
     async def _restore_live(self, token: str) -> None:
-        """Put back the reservations this process holds (none were lost on first sight of the
-        epoch: this process had not seen any other), then remember the epoch."""
+        """Put back the reservations this process holds and append again the usage events it
+        logged lately (nothing was lost on first sight of the epoch: this process had not seen
+        any other), then remember the epoch. Once per epoch: the heartbeat and a rebuild may
+        notice the same loss at once."""
+        async with self._recovering:
+            if token != self._epoch:
+                await self._recover(token)
+
+    async def _recover(self, token: str) -> None:
+        if self._epoch is not None and self.journal is not None and len(self.journal):
+            replayed = await self.journal.replay(self._client, self._prefix[:-1])
+            log.warning(
+                "Redis lost its data; appended again the usage events of the last moments",
+                extra={"events": replayed},
+            )
         if self._epoch is not None and self._live:
             restored = 0
             by_org: dict[str, list[tuple[Reserved, int]]] = {}

@@ -18,7 +18,9 @@ key includes it). Entries are deleted once drained, so a stream's length is its 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -30,17 +32,28 @@ EVENT_FIELD = b"e"
 CROSSED_FIELD = b"x"
 DRAIN_GROUP = "drain"
 
-# Append one event (ARGV[2]) to a stream (KEYS[1]) that may have been lost, recreating it with the
-# consumer group ARGV[1] when it is missing; 1 when it was (the caller registers it), else 0.
+# Append one event (ARGV[2], with its crossed thresholds ARGV[3] if any) to a stream (KEYS[1])
+# that may have been lost, recreating it with the consumer group ARGV[1] when it is missing; 1
+# when it was (the caller registers it), else 0.
 APPEND_SCRIPT = """
 local fresh = 0
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')
   fresh = 1
 end
-redis.call('XADD', KEYS[1], '*', 'e', ARGV[2])
+if ARGV[3] and ARGV[3] ~= '' then
+  redis.call('XADD', KEYS[1], '*', 'e', ARGV[2], 'x', ARGV[3])
+else
+  redis.call('XADD', KEYS[1], '*', 'e', ARGV[2])
+end
 return fresh
 """
+# Events a gateway appended are kept this long (at most JOURNAL_MAX of them) in its journal, to
+# be appended again if Redis loses its data before the drain stored them (see UsageJournal).
+JOURNAL_SECONDS = 30.0
+JOURNAL_MAX = 100_000
+# Events appended again per round trip after a loss.
+REPLAY_BATCH = 500
 
 
 def stream_key(prefix: str, org_id: str) -> str:
@@ -90,15 +103,56 @@ def decode_event(payload: bytes) -> dict[str, Any]:
     return event
 
 
+class UsageJournal:
+    """The events this process appended in the last JOURNAL_SECONDS. An event sits in its stream
+    until the drain stores it (a fraction of a second, normally); if Redis loses its data
+    meanwhile (FLUSHALL, a restart without persistence), the process that settled the request
+    still has the event here and appends it again once it notices the loss (the guard's epoch
+    check). The drain stores by request id, so an event stored already is not counted twice."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._entries: deque[tuple[float, str, bytes, str]] = deque()
+
+    def note(self, org_id: str, payload: bytes, crossed: str = "") -> None:
+        now = self._clock()
+        entries = self._entries
+        entries.append((now, org_id, payload, crossed))
+        while entries and (entries[0][0] < now - JOURNAL_SECONDS or len(entries) > JOURNAL_MAX):
+            entries.popleft()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def replay(self, client: Redis, prefix: str) -> int:
+        """Append every event kept here again (each stream recreated and registered if it was
+        lost); how many."""
+        append = client.register_script(APPEND_SCRIPT)
+        kept = list(self._entries)
+        fresh: set[str] = set()
+        for start in range(0, len(kept), REPLAY_BATCH):
+            batch = kept[start : start + REPLAY_BATCH]
+            async with client.pipeline(transaction=False) as pipe:
+                for _, org_id, payload, crossed in batch:
+                    key = stream_key(prefix, org_id)
+                    await append(keys=[key], args=[DRAIN_GROUP, payload, crossed], client=pipe)
+                made = await pipe.execute()
+            fresh.update(entry[1] for entry, created in zip(batch, made, strict=True) if created)
+        for org_id in sorted(fresh):
+            await register_stream(client, prefix, org_id)
+        return len(kept)
+
+
 class UsageStreams:
     """The gateway's side: append events that need no counter settlement (the settle script
     appends the others itself), one round trip each; a second only when the stream was missing
     and had to be registered again."""
 
-    def __init__(self, client: Redis, prefix: str) -> None:
+    def __init__(self, client: Redis, prefix: str, journal: UsageJournal | None = None) -> None:
         self._client = client
         self.prefix = prefix
         self._append = client.register_script(APPEND_SCRIPT)
+        self._journal = journal
 
     def key(self, org_id: str) -> str:
         return stream_key(self.prefix, org_id)
@@ -106,3 +160,5 @@ class UsageStreams:
     async def append(self, org_id: str, payload: bytes) -> None:
         if await self._append(keys=[self.key(org_id)], args=[DRAIN_GROUP, payload]):
             await register_stream(self._client, self.prefix, org_id)
+        if self._journal is not None:
+            self._journal.note(org_id, payload)

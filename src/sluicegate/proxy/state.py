@@ -62,7 +62,9 @@ class ProxyState:
             resolver,
             UsageWriter(runtime.sessions, after_insert=mark_keys_used),
             guard,
-            UsageStreams(runtime.redis, settings.redis_prefix) if runtime.redis else None,
+            UsageStreams(runtime.redis, settings.redis_prefix, runtime.journal)
+            if runtime.redis
+            else None,
         )
 
     async def start(self) -> None:
