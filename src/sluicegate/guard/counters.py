@@ -274,6 +274,13 @@ class GuardStore(Protocol):
         the event (with the crossings returned)."""
         ...
 
+    async def mark_started(self, reserved: Reserved, usage: bytes, cost: int) -> bool:
+        """The request's upstream answered (a stream's first bytes went out): should its gateway
+        die before settling it, `usage` (costing `cost`) is billed when the reservation expires
+        (a store whose reservations die with the gateway keeps nothing). False when the
+        reservation is no longer held."""
+        ...
+
     async def extend(self, reserved: Reserved) -> bool:
         """Push the reservation's deadline one TTL past now (a request still running, such as a
         long stream); False when it is no longer held."""

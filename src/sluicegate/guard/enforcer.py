@@ -203,6 +203,19 @@ class Guard:
         except Exception as exc:
             log_failure(log, "could not bring the credit counter up to date", exc)
 
+    def started_soon(self, reserved: Reserved, usage: bytes, cost: int) -> None:
+        """Leave what is known of a stream that has started (its usage event so far) beside its
+        reservation, billed if this process dies before settling it (GuardStore.mark_started)."""
+        if self._fallback is not None and self._fallback.holds(reserved):
+            return
+        self.spawn(self._started(reserved, usage, cost))
+
+    async def _started(self, reserved: Reserved, usage: bytes, cost: int) -> None:
+        try:
+            await self.store.mark_started(reserved, usage, cost)
+        except CounterStoreUnavailable:
+            log.debug("could not mark a stream as started; it is billed when it settles")
+
     def extend_soon(self, reserved: Reserved) -> None:
         """Keep a long-running request's reservation alive (a stream still relaying)."""
         self.spawn(self._extend(reserved))

@@ -141,6 +141,10 @@ class MemoryGuardStore:
                         self._rates[window] = max(0, self._rates[window] + delta)
         return tuple(crossed)
 
+    async def mark_started(self, reserved: Reserved, usage: bytes, cost: int) -> bool:
+        """A process that dies takes these reservations with it, and its usage buffer too."""
+        return reserved.plan.request_id in self._held
+
     async def extend(self, reserved: Reserved) -> bool:
         plan = reserved.plan
         held = self._held.get(plan.request_id)

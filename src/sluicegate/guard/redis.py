@@ -136,6 +136,7 @@ class RedisGuardStore:
         self._restore = client.register_script(_script("restore"))
         self._charge = client.register_script(_script("charge"))
         self._epoch_script = client.register_script(_script("epoch"))
+        self._started = client.register_script(_script("started"))
         self._epoch_key = f"{prefix}:epoch"
         self._epoch: str | None = None  # the epoch token this process saw last
         # Reservations this process holds, by request id, with their deadline (ms): put back if
@@ -296,6 +297,20 @@ class RedisGuardStore:
             with contextlib.suppress(RedisError, OSError):
                 await register_stream(self._client, self._prefix[:-1], plan.org_id)
         return tuple(Crossing.decode(_text(c)) for c in answer[1:])
+
+    async def mark_started(self, reserved: Reserved, usage: bytes, cost: int) -> bool:
+        plan = reserved.plan
+        _, records = self._org_keys(plan.org_id)
+        settled = f"{self._prefix}{{{plan.org_id}}}:done:{plan.request_id}"
+        args = [
+            usage,
+            cost,
+            stream_key(self._prefix[:-1], plan.org_id),
+            DRAIN_GROUP,
+            self._record_ttl_ms,
+            settled,
+        ]
+        return bool(await self._call(self._started, [records + plan.request_id], args))
 
     async def extend(self, reserved: Reserved) -> bool:
         plan = reserved.plan

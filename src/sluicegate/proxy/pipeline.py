@@ -256,6 +256,7 @@ class Pipeline:
                 if out:
                     if ttft_ms is None:
                         ttft_ms = int((time.perf_counter() - call.started) * 1000)
+                        self.mark_started(call, ttft_ms)
                     yield out
                 if renew_at is not None and time.perf_counter() >= renew_at:
                     assert call.reserved is not None
@@ -365,40 +366,15 @@ class Pipeline:
         usage stream (no reservation: one XADD), awaited before the client's answer is complete,
         so an answer a client saw is never lost. When Redis cannot be reached the event goes to
         the database through the buffered writer instead, and the counters settle later."""
-        route = call.route
-        if usage is None and status == 200 and route is not None:
+        if usage is None and status == 200 and call.route is not None:
             usage, estimated = Usage(call.prompt_estimate, 0), True
         tokens = usage or Usage()
-        cost = 0
-        if route is not None and (tokens.prompt_tokens or tokens.completion_tokens):
-            cost = route.price.cost_nanos(
-                tokens.prompt_tokens, tokens.completion_tokens, tokens.cached_tokens
-            )
+        cost = call.cost_of(tokens)
         context = call.context
         reserved, call.reserved = call.reserved, None
-        event = {
-            "request_id": call.request_id,
-            "created_at": call.received_at,
-            "org_id": context.org_id,
-            "group_id": context.group_id,
-            "key_id": context.key_id,
-            "user_id": context.owner_user_id,
-            "requested_model": call.requested_model[:200],
-            "served_model": route.upstream_model if route else None,
-            "provider": route.provider.name if route else None,
-            "app": call.app,
-            "prompt_tokens": tokens.prompt_tokens,
-            "completion_tokens": tokens.completion_tokens,
-            "cached_tokens": tokens.cached_tokens,
-            "cost_nusd": cost,
-            "latency_ms": int((time.perf_counter() - call.started) * 1000),
-            "ttft_ms": ttft_ms,
-            "status_code": status,
-            "error_type": error_type,
-            "stream": call.stream,
-            "usage_estimated": estimated,
-            "routing": None,
-        }
+        event = call.usage_event(
+            tokens, cost, status=status, error_type=error_type, estimated=estimated, ttft_ms=ttft_ms
+        )
         used = tokens.prompt_tokens + tokens.completion_tokens
         streams = self.state.streams
         if streams is None:
@@ -428,6 +404,19 @@ class Pipeline:
         if reserved is not None:
             self.guard.settle_soon(reserved, cost, used)
         self.state.writer.record(event)
+
+    def mark_started(self, call: ProxyCall, ttft_ms: int) -> None:
+        """The stream's first bytes are out: should this process die before settling it, what
+        is known is billed when its reservation expires: the prompt, which the provider
+        processed (the completion so far is known to no one else)."""
+        if call.reserved is None:
+            return
+        prompt = Usage(call.prompt_estimate, 0)
+        cost = call.cost_of(prompt)
+        event = call.usage_event(
+            prompt, cost, status=502, error_type="gateway_lost", estimated=True, ttft_ms=ttft_ms
+        )
+        self.guard.started_soon(call.reserved, encode_event(event), cost)
 
     async def settle_shielded(self, call: ProxyCall, **outcome: Any) -> None:
         """Settle and wait for it, but never let a client that leaves meanwhile cancel it."""

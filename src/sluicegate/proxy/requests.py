@@ -3,6 +3,7 @@ the gateway itself relies on. Everything else in the body is forwarded untouched
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Any
 
@@ -12,7 +13,7 @@ from starlette.requests import Request
 from sluicegate.core.ids import new_id
 from sluicegate.guard.counters import Reserved
 from sluicegate.keys.lookup import AuthContext
-from sluicegate.providers.base import Endpoint
+from sluicegate.providers.base import Endpoint, Usage
 from sluicegate.providers.config import ModelRoute
 from sluicegate.proxy.errors import ProxyError, bad_request
 
@@ -63,6 +64,51 @@ class ProxyCall:
         self.stream = False
         self.include_usage = False
         self.prompt_estimate = 0
+
+    def cost_of(self, tokens: Usage) -> int:
+        """What `tokens` of this call cost at its model's price, nano-USD."""
+        route = self.route
+        if route is None or not (tokens.prompt_tokens or tokens.completion_tokens):
+            return 0
+        return route.price.cost_nanos(
+            tokens.prompt_tokens, tokens.completion_tokens, tokens.cached_tokens
+        )
+
+    def usage_event(
+        self,
+        tokens: Usage,
+        cost: int,
+        *,
+        status: int,
+        error_type: str | None,
+        estimated: bool,
+        ttft_ms: int | None,
+    ) -> dict[str, Any]:
+        """The call's usage event (UsageEvent columns), as its settlement records it."""
+        context, route = self.context, self.route
+        return {
+            "request_id": self.request_id,
+            "created_at": self.received_at,
+            "org_id": context.org_id,
+            "group_id": context.group_id,
+            "key_id": context.key_id,
+            "user_id": context.owner_user_id,
+            "requested_model": self.requested_model[:200],
+            "served_model": route.upstream_model if route else None,
+            "provider": route.provider.name if route else None,
+            "app": self.app,
+            "prompt_tokens": tokens.prompt_tokens,
+            "completion_tokens": tokens.completion_tokens,
+            "cached_tokens": tokens.cached_tokens,
+            "cost_nusd": cost,
+            "latency_ms": int((time.perf_counter() - self.started) * 1000),
+            "ttft_ms": ttft_ms,
+            "status_code": status,
+            "error_type": error_type,
+            "stream": self.stream,
+            "usage_estimated": estimated,
+            "routing": None,
+        }
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -5,4 +5,5 @@
 if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
 redis.call('ZADD', KEYS[1], 'XX', ARGV[2], ARGV[1])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
+if redis.call('EXISTS', KEYS[2] .. ':u') == 1 then redis.call('PEXPIRE', KEYS[2] .. ':u', ARGV[3]) end
 return 1

@@ -40,31 +40,6 @@ local function negated(s)
   return '-' .. s
 end
 
--- Give back `amount` held on a counter. A counter rebuilt while reservations were live (its
--- budget deleted and made again, credit enforcement turned on) never held them: never below 0.
-local function release(key, amount)
-  if redis.call('EXISTS', key) == 1 then
-    if redis.call('HINCRBY', key, 'r', negated(amount)) < 0 then
-      redis.call('HSET', key, 'r', 0)
-    end
-  end
-end
-
--- Give back what expired reservations of this org still hold (a request that never settled).
--- Record keys are "<recprefix><request id>"; a record maps counter keys to amounts.
-local function sweep(zset, recprefix, now, batch)
-  local due = redis.call('ZRANGEBYSCORE', zset, '-inf', now, 'LIMIT', 0, batch)
-  for _, rid in ipairs(due) do
-    local rec = recprefix .. rid
-    local held = redis.call('HGETALL', rec)
-    for i = 1, #held, 2 do
-      release(held[i], held[i + 1])
-    end
-    redis.call('DEL', rec)
-    redis.call('ZREM', zset, rid)
-  end
-end
-
 -- A budget counter ('b') holds its spend in 's', a credit counter ('c') its balance in 'b'; a
 -- counter without that field is missing (never built, expired, or lost with Redis's data), even
 -- if its hash exists: reservations put back after a loss ('r', see restore.lua) and the count of
@@ -80,6 +55,58 @@ end
 local function missed(key, ttl)
   redis.call('HINCRBY', key, 'm', 1)
   if redis.call('PTTL', key) == -1 then redis.call('PEXPIRE', key, ttl) end
+end
+
+-- Give back `amount` held on a counter. A counter rebuilt while reservations were live (its
+-- budget deleted and made again, credit enforcement turned on) never held them: never below 0.
+local function release(key, amount)
+  if redis.call('EXISTS', key) == 1 then
+    if redis.call('HINCRBY', key, 'r', negated(amount)) < 0 then
+      redis.call('HSET', key, 'r', 0)
+    end
+  end
+end
+
+-- A stream whose gateway died before settling it (started.lua left its usage event beside the
+-- record): bill what is known, the event's cost on the counters the request held, its event
+-- appended to the org's usage stream, and the request marked settled.
+local function bill_lost(rec, held)
+  local lost = redis.call('HMGET', rec .. ':u', 'e', 'c', 's', 'g', 't', 'd')
+  if not lost[1] then return end
+  if lost[2] ~= '0' then
+    for i = 1, #held, 2 do
+      local key = held[i]
+      if redis.call('HEXISTS', key, 's') == 1 then
+        redis.call('HINCRBY', key, 's', lost[2])
+      elseif redis.call('HEXISTS', key, 'b') == 1 then
+        redis.call('HINCRBY', key, 'b', negated(lost[2]))
+      else
+        missed(key, lost[5])
+      end
+    end
+  end
+  if redis.call('EXISTS', lost[3]) == 0 then
+    redis.call('XGROUP', 'CREATE', lost[3], lost[4], '0', 'MKSTREAM')
+  end
+  redis.call('XADD', lost[3], '*', 'e', lost[1])
+  redis.call('SET', lost[6], '1', 'PX', lost[5])
+  redis.call('DEL', rec .. ':u')
+end
+
+-- Give back what expired reservations of this org still hold (a request that never settled).
+-- Record keys are "<recprefix><request id>"; a record maps counter keys to amounts.
+local function sweep(zset, recprefix, now, batch)
+  local due = redis.call('ZRANGEBYSCORE', zset, '-inf', now, 'LIMIT', 0, batch)
+  for _, rid in ipairs(due) do
+    local rec = recprefix .. rid
+    local held = redis.call('HGETALL', rec)
+    for i = 1, #held, 2 do
+      release(held[i], held[i + 1])
+    end
+    bill_lost(rec, held)
+    redis.call('DEL', rec)
+    redis.call('ZREM', zset, rid)
+  end
 end
 
 -- Create a missing budget ('b') or credit ('c') counter from its rebuilt value,

@@ -26,7 +26,7 @@ local held = redis.call('HGETALL', KEYS[2])
 for i = 1, #held, 2 do
   release(held[i], held[i + 1])
 end
-redis.call('DEL', KEYS[2])
+redis.call('DEL', KEYS[2], KEYS[2] .. ':u')
 redis.call('ZREM', KEYS[1], rid)
 
 local watched = {}
