@@ -6,10 +6,8 @@ going away answers 503 (or, failing open, counts in-process) until it is back.""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,8 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sluicegate.app import create_app
-from sluicegate.core.clock import Clock, ManualClock
+from sluicegate.core.clock import ManualClock
 from sluicegate.core.ids import new_id
 from sluicegate.credits.models import LedgerEntry
 from sluicegate.providers.config import ProviderSettings
@@ -26,6 +23,8 @@ from sluicegate.runtime import Runtime
 from sluicegate.settings import Settings
 from tests.admin import Api, error, make_person, ok
 from tests.conftest import GatewayStarter, make_settings
+from tests.faults.conftest import in_process_gateway as gateway
+from tests.faults.conftest import redis_settings as with_redis
 from tests.faults.servers import RedisServer
 from tests.proxy.conftest import MOCK_KEY_ENV, usage_events
 from tests.support import ServerProcess
@@ -250,28 +249,6 @@ async def _settled_budget(chain: Chain, budget_id: str, spent: int) -> dict:
         if shown["reserved_usd"] == usd(0) or time.monotonic() > deadline:
             return shown
         await asyncio.sleep(0.05)
-
-
-@contextlib.asynccontextmanager
-async def gateway(
-    settings: Settings, providers: ProviderSettings, clock: Clock | None = None
-) -> AsyncIterator[tuple[httpx.AsyncClient, Runtime]]:
-    active = Runtime.build(settings, clock)
-    await active.start()
-    app = create_app(settings, active, providers)
-    try:
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(
-                transport=transport, base_url="http://gateway.test", timeout=30
-            ) as client:
-                yield client, active
-    finally:
-        await active.close()
-
-
-def with_redis(postgres_url: str, redis_url: str, **more: object) -> Settings:
-    return make_settings(database_url=postgres_url, redis_url=redis_url, redis_prefix="sg", **more)
 
 
 async def test_after_flushall_the_counters_are_rebuilt_and_enforcement_stays_exact(

@@ -5,11 +5,9 @@ runs, and keeps the reservations that gateways put back after the loss."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
-
-import pytest
 
 from sluicegate.core.clock import ManualClock, SystemClock
 from sluicegate.guard.counters import (
@@ -26,52 +24,21 @@ from sluicegate.guard.redis import RedisGuardStore
 from sluicegate.metering.stream import UsageStreams, encode_event
 from sluicegate.metering.writer import store_usage
 from sluicegate.runtime import Runtime, connect_redis
-from tests.conftest import make_settings
 from tests.faults.servers import RedisServer
 from tests.guard.stores import Org, Seeds
+from tests.metering.test_drain import events
+from tests.metering.test_drain import pg_runtime as pg_runtime  # the fixture
 from tests.proxy.conftest import Tenant, make_tenant
 
 
-@pytest.fixture
-async def pg_runtime(
-    postgres_url: str, redis_url: str, redis_prefix: str
-) -> AsyncIterator[Runtime]:
-    settings = make_settings(
-        database_url=postgres_url,
-        redis_url=redis_url,
-        redis_prefix=f"{redis_prefix}:rebuild{secrets.token_hex(4)}",
-    )
-    runtime = Runtime.build(settings)
-    await runtime.start()
-    try:
-        yield runtime
-    finally:
-        await runtime.close()
-
-
 def usage(tenant: Tenant, cost: int, at: datetime) -> dict[str, Any]:
+    """A usage event of the tenant's key at `at`, costing `cost`."""
+    [event] = events(tenant, 1)
     return {
+        **event,
         "request_id": f"req_rebuild_{secrets.token_hex(6)}",
         "created_at": at,
-        "org_id": tenant.org_id,
-        "group_id": tenant.group_id,
-        "key_id": tenant.key_id,
-        "user_id": tenant.user_id,
-        "requested_model": "gpt-4o-mini",
-        "served_model": "gpt-4o-mini",
-        "provider": "mock-openai",
-        "app": None,
-        "prompt_tokens": 1,
-        "completion_tokens": 1,
-        "cached_tokens": 0,
         "cost_nusd": cost,
-        "latency_ms": 1,
-        "ttft_ms": None,
-        "status_code": 200,
-        "error_type": None,
-        "stream": False,
-        "usage_estimated": False,
-        "routing": None,
     }
 
 
