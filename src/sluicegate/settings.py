@@ -119,7 +119,8 @@ class Settings(BaseSettings):
     )
     reservation_ttl_seconds: int = Field(
         default=900,
-        ge=30,
+        # It must outlive a whole call (checked against SLUICEGATE_UPSTREAM_TIMEOUT below).
+        ge=10,
         le=86_400,
         description="How long a request's reservation holds budget before it is reclaimed "
         "(a crashed gateway never settles).",

@@ -16,7 +16,7 @@ from tests.faults.chaos import Fault, Stage, Traffic, run_phase
 pytestmark = pytest.mark.chaos
 
 # Short phases: seconds of traffic before each fault, through it, and after it heals.
-BEFORE, DURING, AFTER = 0.5, 1.5, 1.5
+BEFORE, DURING, AFTER = 0.3, 1.0, 1.0
 
 
 async def test_money_and_usage_hold_through_one_fault_after_another(

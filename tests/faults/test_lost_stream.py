@@ -23,8 +23,9 @@ from tests.faults.conftest import (
     tenant_with_budget,
 )
 
-# The shortest reservation the settings allow (it must outlive a whole non-streaming call).
-TTL_SECONDS = 30
+# The shortest reservation the settings allow: it must outlive a whole non-streaming call,
+# which the gateway started here gives 5 s (streams renew theirs while they run).
+TTL_SECONDS = 10
 # "abcd" is 8 prompt tokens at 0.15 USD per 1M (the slow-stream model's price).
 PROMPT_COST = 8 * 150
 
@@ -49,7 +50,7 @@ async def test_a_stream_cut_by_a_killed_gateway_bills_its_prompt_once(
             settings,
             fault_providers_file,
             reservation_ttl_seconds=str(TTL_SECONDS),
-            upstream_timeout="20",
+            upstream_timeout="5",
         )
         doomed = start_gateway(env=env)
         headers = {"authorization": f"Bearer {tenant.key}", "x-request-id": "req-lost-stream"}

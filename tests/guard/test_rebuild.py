@@ -4,22 +4,27 @@ runs, and keeps the reservations that gateways put back after the loss."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from sluicegate.core.clock import ManualClock, SystemClock
+from sluicegate.core.ids import new_id
 from sluicegate.guard.counters import (
     Blocked,
     BudgetCounter,
     CreditCounter,
     PendingCharge,
+    Plan,
     Reserved,
     Seed,
     SpendScope,
 )
-from sluicegate.guard.enforcer import CounterLoader
+from sluicegate.guard.enforcer import CounterLoader, Guard
 from sluicegate.guard.redis import RedisGuardStore
 from sluicegate.metering.stream import UsageStreams, encode_event
 from sluicegate.metering.writer import store_usage
@@ -141,3 +146,55 @@ async def test_reservations_lost_with_redis_are_put_back_before_a_rebuild_admits
     assert (value.used, value.reserved) == (250, 300 + 300 + 100)
     for client in (store._client, other._client):
         await client.aclose()
+
+
+@pytest.mark.parametrize("stored_before_the_rebuild", [False, True])
+async def test_a_charge_whose_event_went_to_the_database_reaches_a_rebuilt_counter_once(
+    pg_runtime: Runtime, stored_before_the_rebuild: bool
+) -> None:
+    """A request settled while Redis could not be reached: its event goes to the database
+    through the buffered writer, its counters are told later. Redis loses the counter meanwhile
+    and it is rebuilt from the database, either before the event is stored there (adding the
+    cost then would be right, skipping it wrong) or after (the other way round). Either way the
+    counter ends up holding the cost exactly once."""
+    runtime = pg_runtime
+    tenant = await make_tenant(runtime)
+    now = runtime.clock.now()
+    budget = key_budget(tenant, now.replace(hour=0, minute=0, second=0, microsecond=0), 10**9)
+    credit = CreditCounter(f"{{{tenant.org_id}}}:credit", tenant.org_id)
+    guard = Guard(
+        runtime.counters,
+        runtime.sessions,
+        runtime.clock,
+        fail_open=False,
+        reservation_ttl_seconds=60,
+    )
+
+    def plan(amount: int) -> Plan:
+        return Plan(tenant.org_id, new_id("req"), amount, 0, (budget,), credit)
+
+    first = await guard.reserve(plan(5_000))
+    assert isinstance(first, Reserved)
+    event = {**usage(tenant, 4_000, now), "request_id": first.plan.request_id}
+    # The guard goes on with the counters once the writer says the event is stored; here the
+    # test says so, after the rebuild either way (the settle's own retries may wait as long).
+    reported = asyncio.Event()
+    guard.settle_soon(first, 4_000, 0, reported.wait)
+
+    async def store_the_event() -> None:
+        async with runtime.sessions() as session, session.begin():
+            await store_usage(session, [event])
+
+    if stored_before_the_rebuild:
+        await store_the_event()
+    await runtime.counters.forget([budget.key])  # lost with Redis's data
+    second = await guard.reserve(plan(1))  # rebuilds the counter from the database
+    assert isinstance(second, Reserved)
+    await guard.store.settle(second, 0, 0)
+    if not stored_before_the_rebuild:
+        await store_the_event()
+    reported.set()
+    await guard.drain()
+
+    [value] = await runtime.counters.read([budget], CounterLoader(runtime.sessions))
+    assert (value.used, value.reserved) == (4_000, 0)

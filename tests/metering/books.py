@@ -37,6 +37,11 @@ class Books:
 
 
 async def read_books(session: AsyncSession, org_id: str) -> Books:
+    """The books as of one moment: on Postgres the reads share one snapshot when the session has
+    not begun a transaction yet (else a row stored between two of them, by the drain working
+    meanwhile, would show in one reading and not in another)."""
+    if session.get_bind().dialect.name == "postgresql" and not session.in_transaction():
+        await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
     values = {"org": org_id}
     ids = (
         await session.scalars(

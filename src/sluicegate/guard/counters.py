@@ -27,7 +27,7 @@ every gateway has had the time to, so a budget rebuilt after the loss still coun
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -264,14 +264,23 @@ class GuardStore(Protocol):
         ...
 
     async def settle(
-        self, reserved: Reserved, cost: int, tokens: int, usage: bytes | None = None
+        self,
+        reserved: Reserved,
+        cost: int,
+        tokens: int,
+        usage: bytes | None = None,
+        *,
+        stored: bool = False,
     ) -> tuple[Crossing, ...] | None:
         """Release the reservation and charge the actual cost (and tokens) instead; None when
         this request was settled already (nothing changes), else the budget thresholds this
         charge crossed (usually none). `usage`, the encoded usage event, is appended to the
         org's durable usage log in the same atomic step by a store that keeps one (Redis),
         together with the crossings; a store that keeps none ignores it and the caller writes
-        the event (with the crossings returned)."""
+        the event (with the crossings returned). `stored`: the event is in the database already
+        (written there while this store could not be reached); a store that rebuilds its
+        counters from the database then makes the charged counters missing instead of charging
+        them (a rebuild since may hold the charge or not), and reports no crossing."""
         ...
 
     async def mark_started(self, reserved: Reserved, usage: bytes, cost: int) -> bool:
@@ -315,13 +324,8 @@ class GuardStore(Protocol):
 
     async def unseed(self, counters: Sequence[BudgetCounter | CreditCounter]) -> None:
         """Make counters missing, keeping the reservations they hold: rebuilt from the database
-        when next used (reconcile --repair)."""
-        ...
-
-    async def charge(self, charges: Mapping[BudgetCounter | CreditCounter, int]) -> None:
-        """Add charges settled elsewhere (by a process failing open while the store was down) to
-        the counters: spend to budgets, a debit to the credit. A counter that is missing is left
-        to its rebuild from the database, which holds those requests' usage."""
+        when next used, and a rebuild under way starts again (reconcile --repair; charges that
+        reached the database while the store could not be reached, see FailOpen)."""
         ...
 
     async def ping(self) -> None:

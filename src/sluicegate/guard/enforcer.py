@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -112,6 +112,10 @@ class CounterLoader:
         return seed
 
 
+async def _nothing_buffered() -> None:
+    return None
+
+
 class Guard:
     def __init__(
         self,
@@ -121,8 +125,12 @@ class Guard:
         *,
         fail_open: bool,
         reservation_ttl_seconds: float,
+        events_stored: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """`events_stored` returns once every usage event this process has handed to the
+        database directly (the buffered writer) so far is stored there."""
         self.store = store
+        self._events_stored = events_stored or _nothing_buffered
         self.clock = clock
         self.rules = RulesCache(sessions, clock)
         self.loader = CounterLoader(sessions)
@@ -160,9 +168,11 @@ class Guard:
             try:
                 await self.store.heartbeat()
                 if self._fallback is not None and self._fallback.active:
-                    await self._fallback.recover(self.store)
+                    await self._fallback.recover(self.store, self._events_stored)
             except CounterStoreUnavailable:
                 log.debug("guard heartbeat: the counter store is unavailable")
+            except TimeoutError:
+                log.debug("guard heartbeat: usage events settled failing open are not stored yet")
             except Exception:
                 log.exception("guard heartbeat failed unexpectedly")
             await asyncio.sleep(HEARTBEAT_SECONDS)
@@ -173,9 +183,9 @@ class Guard:
         if plan.checks and plan.checks[-1] is plan.credit:
             self._keep_credit_in_sync(plan.credit)
         try:
-            if self._fallback is not None and self._fallback.active:
-                # Back from an outage: what this process spent meanwhile counts first.
-                await self._fallback.recover(self.store)
+            # Back from an outage, what this process spent failing open reaches the shared
+            # counters from the heartbeat (FailOpen.recover): it admitted no hard budget or
+            # credit meanwhile, so nothing here has to wait for it.
             return await self.store.reserve(plan, self.loader)
         except CounterStoreUnavailable:
             if self._fallback is None:
@@ -254,19 +264,47 @@ class Guard:
         return the thresholds crossed, for the caller to write with the usage event."""
         return await self.store.settle(reserved, cost, tokens) or ()
 
-    def settle_soon(self, reserved: Reserved, cost: int, tokens: int) -> None:
-        """Settle off the response path; a client that went away never cancels it."""
-        self.spawn(self._settle(reserved, cost, tokens))
+    def settle_soon(
+        self,
+        reserved: Reserved,
+        cost: int,
+        tokens: int,
+        stored: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Settle off the response path; a client that went away never cancels it. `stored`
+        (the usage event went to the database directly, Redis being unreachable) returns once
+        the event is there: only then are the counters told, and not by adding the cost (a
+        counter rebuilt from the database meanwhile may hold it already) but by making them
+        missing, so they are rebuilt from the database that holds it (GuardStore.settle with no
+        event)."""
+        self.spawn(self._settle(reserved, cost, tokens, stored))
 
-    async def _settle(self, reserved: Reserved, cost: int, tokens: int) -> None:
+    async def _settle(
+        self,
+        reserved: Reserved,
+        cost: int,
+        tokens: int,
+        stored: Callable[[], Awaitable[None]] | None,
+    ) -> None:
         if self._fallback is not None and self._fallback.holds(reserved):
             await self._fallback.settle(reserved, cost, tokens)
             return
         request_id = reserved.plan.request_id
         deadline = self.clock.monotonic() + self._ttl
+        if stored is not None:
+            try:
+                async with asyncio.timeout(self._ttl):
+                    await stored()
+            except TimeoutError:
+                log.error(
+                    "a request's usage event was not stored before its reservation expired; its "
+                    "cost reaches the counters only when they are next rebuilt",
+                    extra={"request_id": request_id, "cost_nusd": cost},
+                )
+                return
         for attempt in itertools.count():
             try:
-                await self.store.settle(reserved, cost, tokens)
+                await self.store.settle(reserved, cost, tokens, stored=stored is not None)
                 return
             except CounterStoreUnavailable as exc:
                 if self.clock.monotonic() > deadline:

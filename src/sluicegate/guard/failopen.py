@@ -7,15 +7,17 @@ cannot: a hard budget or prepaid credit, since every other process spends the sa
 meanwhile and none can know how much; such requests are refused (503) whatever the mode, so
 no outage can take spend past a hard limit.
 
-What was spent meanwhile is not lost to the shared counters: each charge settled here is
-remembered and added to them (`GuardStore.charge`) before this process admits anything through
-Redis again, and the usage events themselves go to the database directly.
+What was spent meanwhile is not lost to the shared counters. The usage events go to the
+database directly; the counters each charge settled here touched are remembered, and once Redis
+answers again and those events are stored, made missing (`GuardStore.unseed`), so they are
+rebuilt from the database that holds them. Adding the charges instead could count them twice: a
+counter rebuilt after Redis lost its data may hold some of them already.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from sluicegate.core.clock import Clock
 from sluicegate.guard.counters import (
@@ -30,6 +32,9 @@ from sluicegate.guard.counters import (
     Reserved,
 )
 from sluicegate.guard.memory import MemoryGuardStore
+
+# How long one attempt to recover waits for this process's usage events to reach the database.
+STORED_WAIT_SECONDS = 2.0
 
 
 class MoneyChecksUnavailable(CounterStoreUnavailable):
@@ -85,17 +90,21 @@ class FailOpen:
                 self._deferred[counter] = self._deferred.get(counter, 0) + cost
         return crossed
 
-    async def recover(self, shared: GuardStore) -> None:
-        """Redis answers again: add the charges settled here to the shared counters, and start
-        the next outage from fresh local counters (rebuilt from the database then). Raises
-        CounterStoreUnavailable when Redis is still down; nothing is lost, it is tried again."""
+    async def recover(self, shared: GuardStore, stored: Callable[[], Awaitable[None]]) -> None:
+        """Redis answers again: once the events settled here are in the database (`stored`
+        returns then), make the counters they were charged on missing in the shared store, and
+        start the next outage from fresh local counters (rebuilt from the database then).
+        Raises CounterStoreUnavailable when Redis is still down, TimeoutError when the events
+        are not stored within STORED_WAIT_SECONDS; nothing is lost, it is tried again."""
         async with self._recovering:
             if not self.active:
                 return
-            charges = dict(self._deferred)
-            if charges:
-                await shared.charge(charges)
-            for counter, amount in charges.items():
+            charged = dict(self._deferred)
+            if charged:
+                async with asyncio.timeout(STORED_WAIT_SECONDS):
+                    await stored()
+                await shared.unseed(list(charged))
+            for counter, amount in charged.items():
                 left = self._deferred[counter] - amount
                 if left:
                     self._deferred[counter] = left

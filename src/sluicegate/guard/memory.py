@@ -4,7 +4,7 @@ Python. Each call runs without awaiting between its reads and writes, so it is a
 from __future__ import annotations
 
 import heapq
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from sluicegate.core.clock import Clock, SystemClock
 from sluicegate.guard.counters import (
@@ -111,9 +111,16 @@ class MemoryGuardStore:
         return Reserved(plan, now, tuple(rates))
 
     async def settle(
-        self, reserved: Reserved, cost: int, tokens: int, usage: bytes | None = None
+        self,
+        reserved: Reserved,
+        cost: int,
+        tokens: int,
+        usage: bytes | None = None,
+        *,
+        stored: bool = False,
     ) -> tuple[Crossing, ...] | None:
-        """`usage` is ignored: in-process counters keep no log, the caller writes the event."""
+        """`usage` and `stored` are ignored: in-process counters keep no log (the caller writes
+        the event) and are settled only in this process."""
         plan = reserved.plan
         now = self._now_ms()
         if plan.request_id in self._settled:
@@ -200,13 +207,6 @@ class MemoryGuardStore:
 
     async def unseed(self, counters: Sequence[BudgetCounter | CreditCounter]) -> None:
         await self.forget([counter.key for counter in counters])
-
-    async def charge(self, charges: Mapping[BudgetCounter | CreditCounter, int]) -> None:
-        for counter, amount in charges.items():
-            if isinstance(counter, BudgetCounter) and counter.key in self._budgets:
-                self._budgets[counter.key].spent += amount
-            elif isinstance(counter, CreditCounter) and counter.key in self._credits:
-                self._credits[counter.key].balance -= amount
 
     async def forget(self, keys: Sequence[str]) -> None:
         for key in keys:

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from importlib.resources import files
 from typing import Any
@@ -134,7 +134,7 @@ class RedisGuardStore:
         self._sync_credit = client.register_script(_script("sync_credit"))
         self._extend = client.register_script(_script("extend"))
         self._restore = client.register_script(_script("restore"))
-        self._charge = client.register_script(_script("charge"))
+        self._unseed = client.register_script(_script("unseed"))
         self._epoch_script = client.register_script(_script("epoch"))
         self._started = client.register_script(_script("started"))
         self._epoch_key = f"{prefix}:epoch"
@@ -257,7 +257,13 @@ class RedisGuardStore:
         return keys
 
     async def settle(
-        self, reserved: Reserved, cost: int, tokens: int, usage: bytes | None = None
+        self,
+        reserved: Reserved,
+        cost: int,
+        tokens: int,
+        usage: bytes | None = None,
+        *,
+        stored: bool = False,
     ) -> tuple[Crossing, ...] | None:
         plan = reserved.plan
         self._prepared(plan)
@@ -276,8 +282,9 @@ class RedisGuardStore:
             ]
         header = f"{plan.request_id} {cost} {len(charged)} {delta} {self._record_ttl_ms}"
         if usage is None:
+            logged = "2" if stored else "0"
             answer = await self._call(
-                self._settle, keys, [f"{header} 0 {DRAIN_GROUP}", "", watched]
+                self._settle, keys, [f"{header} {logged} {DRAIN_GROUP}", "", watched]
             )
         else:
             keys.append(stream_key(self._prefix[:-1], plan.org_id))
@@ -410,14 +417,13 @@ class RedisGuardStore:
         ]
 
     async def unseed(self, counters: Sequence[BudgetCounter | CreditCounter]) -> None:
-        try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for counter in counters:
-                    fields = ("s",) if isinstance(counter, BudgetCounter) else ("b", "t", "v")
-                    pipe.hdel(self._prefix + counter.key, *fields)
-                await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise CounterStoreUnavailable(str(exc) or type(exc).__name__) from exc
+        by_org: dict[str, list[BudgetCounter | CreditCounter]] = {}
+        for counter in counters:
+            by_org.setdefault(org_of(counter), []).append(counter)
+        for held in by_org.values():
+            keys = [self._prefix + counter.key for counter in held]
+            kinds = ["b" if isinstance(counter, BudgetCounter) else "c" for counter in held]
+            await self._call(self._unseed, keys, [self._record_ttl_ms, *kinds])
 
     async def _recovered(self) -> None:
         """Return once a counter may be rebuilt: this process has put back its reservations if
@@ -486,19 +492,6 @@ class RedisGuardStore:
         await self._call(
             self._sync_credit, [self._prefix + counter.key], [seed.total, seed.version]
         )
-
-    async def charge(self, charges: Mapping[BudgetCounter | CreditCounter, int]) -> None:
-        by_org: dict[str, list[tuple[BudgetCounter | CreditCounter, int]]] = {}
-        for counter, amount in charges.items():
-            by_org.setdefault(org_of(counter), []).append((counter, amount))
-        for held in by_org.values():
-            keys = [self._prefix + counter.key for counter, _ in held]
-            args: list[Any] = [self._record_ttl_ms]
-            args += [
-                f"{'b' if isinstance(counter, BudgetCounter) else 'c'} {amount}"
-                for counter, amount in held
-            ]
-            await self._call(self._charge, keys, args)
 
     async def forget(self, keys: Sequence[str]) -> None:
         if not keys:

@@ -72,17 +72,42 @@ class UsageWriter:
         self._closing = False
         self.dropped = 0
         self.written = 0
+        # Events recorded so far, and how many of them have left the buffer (stored or dropped):
+        # `until_stored(ticket)` waits for the second to reach an event's ticket.
+        self._recorded = 0
+        self._gone = 0
+        self._progress = asyncio.Event()
 
-    def record(self, event: UsageRecord) -> None:
-        """Queue one usage event (a dict of UsageEvent columns). Never blocks, never raises."""
+    def record(self, event: UsageRecord) -> int:
+        """Queue one usage event (a dict of UsageEvent columns). Never blocks, never raises.
+        Returns the event's ticket, for `until_stored`."""
         self._buffer.append(event)
+        self._recorded += 1
         if len(self._buffer) > MAX_BUFFERED:
             overflow = len(self._buffer) - MAX_BUFFERED
             del self._buffer[:overflow]
             self.dropped += overflow
+            self._advance(overflow)
             log.error("usage buffer full; dropped oldest events", extra={"dropped": overflow})
         if len(self._buffer) >= BATCH_SIZE:
             self._wake.set()
+        return self._recorded
+
+    async def until_stored(self, ticket: int) -> None:
+        """Return once the event `record` gave this ticket has left the buffer: stored in the
+        database (or, the buffer being full for long, dropped and logged)."""
+        while self._gone < ticket:
+            self._wake.set()
+            await self._progress.wait()
+
+    async def caught_up(self) -> None:
+        """Return once every event recorded so far has left the buffer (see `until_stored`)."""
+        await self.until_stored(self._recorded)
+
+    def _advance(self, count: int) -> None:
+        self._gone += count
+        progress, self._progress = self._progress, asyncio.Event()
+        progress.set()
 
     @property
     def pending(self) -> int:
@@ -115,6 +140,7 @@ class UsageWriter:
                 return False
             del self._buffer[: len(batch)]
             self.written += len(batch)
+            self._advance(len(batch))
         return True
 
     async def _run(self) -> None:

@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from fnmatch import fnmatchcase
+from functools import partial
 from typing import Any
 
 import orjson
@@ -365,7 +366,8 @@ class Pipeline:
         both happen in ONE atomic script call that also appends the event to the org's durable
         usage stream (no reservation: one XADD), awaited before the client's answer is complete,
         so an answer a client saw is never lost. When Redis cannot be reached the event goes to
-        the database through the buffered writer instead, and the counters settle later."""
+        the database through the buffered writer instead, and the counters settle once it is
+        stored there (Guard.settle_soon)."""
         if usage is None and status == 200 and call.route is not None:
             usage, estimated = Usage(call.prompt_estimate, 0), True
         tokens = usage or Usage()
@@ -401,9 +403,10 @@ class Pipeline:
                 "usage stream unavailable; writing the usage event to the database directly",
                 extra={"request_id": call.request_id},
             )
+        writer = self.state.writer
+        ticket = writer.record(event)
         if reserved is not None:
-            self.guard.settle_soon(reserved, cost, used)
-        self.state.writer.record(event)
+            self.guard.settle_soon(reserved, cost, used, partial(writer.until_stored, ticket))
 
     def mark_started(self, call: ProxyCall, ttft_ms: int) -> None:
         """The stream's first bytes are out: should this process die before settling it, what
@@ -447,17 +450,11 @@ def _stream_outcome(
     call: ProxyCall, reader: StreamReader, status: int, error_type: str | None, ttft_ms: int | None
 ) -> dict[str, Any]:
     """What a stream's settlement records: the upstream's usage, else an estimate (marked)."""
-    usage = reader.usage
-    if usage is None:
+    outcome = {"status": status, "error_type": error_type, "ttft_ms": ttft_ms}
+    if reader.usage is None:
         usage = Usage(call.prompt_estimate, reader.estimated_completion_tokens)
-        return {
-            "status": status,
-            "error_type": error_type,
-            "ttft_ms": ttft_ms,
-            "usage": usage,
-            "estimated": True,
-        }
-    return {"status": status, "error_type": error_type, "ttft_ms": ttft_ms, "usage": usage}
+        return {**outcome, "usage": usage, "estimated": True}
+    return {**outcome, "usage": reader.usage}
 
 
 def key_allows(context: AuthContext, model: str) -> bool:

@@ -45,12 +45,14 @@ class ProxyState:
         }
         resolver = KeyResolver(runtime.sessions, settings.secret, runtime.clock)
         runtime.bus.subscribe(resolver.invalidate)
+        writer = UsageWriter(runtime.sessions, after_insert=mark_keys_used)
         guard = Guard(
             runtime.counters,
             runtime.sessions,
             runtime.clock,
             fail_open=settings.guard_failure_mode == "open",
             reservation_ttl_seconds=settings.reservation_ttl_seconds,
+            events_stored=writer.caught_up,
         )
         runtime.bus.subscribe(guard.rules.invalidate)
         return cls(
@@ -60,7 +62,7 @@ class ProxyState:
             adapters,
             pools,
             resolver,
-            UsageWriter(runtime.sessions, after_insert=mark_keys_used),
+            writer,
             guard,
             UsageStreams(runtime.redis, settings.redis_prefix, runtime.journal)
             if runtime.redis

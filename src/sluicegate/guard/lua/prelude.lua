@@ -57,6 +57,19 @@ local function missed(key, ttl)
   if redis.call('PTTL', key) == -1 then redis.call('PEXPIRE', key, ttl) end
 end
 
+-- A charge that reached the database by another way than the usage stream (its gateway could not
+-- reach Redis when it settled): a seed made since may hold it or not, so the counter is made
+-- missing, to be rebuilt from the database that holds it now, and the charge counted as missed,
+-- so a rebuild under way starts again. Reservations ('r') stay.
+local function unseed(key, kind, ttl)
+  if kind == 'b' then
+    redis.call('HDEL', key, 's')
+  else
+    redis.call('HDEL', key, 'b', 't', 'v')
+  end
+  missed(key, ttl)
+end
+
 -- Give back `amount` held on a counter. A counter rebuilt while reservations were live (its
 -- budget deleted and made again, credit enforcement turned on) never held them: never below 0.
 local function release(key, amount)

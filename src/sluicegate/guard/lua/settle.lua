@@ -5,7 +5,9 @@
 --       With a usage event, the org's usage stream is the last key.
 -- ARGV: [1] "request_id cost charged_count token_delta marker_ttl_ms has_event drain_group":
 --       cost in nano-USD, token_delta = actual minus reserved tokens, has_event 1 when [2] is the
---       usage event to append to the stream (in this same atomic step: settled <=> logged).
+--       usage event to append to the stream (in this same atomic step: settled <=> logged), 2
+--       when the event is in the database already (written there while Redis could not be
+--       reached): the charged counters are then made missing instead (see unseed).
 --       [3] the budgets' alert thresholds, "i,percent,amount,label" separated by spaces: i the
 --       budget's position among the charged counters, amount in nano-USD, label
 --       "budget/subject/period start". Spend going from below an amount to at or above it
@@ -48,7 +50,9 @@ if cost ~= '0' then
     local key = KEYS[3 + i]
     local kind = 'b'
     if i == charged then kind = 'c' end
-    if not seeded(key, kind) then
+    if h[6] == '2' then
+      unseed(key, kind, h[5])
+    elseif not seeded(key, kind) then
       missed(key, h[5])
     else
       if i == charged then
