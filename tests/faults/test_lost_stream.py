@@ -30,6 +30,16 @@ TTL_SECONDS = 10
 PROMPT_COST = 8 * 150
 
 
+async def started_noted(runtime: Runtime, org_id: str, request_id: str) -> None:
+    """Wait until the usage event of a started stream is kept beside its reservation."""
+    assert runtime.redis is not None
+    key = f"{runtime.settings.redis_prefix}:{{{org_id}}}:rsv:{request_id}:u"
+    deadline = time.monotonic() + 30
+    while not await runtime.redis.exists(key):
+        assert time.monotonic() < deadline, "the started stream was never noted"
+        await asyncio.sleep(0.01)
+
+
 async def test_a_stream_cut_by_a_killed_gateway_bills_its_prompt_once(
     postgres_url: str,
     redis_url: str,
@@ -70,8 +80,11 @@ async def test_a_stream_cut_by_a_killed_gateway_bills_its_prompt_once(
                 ) as answer:
                     assert answer.status_code == 200
                     async for _ in answer.aiter_raw():
+                        # Its first bytes are out; the gateway notes what to bill beside the
+                        # reservation at the same time (a kill before that bills nothing).
+                        await started_noted(runtime, tenant.org_id, "req-lost-stream")
                         cut_at = time.monotonic()
-                        doomed.process.kill()  # mid-stream, its first bytes out
+                        doomed.process.kill()
                         break
             except httpx.TransportError:
                 cut_at = time.monotonic()  # the kill cut the read itself

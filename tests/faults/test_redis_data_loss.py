@@ -137,18 +137,21 @@ async def test_a_flush_with_streams_in_flight_admits_no_more_than_the_budget(
         headers = {"authorization": f"Bearer {tenant.key}"}
         async with httpx.AsyncClient(timeout=60) as http:
             started = asyncio.Event()
-            first_bytes = 0
+            running = 0
 
             async def stream() -> int:
-                nonlocal first_bytes
+                nonlocal running
                 body = chat_body(stream=True, model=SLOW_STREAM_MODEL)
                 async with http.stream("POST", url, json=body, headers=headers) as answer:
                     if answer.status_code != 200:
                         return answer.status_code
-                    async for _ in answer.aiter_raw():
-                        first_bytes += 1
-                        if first_bytes == IN_FLIGHT:
-                            started.set()
+                    chunks = answer.aiter_raw()
+                    await anext(chunks)
+                    running += 1
+                    if running == IN_FLIGHT:
+                        started.set()
+                    async for _ in chunks:
+                        pass
                     return 200
 
             streams = [asyncio.create_task(stream()) for _ in range(IN_FLIGHT)]
