@@ -179,7 +179,8 @@ def next_plan(template: Plan) -> Plan:
     )
 
 
-async def seeds(counters: list) -> list:  # type: ignore[type-arg]
+async def seeds(counters: list, pending: list) -> list:  # type: ignore[type-arg]
+    """The loader: every budget at 0, the credit at BIG (the usage stream's `pending` is empty)."""
     return [CreditSeed(BIG, BIG, 1) if isinstance(c, CreditCounter) else 0 for c in counters]
 
 

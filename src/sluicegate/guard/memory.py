@@ -4,6 +4,7 @@ Python. Each call runs without awaiting between its reads and writes, so it is a
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Sequence
 
 from sluicegate.core.clock import Clock, SystemClock
@@ -282,7 +283,9 @@ class MemoryGuardStore:
         want = plan.tokens if check.per_token else 1
         if used + want > check.limit:
             retry = rate_retry_ms(check.limit, want, current, previous, elapsed)
-            return Blocked(check, int(used), 0, retry)
+            # Whole requests or tokens, rounded up: the answer's remaining (limit - used) is
+            # then less than the call needs, as its refusal says.
+            return Blocked(check, math.ceil(used), 0, retry)
         rates.append(RateState(check, int(check.limit - used - want), RATE_WINDOW_MS - elapsed))
         return None
 

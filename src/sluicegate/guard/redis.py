@@ -66,7 +66,7 @@ BREAKER_FAILURES = 3
 BREAKER_SECONDS = 1.0
 # The scripts' version is part of their text (and so of their SHA): a rolling deploy runs old and
 # new side by side, each calling its own.
-SCRIPT_VERSION = "guard-v3"
+SCRIPT_VERSION = "guard-v4"
 # Entries read from a usage stream per round trip while rebuilding a counter.
 STREAM_PAGE = 1000
 

@@ -81,7 +81,8 @@ for i, check in ipairs(checks) do
       else
         retry = (window - elapsed) + math.max(0, math.floor(window - (limit - want) * window / cur) + 1)
       end
-      return {0, i, tostring(math.floor(used)), '0', retry}
+      -- Rounded up, as the in-process store: the remaining it implies is less than `want`.
+      return {0, i, tostring(math.ceil(used)), '0', retry}
     end
     rates[#rates + 1] = math.floor(limit - used - want)
     rates[#rates + 1] = window - elapsed
