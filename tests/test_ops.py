@@ -96,3 +96,72 @@ def test_dockerfile_is_multi_stage_slim_non_root_with_healthcheck() -> None:
 def test_dockerignore_keeps_secrets_and_local_data_out() -> None:
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".env", "*.db", "*.secret", ".git"} <= set(ignored)
+
+
+def env_example() -> dict[str, str]:
+    return dict(
+        line.split("=", 1)
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+
+
+def test_the_gateway_serves_the_mounted_providers_file_with_its_keys(
+    compose: dict[str, Any],
+) -> None:
+    gateway = compose["services"]["gateway"]
+    env = gateway["environment"]
+    mounts = [volume.rsplit(":", 2) for volume in gateway["volumes"]]
+    mounted = {target: source for source, target, mode in mounts if mode == "ro"}
+    assert env["SLUICEGATE_PROVIDERS"] in mounted
+    assert mounted[env["SLUICEGATE_PROVIDERS"]] == "${SLUICEGATE_PROVIDERS_FILE:-./providers.yaml}"
+    assert env_example()["SLUICEGATE_PROVIDERS_FILE"] == "./providers.yaml"
+    # Every key the example providers file names reaches the gateway, and is in .env.example.
+    example = yaml.safe_load((ROOT / "providers.example.yaml").read_text())
+    named = {provider["api_key_env"] for provider in example["providers"]}
+    passed = {"OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AZURE_OPENAI_API_KEY"}
+    assert named <= passed
+    for variable in passed:
+        assert env[variable] == f"${{{variable}:-}}"
+        assert variable in env_example()
+    # The file a provider key may be written into stays out of images.
+    assert "providers.yaml" in (ROOT / ".dockerignore").read_text().split()
+
+
+def test_the_example_providers_file_loads_and_serves_priced_models() -> None:
+    from sluicegate.providers.config import load_providers
+
+    loaded = load_providers(ROOT / "providers.example.yaml", {"OPENAI_API_KEY": "sk-test"})
+    assert {"gpt-4o-mini", "gpt-4o", "text-embedding-3-small"} <= set(loaded.models)
+    assert all(route.price.input_nusd_per_mtok > 0 for route in loaded.models.values())
+
+
+def test_compose_documents_its_version_and_the_bootstrap_step() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert "Compose v2" in text
+    command = "docker compose run --rm gateway bootstrap --email"
+    assert command in text
+    assert command in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("variable", "setting"),
+    [("SLUICEGATE_SECRET_KEY", "SLUICEGATE_SECRET_KEY"), ("POSTGRES_PASSWORD", "DATABASE_URL")],
+)
+def test_the_example_placeholders_are_refused_at_start(
+    variable: str, setting: str, tmp_path: Path
+) -> None:
+    from tests.support import run_cli
+
+    value = env_example()[variable]
+    env = (
+        {"SLUICEGATE_SECRET_KEY": value}
+        if setting == "SLUICEGATE_SECRET_KEY"
+        else {"SLUICEGATE_DATABASE_URL": f"postgresql+asyncpg://sluicegate:{value}@127.0.0.1/x"}
+    )
+    done = run_cli("migrate", env=env, cwd=tmp_path)
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert "placeholder of .env.example" in line
+    assert value not in line
+    assert not list(tmp_path.iterdir()), "nothing is created"

@@ -27,6 +27,9 @@ DATABASE_SCHEMES = ("postgresql+asyncpg", "sqlite+aiosqlite")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 # A digest pepper shorter than this is guessable; 32 characters of token_urlsafe is ~190 bits.
 MIN_SECRET_KEY_LENGTH = 32
+# The shipped examples' placeholders (.env.example): a deployment that kept one is refused.
+PLACEHOLDER = "change-me"
+HOW_TO_GENERATE = "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
 # smtps:// is TLS from the first byte (RFC 8314), smtp:// submission with STARTTLS; their ports.
 SMTP_PORTS = {"smtps": 465, "smtp": 587}
 SMTP_URL_EXAMPLE = "smtps://user:password@mail.example.com:465"
@@ -193,6 +196,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"must start with one of {', '.join(s + '://' for s in DATABASE_SCHEMES)}"
             )
+        try:
+            password = urlsplit(value).password
+        except ValueError:
+            raise ValueError("is not a database URL") from None
+        if password is not None and PLACEHOLDER in unquote(password).lower():
+            raise ValueError(
+                "its password is the placeholder of .env.example (POSTGRES_PASSWORD); "
+                "set a real one"
+            )
         return value
 
     @field_validator("redis_url")
@@ -232,6 +244,8 @@ class Settings(BaseSettings):
     def _secret_length(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < MIN_SECRET_KEY_LENGTH:
             raise ValueError(f"must be at least {MIN_SECRET_KEY_LENGTH} characters")
+        if value is not None and PLACEHOLDER in value.get_secret_value().lower():
+            raise ValueError(f"is the placeholder of .env.example; {HOW_TO_GENERATE}")
         return value
 
     @field_validator("smtp_url")
@@ -314,7 +328,7 @@ class Settings(BaseSettings):
             raise ConfigurationError(
                 "SLUICEGATE_SECRET_KEY",
                 "is required with a Postgres database, so every replica peppers digests alike; "
-                "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'",
+                + HOW_TO_GENERATE,
             )
         return self.secret_key.get_secret_value().encode()
 
