@@ -80,7 +80,7 @@ def create_app(
         lifespan=lifespan,
     )
     proxy_routes.mount(app)
-    admin_api.mount(app)
+    admin_api.mount(app, settings.max_admin_body_bytes)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:

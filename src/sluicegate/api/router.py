@@ -9,6 +9,7 @@ from sluicegate.alerts import log_routes as alert_log_routes
 from sluicegate.alerts import routes as alert_routes
 from sluicegate.analytics import feed_routes, insights_routes
 from sluicegate.analytics import routes as analytics_routes
+from sluicegate.api.body_limits import BodyLimits
 from sluicegate.api.errors import install_error_handlers
 from sluicegate.audit import routes as audit_routes
 from sluicegate.credits import routes as credits_routes
@@ -60,6 +61,7 @@ def _prepared_routes(router: APIRouter) -> list[BaseRoute]:
 ADMIN_ROUTES = _prepared_routes(ADMIN_ROUTER)
 
 
-def mount(app: FastAPI) -> None:
+def mount(app: FastAPI, max_body_bytes: int) -> None:
     app.router.routes.extend(ADMIN_ROUTES)
     install_error_handlers(app)
+    app.add_middleware(BodyLimits, limit=max_body_bytes)
