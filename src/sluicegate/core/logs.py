@@ -55,6 +55,28 @@ def configure_logging(level: str = "info") -> None:
     logging.getLogger("uvicorn.access").disabled = True
     # Alembic narrates its plugin set-up at INFO; the CLI reports the revision reached instead.
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # httpx logs each outbound request's full URL; a webhook's path is a credential.
+    outbound = logging.getLogger("httpx")
+    if not any(isinstance(f, OriginOnly) for f in outbound.filters):
+        outbound.addFilter(OriginOnly())
+
+
+class OriginOnly(logging.Filter):
+    """Outbound URLs in log lines as scheme, host and port only: paths and queries of webhooks
+    and providers may hold credentials."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        import httpx
+
+        args = record.args
+        if isinstance(args, tuple) and any(isinstance(arg, httpx.URL) for arg in args):
+            record.args = tuple(_origin(arg) if isinstance(arg, httpx.URL) else arg for arg in args)
+        return True
+
+
+def _origin(url: Any) -> str:
+    port = f":{url.port}" if url.port else ""
+    return f"{url.scheme}://{url.host}{port}"
 
 
 def log_failure(logger: logging.Logger, message: str, exc: BaseException, **extra: Any) -> None:

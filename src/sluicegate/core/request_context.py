@@ -29,7 +29,19 @@ _QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 # A path that matched no route is recorded under one label, so scanners cannot explode cardinality.
 UNMATCHED_ROUTE = "unmatched"
 
+# Path segments logged as "***": credentials (an invitation's token in its accept URL, a key or
+# token pasted into a URL by mistake) and anything long and random enough to be one. Ids such as
+# org_01jd4k... are shorter.
+_SECRET_SEGMENT = re.compile(r"^(?:sg-|sk-|whsec_)|^[A-Za-z0-9_~.+/=-]{32,}$")
+
 access_log = logging.getLogger("sluicegate.access")
+
+
+def logged_path(path: str) -> str:
+    """The request path as access lines show it: secret-looking segments replaced by ***."""
+    if len(path) < 32 and "sg-" not in path and "sk-" not in path and "whsec_" not in path:
+        return path  # the common case, short and plain: no split
+    return "/".join("***" if _SECRET_SEGMENT.match(part) else part for part in path.split("/"))
 
 
 class RequestContextMiddleware:
@@ -69,7 +81,7 @@ class RequestContextMiddleware:
                     level,
                     "%s %s %d",
                     method,
-                    scope["path"],
+                    logged_path(scope["path"]),
                     status,
                     extra={
                         "route": template,
