@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import httpx
 import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import func, select
@@ -15,7 +16,7 @@ from sluicegate.identity.models import AdminToken, User
 from sluicegate.migrations import alembic_config
 from sluicegate.runtime import Runtime
 from sluicegate.settings import Settings
-from tests.conftest import settings_env
+from tests.conftest import GatewayStarter, settings_env
 from tests.support import run_cli
 
 COMMANDS = ["serve", "worker", "migrate", "bootstrap", "mock-upstream", "version"]
@@ -87,6 +88,53 @@ def test_bootstrap_on_a_fresh_directory_needs_no_configuration(tmp_path: Path) -
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "sluicegate.db").is_file()
     assert (tmp_path / "sluicegate.secret").is_file()
+
+
+def test_bootstrap_says_which_database_and_secret_and_needs_no_providers_file(
+    tmp_path: Path,
+) -> None:
+    env = {"SLUICEGATE_PROVIDERS": str(tmp_path / "elsewhere" / "providers.yaml")}
+    first = run_cli("bootstrap", "--email", "a@example.com", env=env, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    database, secret = (tmp_path / "sluicegate.db").resolve(), tmp_path / "sluicegate.secret"
+    assert f"database: sqlite+aiosqlite:///{database} (created now)" in first.stderr
+    assert f"secret key: {secret.resolve()} (generated now)" in first.stderr
+    again = run_cli("bootstrap", "--email", "a@example.com", env=env, cwd=tmp_path)
+    assert f"database: sqlite+aiosqlite:///{database}\n" in again.stderr
+    assert f"secret key: {secret.resolve()}\n" in again.stderr
+    assert secret.read_text() not in first.stderr + first.stdout
+
+
+def test_bootstrap_elsewhere_than_the_running_gateway_refuses_to_make_a_new_database(
+    start_gateway: GatewayStarter, tmp_path: Path
+) -> None:
+    served, elsewhere = tmp_path / "served", tmp_path / "elsewhere"
+    served.mkdir()
+    elsewhere.mkdir()
+    gateway = start_gateway(cwd=served)
+    port = gateway.base_url.rsplit(":", 1)[1]
+    result = run_cli(
+        "bootstrap", "--email", "a@example.com", env={"SLUICEGATE_PORT": port}, cwd=elsewhere
+    )
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "SLUICEGATE_DATABASE_PATH" in line and f"answers on port {port}" in line
+    assert not list(elsewhere.iterdir()), "nothing is created"
+    # Where the gateway runs, bootstrap works and its token is accepted by it.
+    result = run_cli(
+        "bootstrap", "--email", "a@example.com", env={"SLUICEGATE_PORT": port}, cwd=served
+    )
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip().splitlines()[-1]
+    me = httpx.get(
+        gateway.base_url + "/api/v1/auth/me", headers={"authorization": f"Bearer {token}"}
+    )
+    assert me.status_code == 200, me.text
+
+
+def test_serve_without_models_warns(start_gateway: GatewayStarter, tmp_path: Path) -> None:
+    gateway = start_gateway(cwd=tmp_path)
+    assert "no model is configured" in gateway.log()
 
 
 def test_unreachable_database_stops_serve_with_one_line(tmp_path: Path) -> None:

@@ -20,7 +20,14 @@ from datetime import date
 from sluicegate import __version__
 from sluicegate.audit_commands import add_audit_commands
 from sluicegate.core.errors import ConfigurationError
-from sluicegate.settings import Settings, load_provider_settings, load_settings
+from sluicegate.settings import (
+    Settings,
+    load_provider_settings,
+    load_settings,
+    read_settings,
+    secret_file_for,
+    settle_secret,
+)
 
 EXIT_CONFIGURATION = 2
 EXIT_UNAVAILABLE = 1
@@ -157,7 +164,12 @@ def _serve(args: argparse.Namespace) -> int:
         asyncio.run(_upgrade_database(settings))
     asyncio.run(_check_dependencies(settings))
     settings.secret  # noqa: B018 - raises ConfigurationError when the secret key is missing
-    load_provider_settings(settings)  # a bad providers file stops start-up with one line
+    # A bad providers file stops start-up with one line; none is worth a warning.
+    if not load_provider_settings(settings).models:
+        logging.getLogger("sluicegate").warning(
+            "no model is configured (SLUICEGATE_PROVIDERS names no providers file, or it lists "
+            "no model): every proxied call will answer 404 model_not_found"
+        )
     metrics_dir = None
     if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Must be set before any worker imports prometheus_client (see core/metrics.py).
@@ -237,14 +249,51 @@ def _migrate(_args: argparse.Namespace) -> int:
 
 
 def _bootstrap(args: argparse.Namespace) -> int:
-    settings = load_settings()
+    # It serves no model: the providers file is neither read nor needed.
+    settings = read_settings(providers=None)
+    fresh = settings.embedded_database and not settings.database_path.expanduser().exists()
+    if fresh and _gateway_answers(settings.port):
+        raise ConfigurationError(
+            "SLUICEGATE_DATABASE_PATH",
+            f"there is no {settings.database_path.expanduser().resolve()} here, yet a gateway "
+            f"answers on port {settings.port}: its admin would not be in a database made here. "
+            "Run bootstrap where that gateway runs (or with its SLUICEGATE_DATABASE_PATH)",
+        )
+    given = settings.secret_key is not None
+    kept = given or (settings.is_sqlite and secret_file_for(settings).exists())
+    settings = settle_secret(settings)
     asyncio.run(_upgrade_database(settings))
     settings.secret  # noqa: B018 - raises ConfigurationError when the secret key is missing
+    _say_where(settings, fresh=fresh, secret_given=given, secret_kept=kept)
     user_id, created, secret = asyncio.run(_create_admin(settings, args.email))
     print(f"{'created' if created else 'found'} user {user_id} ({args.email.strip().lower()})")
     print("new admin token (shown once; use it as 'Authorization: Bearer <token>'):")
     print(secret)
     return 0
+
+
+def _gateway_answers(port: int) -> bool:
+    """Whether a gateway answers on this machine's `port` (loopback)."""
+    import httpx
+
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _say_where(settings: Settings, *, fresh: bool, secret_given: bool, secret_kept: bool) -> None:
+    """On stderr: the database and the secret key a command used, so a run in the wrong place
+    (another directory, another environment) shows at once."""
+    from sluicegate.runtime import redacted_url
+
+    database = redacted_url(settings.resolved_database_url)
+    print(f"database: {database}{' (created now)' if fresh else ''}", file=sys.stderr)
+    if secret_given:
+        source = "SLUICEGATE_SECRET_KEY"
+    else:
+        source = f"{secret_file_for(settings)}{'' if secret_kept else ' (generated now)'}"
+    print(f"secret key: {source}", file=sys.stderr)
 
 
 def _reconcile(args: argparse.Namespace) -> int:
