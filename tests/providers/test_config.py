@@ -341,3 +341,37 @@ def test_a_custom_catalog_can_be_passed(tmp_path: Path) -> None:
         catalog={},
     )
     assert settings.models["gpt-4o"].catalog_id is None
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "https://api.anthropic.com",
+        "https://api.anthropic.com/",
+        "https://api.anthropic.com/v1",
+        "https://api.anthropic.com/v1/",
+    ],
+)
+def test_an_anthropic_base_url_works_with_or_without_its_version(
+    tmp_path: Path, base_url: str
+) -> None:
+    from sluicegate.providers.anthropic import AnthropicAdapter
+    from sluicegate.providers.base import Endpoint
+
+    settings = _load(
+        tmp_path,
+        f"""providers:
+  - name: claude
+    type: anthropic
+    base_url: {base_url}
+    api_key: k
+models:
+  - id: claude-sonnet-4-5-20250929
+    provider: claude
+""",
+    )
+    route = settings.models["claude-sonnet-4-5-20250929"]
+    adapter = AnthropicAdapter(settings.providers["claude"])
+    body = {"model": route.id, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
+    call = adapter.prepare(Endpoint.CHAT, body, route, False)
+    assert call.url == "https://api.anthropic.com/v1/messages"

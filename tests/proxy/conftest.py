@@ -67,6 +67,9 @@ def providers_yaml(mock_url: str) -> str:
     base_url: {mock_url}
     api_key: azure-test-key
     api_version: 2024-10-21
+  - name: mock-misplaced
+    type: openai
+    base_url: {mock_url}/nowhere/v1
 models:
   - id: gpt-4o-mini
     provider: mock-openai
@@ -80,6 +83,9 @@ models:
     upstream_model: gpt-4o-mini
   - id: paced-model
     provider: mock-paced
+    upstream_model: gpt-4o-mini
+  - id: misplaced-model
+    provider: mock-misplaced
     upstream_model: gpt-4o-mini
 {failures}
 """

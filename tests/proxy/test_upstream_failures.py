@@ -62,6 +62,31 @@ async def test_upstream_failures_map_to_gateway_errors(
     assert succeeded.status_code == 200
 
 
+async def test_an_upstream_that_does_not_know_the_path_is_the_operators_502(
+    gateway: ServerProcess, tenant: Tenant
+) -> None:
+    """A wrong base_url makes the upstream answer 404: the client's call was fine, so it is
+    told the provider failed, and the operator finds a warning naming provider, model and
+    status in the log."""
+    error = assert_openai_error(post(gateway, tenant, "misplaced-model"), 502, None)
+    assert error["type"] == "upstream_error"
+    assert error["code"] == "upstream_misconfigured"
+    assert "mock-misplaced" in error["message"] and "404" in error["message"]
+    assert_still_serving(gateway, tenant)
+    [line] = [
+        orjson.loads(line)
+        for line in gateway.log().splitlines()
+        if line.startswith("{") and '"mock-misplaced"' in line
+    ]
+    assert line["level"] == "warning"
+    assert (line["provider"], line["model"], line["upstream_status"]) == (
+        "mock-misplaced",
+        "gpt-4o-mini",
+        404,
+    )
+    assert "/nowhere" not in line["message"]
+
+
 def test_upstream_rate_limit_passes_through_with_retry_after(
     gateway: ServerProcess, tenant: Tenant
 ) -> None:

@@ -104,7 +104,10 @@ class AnthropicAdapter:
         }
         if provider.api_key:
             self._headers["x-api-key"] = provider.api_key
-        self._url = f"{provider.base_url}/messages"
+        # Anthropic's own clients take the base URL without the version, the OpenAI habit is
+        # with it: either works.
+        base = provider.base_url
+        self._url = f"{base}/messages" if base.endswith("/v1") else f"{base}/v1/messages"
 
     def prepare(
         self, endpoint: Endpoint, body: dict[str, Any], route: ModelRoute, stream: bool
