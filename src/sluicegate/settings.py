@@ -110,6 +110,13 @@ class Settings(BaseSettings):
     )
     migrate_on_start: bool = True
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    max_admin_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    min_clamped_output_tokens: int = Field(
+        default=256,
+        ge=1,
+        description="A call without max_tokens whose worst case does not fit the budget or "
+        "credit left is sent with the max_tokens that fits, if at least this many do.",
+    )
     upstream_connect_timeout: float = Field(default=5.0, gt=0)
     upstream_read_timeout: float = Field(default=120.0, gt=0)
     upstream_timeout: float = Field(default=600.0, gt=0)
@@ -465,6 +472,12 @@ def load_settings(**overrides: Any) -> Settings:
     it must be given; `Settings.secret` says so when first needed (after the database is checked,
     so an unreachable database is reported first).
     """
+    return settle_secret(read_settings(**overrides))
+
+
+def read_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, without settling the secret key (see `load_settings`);
+    raise ConfigurationError naming the first bad variable."""
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
@@ -476,6 +489,12 @@ def load_settings(**overrides: Any) -> Settings:
         (first_name, first_problem), rest = problems[0], problems[1:]
         problem = "; ".join([first_problem, *(f"{name}: {message}" for name, message in rest)])
         raise ConfigurationError(first_name, problem) from None
+    return settings
+
+
+def settle_secret(settings: Settings) -> Settings:
+    """With SQLite and no SLUICEGATE_SECRET_KEY: the key kept beside the database, generated
+    there the first time."""
     if settings.secret_key is None and settings.is_sqlite:
         settings = settings.model_copy(update={"secret_key": SecretStr(_stored_secret(settings))})
     return settings

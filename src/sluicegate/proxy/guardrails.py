@@ -51,6 +51,32 @@ def output_tokens(
     return per_choice * (body.get("n") or 1)
 
 
+def asked_for_output(body: dict[str, Any]) -> bool:
+    """Whether the client set max_tokens (or max_completion_tokens) itself."""
+    return any(body.get(field) is not None for field in MAX_TOKEN_FIELDS)
+
+
+def affordable_output(result: Blocked, route: ModelRoute, prompt: int, choices: int) -> int:
+    """The most output tokens per choice that fit what the blocking budget or credit has left,
+    after the prompt (0 when not even the prompt fits, or a rate limit blocked)."""
+    check = result.check
+    if isinstance(check, BudgetCounter):
+        room = check.limit - result.used - result.reserved
+    elif isinstance(check, CreditCounter):
+        room = result.used - result.reserved  # a credit's `used` is its balance
+    else:
+        return 0
+    # The cost grows with the output: the largest count that fits, by bisection.
+    fits, too_many = 0, route.max_output_tokens + 1
+    while too_many - fits > 1:
+        middle = (fits + too_many) // 2
+        if route.price.cost_nanos(prompt, middle * choices) <= room:
+            fits = middle
+        else:
+            too_many = middle
+    return fits
+
+
 def check_policy(policy: EffectivePolicy, model: str, address: str | None) -> None:
     denial = policy.model_denial(model)
     if denial is not None:
@@ -87,20 +113,22 @@ def blocked(result: Blocked, rules: OrgRules, amount: int, tokens: int) -> Proxy
             if end is not None
             else " It is a total budget: it does not reset."
         )
+        state = "exceeded" if result.used >= check.limit else "insufficient for this request"
         return ProxyError(
             402,
-            f"Budget exceeded: {rules.describe_budget(check)}. Spent {nanos_to_usd(result.used)}"
+            f"Budget {state}: {rules.describe_budget(check)}. Spent {nanos_to_usd(result.used)}"
             f" USD, {nanos_to_usd(result.reserved)} USD held by requests in flight; this request"
             f" needs up to {nanos_to_usd(amount)} USD.{resets} An admin above this scope can "
-            "raise the budget.",
+            "raise the budget; a smaller max_tokens may fit.",
             type="insufficient_quota",
             code="budget_exceeded",
             error_type="budget_exceeded",
         )
     if isinstance(check, CreditCounter):
+        state = "exhausted" if result.used <= 0 else "insufficient for this request"
         return ProxyError(
             402,
-            f"The organization's credit is exhausted: balance {nanos_to_usd(result.used)} USD, "
+            f"The organization's credit is {state}: balance {nanos_to_usd(result.used)} USD, "
             f"{nanos_to_usd(result.reserved)} USD held by requests in flight; this request needs"
             f" up to {nanos_to_usd(amount)} USD. An owner (or an admin allowed to) can top up "
             f"with POST /api/v1/orgs/{rules.org_id}/credits/topups.",

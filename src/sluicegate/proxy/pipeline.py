@@ -17,8 +17,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from sluicegate.core.errors import DatabaseUnavailable
-from sluicegate.core.metrics import UPSTREAM_ERRORS
-from sluicegate.guard.counters import Blocked, CounterStoreUnavailable, encode_crossings
+from sluicegate.guard.counters import (
+    Blocked,
+    CounterStoreUnavailable,
+    Reserved,
+    encode_crossings,
+)
 from sluicegate.guard.policy import client_address
 from sluicegate.guard.rules import KeyRules, OrgRules
 from sluicegate.keys.lookup import AuthContext
@@ -35,7 +39,7 @@ from sluicegate.providers.base import (
 )
 from sluicegate.providers.config import ModelRoute
 from sluicegate.providers.transport import Pool, UpstreamError, UpstreamResponse, UpstreamTimeout
-from sluicegate.proxy import guardrails
+from sluicegate.proxy import guardrails, upstream_errors
 from sluicegate.proxy.errors import (
     ProxyError,
     bad_request,
@@ -49,6 +53,11 @@ from sluicegate.proxy.state import ProxyState
 from sluicegate.proxy.streaming import RelayResponse
 
 _JSON = "application/json"
+# A call sent with a smaller max_tokens than the model's limit, to fit the budget or credit left
+# (it asked for none): this header says how many it got. At most this many attempts (each
+# blocking budget or credit can lower it once more).
+CLAMPED_HEADER = "x-sluicegate-max-tokens-clamped"
+CLAMP_ATTEMPTS = 4
 log = logging.getLogger("sluicegate.proxy")
 _MODE_OF = {Endpoint.CHAT: "chat", Endpoint.COMPLETIONS: "chat", Endpoint.EMBEDDINGS: "embedding"}
 
@@ -170,21 +179,41 @@ class Pipeline:
                 forwarded = request.headers.get("x-forwarded-for")
                 address = client_address(peer, forwarded, self.trusted_proxies)
             guardrails.check_policy(policy, call.requested_model, address)
+        asked = guardrails.asked_for_output(body)
         output = guardrails.output_tokens(call.endpoint, body, route, policy)
         if key_rules.empty:
             return
+        result, amount, tokens = await self.reserve_output(call, key_rules, output)
+        if isinstance(result, Blocked) and not asked and call.endpoint is not Endpoint.EMBEDDINGS:
+            # No max_tokens and the worst case does not fit: ask for what does, if enough does.
+            choices = body.get("n") or 1
+            for _ in range(CLAMP_ATTEMPTS):
+                fits = guardrails.affordable_output(result, route, call.prompt_estimate, choices)
+                if fits < self.settings.min_clamped_output_tokens or fits * choices >= output:
+                    break
+                body["max_tokens"] = call.clamped = output = fits
+                result, amount, tokens = await self.reserve_output(call, key_rules, fits * choices)
+                if not isinstance(result, Blocked):
+                    break
+        if isinstance(result, Blocked):
+            raise guardrails.blocked(result, rules, amount, tokens)
+        call.reserved = result
+
+    async def reserve_output(
+        self, call: ProxyCall, key_rules: KeyRules, output: int
+    ) -> tuple[Reserved | Blocked, int, int]:
+        """One reservation for the prompt and `output` tokens: (result, nano-USD, tokens)."""
+        route = call.route
+        assert route is not None
         tokens = call.prompt_estimate + output
         amount = route.price.cost_nanos(call.prompt_estimate, output)
         plan = key_rules.plan(call.request_id, amount, tokens, call.received_at)
         try:
-            result = await self.guard.reserve(plan)
+            return await self.guard.reserve(plan), amount, tokens
         except CounterStoreUnavailable as exc:
             raise guardrails.unavailable(exc) from None
         except DatabaseUnavailable:  # a counter to rebuild from the database
             raise database_unavailable() from None
-        if isinstance(result, Blocked):
-            raise guardrails.blocked(result, rules, amount, tokens)
-        call.reserved = result
 
     # --- 5. forward ---------------------------------------------------------------------------
 
@@ -210,18 +239,16 @@ class Pipeline:
                 response = await pool.post(upstream.url, upstream.headers, upstream.content)
                 await response.aread()  # closes the response, whatever happens
         except (TimeoutError, UpstreamTimeout):
-            raise self.upstream_timeout(route) from None
+            raise upstream_errors.timed_out(route) from None
         except UpstreamError as exc:
-            raise self.upstream_unreachable(route, exc) from None
+            raise upstream_errors.unreachable(route, exc) from None
         if response.status_code >= 400:
-            raise self.upstream_failure(
-                route, response.status_code, response.content, response.headers
-            )
+            raise self.refused(route, response.status_code, response.content, response.headers)
         try:
             content, usage = adapter.read(call.endpoint, response.content, route)
         except InvalidUpstreamResponse as exc:
-            raise self.upstream_invalid(route, exc) from None
-        headers = rate_headers(call.reserved) if call.reserved is not None else None
+            raise upstream_errors.invalid(route, exc) from None
+        headers = _answer_headers(call)
         await self.settle(call, status=200, usage=usage)
         return Response(content, media_type=_JSON, headers=headers)
 
@@ -230,17 +257,17 @@ class Pipeline:
         try:
             response = await pool.post(upstream.url, upstream.headers, upstream.content)
         except UpstreamTimeout:
-            raise self.upstream_timeout(route) from None
+            raise upstream_errors.timed_out(route) from None
         except UpstreamError as exc:
-            raise self.upstream_unreachable(route, exc) from None
+            raise upstream_errors.unreachable(route, exc) from None
         if response.status_code >= 400:
             try:
                 content = await response.aread()
             except UpstreamError:
                 content = b""
-            raise self.upstream_failure(route, response.status_code, content, response.headers)
+            raise self.refused(route, response.status_code, content, response.headers)
         reader = adapter.stream_reader(call.endpoint, route, call.include_usage)
-        headers = rate_headers(call.reserved) if call.reserved is not None else None
+        headers = _answer_headers(call)
         return RelayResponse(self.relay(call, response, reader), headers)
 
     async def relay(self, call: ProxyCall, response: UpstreamResponse, reader: StreamReader) -> Any:
@@ -271,15 +298,8 @@ class Pipeline:
         except UpstreamError as exc:
             route = call.route
             assert route is not None
-            UPSTREAM_ERRORS.labels(route.provider.name, "stream_cut").inc()
             status, error_type = 502, "upstream_stream_cut"
-            cut = ProxyError(
-                502,
-                f"The upstream provider '{route.provider.name}' broke off the "
-                f"stream: {type(exc).__name__}",
-                type="upstream_error",
-                code="upstream_stream_cut",
-            )
+            cut = upstream_errors.cut(route, exc)
             await response.aclose()
             settled = True
             await self.settle_shielded(
@@ -297,58 +317,11 @@ class Pipeline:
                     call, **_stream_outcome(call, reader, status, error_type, ttft_ms)
                 )
 
-    # --- upstream failures --------------------------------------------------------------------
-
-    def upstream_timeout(self, route: ModelRoute) -> ProxyError:
-        UPSTREAM_ERRORS.labels(route.provider.name, "timeout").inc()
-        return ProxyError(
-            504,
-            f"The upstream provider '{route.provider.name}' did not answer in time.",
-            type="upstream_error",
-            code="upstream_timeout",
-        )
-
-    def upstream_invalid(self, route: ModelRoute, exc: Exception) -> ProxyError:
-        UPSTREAM_ERRORS.labels(route.provider.name, "invalid_response").inc()
-        return ProxyError(
-            502,
-            f"The upstream provider '{route.provider.name}' sent an invalid answer: {exc}",
-            type="upstream_error",
-            code="upstream_invalid_response",
-        )
-
-    def upstream_unreachable(self, route: ModelRoute, exc: Exception) -> ProxyError:
-        UPSTREAM_ERRORS.labels(route.provider.name, "connect").inc()
-        return ProxyError(
-            502,
-            f"The upstream provider '{route.provider.name}' could not be reached or broke "
-            f"off its answer ({type(exc).__name__}).",
-            type="upstream_error",
-            code="upstream_unreachable",
-        )
-
-    def upstream_failure(
+    def refused(
         self, route: ModelRoute, status: int, content: bytes, headers: Mapping[str, str]
     ) -> ProxyError:
-        name = route.provider.name
-        UPSTREAM_ERRORS.labels(name, str(status)).inc()
-        body = self.state.adapters[name].error_body(status, content)
-        if status == 429:
-            retry = headers.get("retry-after")
-            return ProxyError.from_body(
-                429,
-                body,
-                headers={"retry-after": retry} if retry else None,
-                error_type="upstream_rate_limited",
-            )
-        if status >= 500:
-            return ProxyError(
-                502,
-                f"The upstream provider '{name}' failed ({status}): {body.get('message')}",
-                type="upstream_error",
-                code="upstream_error",
-            )
-        return ProxyError.from_body(status, body, error_type="upstream_rejected")
+        body = self.state.adapters[route.provider.name].error_body(status, content)
+        return upstream_errors.refused(route, status, body, headers)
 
     # --- 6. settle ----------------------------------------------------------------------------
 
@@ -455,6 +428,13 @@ def _stream_outcome(
         usage = Usage(call.prompt_estimate, reader.estimated_completion_tokens)
         return {**outcome, "usage": usage, "estimated": True}
     return {**outcome, "usage": reader.usage}
+
+
+def _answer_headers(call: ProxyCall) -> dict[str, str] | None:
+    headers = rate_headers(call.reserved) if call.reserved is not None else {}
+    if call.clamped is not None:
+        headers[CLAMPED_HEADER] = str(call.clamped)
+    return headers or None
 
 
 def key_allows(context: AuthContext, model: str) -> bool:

@@ -28,6 +28,7 @@ class ProxyCall:
 
     __slots__ = (
         "app",
+        "clamped",
         "context",
         "endpoint",
         "include_usage",
@@ -64,6 +65,8 @@ class ProxyCall:
         self.stream = False
         self.include_usage = False
         self.prompt_estimate = 0
+        # The max_tokens the gateway set to fit the budget or credit left (the client set none).
+        self.clamped: int | None = None
 
     def cost_of(self, tokens: Usage) -> int:
         """What `tokens` of this call cost at its model's price, nano-USD."""
