@@ -375,3 +375,42 @@ models:
     body = {"model": route.id, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
     call = adapter.prepare(Endpoint.CHAT, body, route, False)
     assert call.url == "https://api.anthropic.com/v1/messages"
+
+
+def test_a_model_outside_the_catalog_priced_for_output_is_a_chat_model(tmp_path: Path) -> None:
+    """An Azure deployment has a name of the operator's: priced in full, it needs no mode."""
+    settings = _load(
+        tmp_path,
+        """providers:
+  - name: az
+    type: azure
+    base_url: https://example.openai.azure.com
+    api_key: k
+models:
+  - id: gpt-4o
+    provider: az
+    upstream_model: prod-deployment
+  - id: corp-chat
+    provider: az
+    upstream_model: corp-deployment
+    input_usd_per_mtok: 1
+    output_usd_per_mtok: 2
+""",
+    )
+    assert settings.models["gpt-4o"].catalog_id == "gpt-4o"  # priced from the catalog by id
+    corp = settings.models["corp-chat"]
+    assert (corp.mode, corp.price.output_nusd_per_mtok) == ("chat", 2_000_000_000)
+    error = _error(
+        tmp_path,
+        """providers:
+  - name: az
+    type: azure
+    base_url: https://example.openai.azure.com
+    api_key: k
+models:
+  - id: corp-embed
+    provider: az
+    input_usd_per_mtok: 1
+""",
+    )
+    assert "add mode (chat or embedding)" in error

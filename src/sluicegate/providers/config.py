@@ -276,6 +276,8 @@ def _route(
         unknown = f"the built-in catalog's '{known.id}' is a {known.mode} model, not {entry.mode}"
         known = None
     mode = entry.mode or (known.mode if known else None)
+    if mode is None and entry.output_usd_per_mtok is not None:
+        mode = "chat"  # priced for output: a model that writes (an Azure deployment, say)
     if mode is None:
         missing = "mode (chat or embedding)"
         if entry.input_usd_per_mtok is None:
