@@ -170,3 +170,42 @@ async def test_errors_render_in_the_admin_shape(settings: Settings, runtime: Run
     error = invalid.json()["error"]
     assert error["code"] == "invalid_input"
     assert error["message"].startswith("thing_id:")
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+async def test_the_api_documentation_pages_load_everything_from_the_gateway(
+    app_client: httpx.AsyncClient, page: str
+) -> None:
+    """No CDN: every script, style and icon the page names is served here (works offline)."""
+    import re
+
+    answer = await app_client.get(page)
+    assert answer.status_code == 200
+    html = answer.text
+    assert "https://" not in html and "http://" not in html
+    assets = re.findall(r'(?:src|href)="(/[^"]+)"', html)
+    assert any(asset.endswith(".js") for asset in assets)
+    for asset in assets:
+        loaded = await app_client.get(asset)
+        assert loaded.status_code == 200, asset
+        assert loaded.content
+    assert (await app_client.get("/openapi.json")).status_code == 200
+
+
+async def test_metrics_can_require_a_token(sqlite_url: str) -> None:
+    settings = make_settings(database_url=sqlite_url, metrics_token="scrape-" + "x" * 24)
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client,
+    ):
+        refused = await client.get("/metrics")
+        assert refused.status_code == 401
+        assert refused.json()["error"]["code"] == "unauthenticated"
+        wrong = await client.get("/metrics", headers={"authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        headers = {"authorization": "Bearer scrape-" + "x" * 24}
+        scraped = await client.get("/metrics", headers=headers)
+        assert scraped.status_code == 200
+        assert "sluicegate_http_requests_total" in scraped.text

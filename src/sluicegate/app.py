@@ -6,11 +6,15 @@ Capabilities mount their routers here; the proxy lives under /v1 and the admin A
 from __future__ import annotations
 
 import gc
+import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.resources import files
 
 from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, Response
+from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from sluicegate import __version__
@@ -26,6 +30,10 @@ from sluicegate.proxy.state import ProxyState
 from sluicegate.runtime import Runtime
 from sluicegate.settings import Settings, load_provider_settings, load_settings
 from sluicegate.usage_worker import UsageWorker
+
+METRICS_REFUSAL = "GET /metrics needs 'Authorization: Bearer <SLUICEGATE_METRICS_TOKEN>'."
+# Where the API documentation pages' scripts and styles are served.
+DOCS_ASSETS = "/docs-assets"
 
 
 class Gateway(FastAPI):
@@ -78,7 +86,10 @@ def create_app(
         title="Sluicegate",
         version=__version__,
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    _mount_docs(app)
     proxy_routes.mount(app)
     admin_api.mount(app, settings.max_admin_body_bytes)
 
@@ -106,11 +117,48 @@ def create_app(
         return JSONBody({"status": "ready", "checks": checks})
 
     @app.get("/metrics", tags=["operations"])
-    async def metrics() -> Response:
-        """Prometheus text exposition format."""
+    async def metrics(request: Request) -> Response:
+        """Prometheus text exposition format; with SLUICEGATE_METRICS_TOKEN set, only for
+        `Authorization: Bearer <that token>`."""
+        token = settings.metrics_token
+        if token is not None:
+            presented = request.headers.get("authorization", "").removeprefix("Bearer ")
+            if not hmac.compare_digest(presented.encode(), token.get_secret_value().encode()):
+                return JSONBody(
+                    {"error": {"code": "unauthenticated", "message": METRICS_REFUSAL}},
+                    status_code=401,
+                    headers={"www-authenticate": "Bearer"},
+                )
         return Response(render_metrics(), media_type=CONTENT_TYPE)
 
     return app
+
+
+def _mount_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs and ReDoc at /redoc, their scripts and styles served from here (a
+    package ships them), so the pages work without access to a CDN."""
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(files("fastapi_offline") / "static")))
+    openapi_url = app.openapi_url or "/openapi.json"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=openapi_url,
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url=openapi_url,
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )
 
 
 def app_from_env() -> FastAPI:

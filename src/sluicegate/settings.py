@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     migrate_on_start: bool = True
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     max_admin_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="When set, GET /metrics needs 'Authorization: Bearer <this token>'.",
+    )
     min_clamped_output_tokens: int = Field(
         default=256,
         ge=1,
@@ -186,6 +190,7 @@ class Settings(BaseSettings):
         "secret_key",
         "smtp_url",
         "smtp_from",
+        "metrics_token",
         mode="before",
     )
     @classmethod
