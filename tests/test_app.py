@@ -209,3 +209,18 @@ async def test_metrics_can_require_a_token(sqlite_url: str) -> None:
         scraped = await client.get("/metrics", headers=headers)
         assert scraped.status_code == 200
         assert "sluicegate_http_requests_total" in scraped.text
+
+
+async def test_oversized_headers_and_encoded_bodies_are_refused_before_any_endpoint(
+    app_client: httpx.AsyncClient,
+) -> None:
+    big = {"x-padding": "p" * (40 * 1024)}
+    for path in ("/v1/chat/completions", "/api/v1/auth/login"):
+        answer = await app_client.post(path, json={}, headers=big)
+        assert answer.status_code == 431
+        assert answer.json()["error"]["code"] == "headers_too_large"
+        assert answer.headers["x-request-id"]
+        gzipped = await app_client.post(path, json={}, headers={"content-encoding": "gzip"})
+        assert gzipped.status_code == 415
+        assert gzipped.json()["error"]["code"] == "unsupported_content_encoding"
+    assert (await app_client.get("/healthz", headers={"x-padding": "p" * 1024})).status_code == 200

@@ -12,6 +12,8 @@ import time
 from collections.abc import MutableMapping
 from typing import Any
 
+import orjson
+
 from sluicegate.core.ids import new_id
 from sluicegate.core.logs import REQUEST_ID
 from sluicegate.core.metrics import HTTP_LATENCY, HTTP_REQUESTS
@@ -26,6 +28,9 @@ ASGIApp = Any
 _ACCEPTABLE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,40}$")
 # Probes and scrapes arrive every few seconds; their access lines would drown the real traffic.
 _QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# Headers beyond this many bytes (names and values) are refused with 431: no client of an API
+# needs more, and each request's headers are held in memory whole.
+MAX_HEADER_BYTES = 32 * 1024
 # A path that matched no route is recorded under one label, so scanners cannot explode cardinality.
 UNMATCHED_ROUTE = "unmatched"
 
@@ -67,7 +72,11 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            refusal = _refused_headers(scope)
+            if refusal is None:
+                await self.app(scope, receive, send_with_id)
+            else:
+                await _refuse(send_with_id, *refusal)
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
@@ -90,6 +99,50 @@ class RequestContextMiddleware:
                     },
                 )
             REQUEST_ID.reset(token)
+
+
+def _refused_headers(scope: Scope) -> tuple[int, str, str] | None:
+    """(status, code, message) for headers no endpoint takes: too many bytes of them, or a body
+    in an encoding nothing here decodes (it would be read as if plain)."""
+    size = 0
+    for name, value in scope["headers"]:
+        size += len(name) + len(value)
+        if name == b"content-encoding" and value.strip().lower() not in (b"", b"identity"):
+            return (
+                415,
+                "unsupported_content_encoding",
+                (
+                    "Request bodies are taken as sent: leave out Content-Encoding "
+                    f"({value.decode('latin-1')[:40]!r} is not decoded here)."
+                ),
+            )
+    if size > MAX_HEADER_BYTES:
+        return (
+            431,
+            "headers_too_large",
+            (
+                f"The request's headers are larger than this gateway accepts ({MAX_HEADER_BYTES} "
+                "bytes)."
+            ),
+        )
+    return None
+
+
+async def _refuse(send: Any, status: int, code: str, message: str) -> None:
+    body = orjson.dumps(
+        {"error": {"message": message, "type": "invalid_request_error", "code": code}}
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def _incoming_request_id(scope: Scope) -> str | None:
