@@ -165,3 +165,16 @@ def test_the_example_placeholders_are_refused_at_start(
     assert "placeholder of .env.example" in line
     assert value not in line
     assert not list(tmp_path.iterdir()), "nothing is created"
+
+
+def test_the_readme_is_short_and_links_every_page_of_the_reference() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) < 150
+    pages = sorted(path.name for path in (ROOT / "docs").glob("*.md"))
+    assert pages
+    for page in pages:
+        assert f"(docs/{page})" in readme, page
+    # Links between the pages point at pages that exist.
+    for path in (ROOT / "docs").glob("*.md"):
+        for target in re.findall(r"\]\(([a-z-]+\.md)(?:#[a-z0-9-]+)?\)", path.read_text()):
+            assert (ROOT / "docs" / target).is_file(), f"{path.name} -> {target}"

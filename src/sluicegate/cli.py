@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sluicegate",
         description="Self-hosted multi-tenant LLM gateway. Settings come from SLUICEGATE_* "
-        "environment variables (see the README); flags override them.",
+        "environment variables (see docs/configuration.md); flags override them.",
     )
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 

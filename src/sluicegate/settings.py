@@ -43,7 +43,7 @@ _HOST_NAME = re.compile(rf"(?:{_HOST_LABEL}\.)*{_HOST_LABEL}\.?")
 
 
 class Settings(BaseSettings):
-    """Every setting of the gateway. The README's configuration table mirrors this class."""
+    """Every setting of the gateway; the table in docs/configuration.md mirrors this class."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", frozen=True

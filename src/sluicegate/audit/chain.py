@@ -7,7 +7,8 @@ Two versions of the link, recorded per event (`hash_version`):
   SLUICEGATE_SECRET_KEY, which the database never holds: an edit cannot be re-linked.
 The chain's head (its last seq and hash) is sealed the same way (`head_mac`), so it cannot be
 moved to a state it was never in either. What a database-only attacker can still do, and how
-checkpoints kept outside the database catch it, is in audit/checkpoints.py and the README.
+checkpoints kept outside the database catch it, is in audit/checkpoints.py and in
+docs/operations.md ("Faults").
 
 Canonical JSON is orjson with sorted keys; timestamps are RFC 3339 UTC with microseconds, so
 the same event always hashes the same on Postgres and SQLite.
