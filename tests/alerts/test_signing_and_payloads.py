@@ -21,7 +21,7 @@ from sluicegate.alerts.signing import (
     sign,
     verify,
 )
-from sluicegate.settings import SmtpServer
+from sluicegate.smtp_url import SmtpServer
 
 NOW = 1_764_892_800
 BODY = b'{"event":"budget.threshold","threshold":90}'

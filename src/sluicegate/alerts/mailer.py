@@ -40,7 +40,8 @@ from sluicegate.alerts.attempts import (
     result,
 )
 from sluicegate.core.mail_addresses import mail_address
-from sluicegate.settings import Settings, SmtpServer
+from sluicegate.settings import Settings
+from sluicegate.smtp_url import SmtpServer
 
 NO_SMTP = (
     "no SMTP server is configured (SLUICEGATE_SMTP_URL, with SLUICEGATE_SMTP_FROM), so alerts "

@@ -21,13 +21,13 @@ import secrets
 import time
 from collections.abc import Sequence
 from datetime import datetime
-from importlib.resources import files
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from sluicegate.core.clock import Clock, SystemClock
+from sluicegate.guard import scripts
 from sluicegate.guard.counters import (
     MAX_SEED_ROUNDS,
     RATE_WINDOW_MS,
@@ -48,14 +48,12 @@ from sluicegate.guard.counters import (
     RateCounter,
     RateState,
     Reserved,
-    Seed,
     crossing_label,
     org_of,
 )
 from sluicegate.metering.stream import (
     DRAIN_GROUP,
     UsageJournal,
-    decode_event,
     register_stream,
     stream_key,
 )
@@ -64,49 +62,10 @@ from sluicegate.metering.stream import (
 # waiting on a dead server; a single timeout under load does not trip it.
 BREAKER_FAILURES = 3
 BREAKER_SECONDS = 1.0
-# The scripts' version is part of their text (and so of their SHA): a rolling deploy runs old and
-# new side by side, each calling its own.
-SCRIPT_VERSION = "guard-v4"
 # Entries read from a usage stream per round trip while rebuilding a counter.
 STREAM_PAGE = 1000
 
 log = logging.getLogger("sluicegate.guard")
-
-
-def _script(name: str) -> str:
-    folder = files("sluicegate.guard") / "lua"
-    prelude = (folder / "prelude.lua").read_text()
-    return f"-- {SCRIPT_VERSION}\n{prelude}\n{(folder / f'{name}.lua').read_text()}"
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _seed_text(seed: Seed | None, misses: int = 0) -> str:
-    """A rebuilt value as the scripts take it: "<value>@<misses>" (see prelude.lua `seed`)."""
-    if seed is None:
-        return ""
-    if isinstance(seed, CreditSeed):
-        return f"{seed.balance},{seed.total},{seed.version}@{misses}"
-    return f"{seed}@{misses}"
-
-
-def _pending_charge(fields: dict[bytes, bytes]) -> PendingCharge | None:
-    """The charge of a usage stream entry; None for one that is not a usage event (the drain
-    moves those to the dead-letter stream)."""
-    try:
-        event = decode_event(fields[b"e"])
-        return PendingCharge(
-            str(event["request_id"]),
-            event["created_at"],
-            int(event["cost_nusd"] or 0),
-            str(event["key_id"]),
-            str(event["user_id"]),
-            str(event["group_id"]),
-        )
-    except (KeyError, ValueError, TypeError):
-        return None
 
 
 class RedisGuardStore:
@@ -128,15 +87,15 @@ class RedisGuardStore:
         self._clock = clock or SystemClock()
         self._ttl_ms = reservation_ttl_ms
         self._record_ttl_ms = reservation_ttl_ms + SETTLED_MEMORY_MS
-        self._reserve = client.register_script(_script("reserve"))
-        self._settle = client.register_script(_script("settle"))
-        self._read = client.register_script(_script("read"))
-        self._sync_credit = client.register_script(_script("sync_credit"))
-        self._extend = client.register_script(_script("extend"))
-        self._restore = client.register_script(_script("restore"))
-        self._unseed = client.register_script(_script("unseed"))
-        self._epoch_script = client.register_script(_script("epoch"))
-        self._started = client.register_script(_script("started"))
+        self._reserve = client.register_script(scripts.script("reserve"))
+        self._settle = client.register_script(scripts.script("settle"))
+        self._read = client.register_script(scripts.script("read"))
+        self._sync_credit = client.register_script(scripts.script("sync_credit"))
+        self._extend = client.register_script(scripts.script("extend"))
+        self._restore = client.register_script(scripts.script("restore"))
+        self._unseed = client.register_script(scripts.script("unseed"))
+        self._epoch_script = client.register_script(scripts.script("epoch"))
+        self._started = client.register_script(scripts.script("started"))
         self._epoch_key = f"{prefix}:epoch"
         self._epoch: str | None = None  # the epoch token this process saw last
         # Reservations this process holds, by request id, with their deadline (ms): put back if
@@ -296,14 +255,14 @@ class RedisGuardStore:
         if status == 0:
             return None
         if usage is not None and self.journal is not None:
-            self.journal.note(plan.org_id, usage, " ".join(_text(c) for c in answer[1:]))
+            self.journal.note(plan.org_id, usage, " ".join(scripts.text(c) for c in answer[1:]))
         if status == 2:
             # The org's stream was missing and the script made it: the drain must find it. The
             # request is settled and logged already; should this fail, the drain's scan of the
             # prefix finds the stream.
             with contextlib.suppress(RedisError, OSError):
                 await register_stream(self._client, self._prefix[:-1], plan.org_id)
-        return tuple(Crossing.decode(_text(c)) for c in answer[1:])
+        return tuple(Crossing.decode(scripts.text(c)) for c in answer[1:])
 
     async def mark_started(self, reserved: Reserved, usage: bytes, cost: int) -> bool:
         plan = reserved.plan
@@ -377,7 +336,9 @@ class RedisGuardStore:
         except (RedisError, OSError) as exc:
             raise CounterStoreUnavailable(str(exc) or type(exc).__name__) from exc
         values = await loader(counters, await self.pending_charges(org_id))
-        return [_seed_text(value, int(m or 0)) for value, m in zip(values, misses, strict=True)]
+        return [
+            scripts.seed_text(value, int(m or 0)) for value, m in zip(values, misses, strict=True)
+        ]
 
     async def pending_charges(self, org_id: str) -> list[PendingCharge]:
         stream = stream_key(self._prefix[:-1], org_id)
@@ -389,13 +350,13 @@ class RedisGuardStore:
             page: Any = await self._client.xrange(stream, count=STREAM_PAGE)
             while True:
                 for _entry_id, fields in page:
-                    charge = _pending_charge(fields)
+                    charge = scripts.pending_charge(fields)
                     if charge is not None and (charge.request_id, charge.created_at) not in seen:
                         seen.add((charge.request_id, charge.created_at))
                         pending.append(charge)
                 if len(page) < STREAM_PAGE:
                     return pending
-                last = _text(page[-1][0])
+                last = scripts.text(page[-1][0])
                 page = await self._client.xrange(stream, min=f"({last}", count=STREAM_PAGE)
         except (RedisError, OSError) as exc:
             raise CounterStoreUnavailable(str(exc) or type(exc).__name__) from exc
@@ -438,7 +399,7 @@ class RedisGuardStore:
 
     async def _read_epoch(self) -> tuple[str, int, int]:
         answer = await self._call(self._epoch_script, [self._epoch_key], [secrets.token_hex(8)])
-        return _text(answer[0]), int(answer[1]), int(answer[2])
+        return scripts.text(answer[0]), int(answer[1]), int(answer[2])
 
     async def heartbeat(self) -> None:
         token, _created, _now = await self._read_epoch()
