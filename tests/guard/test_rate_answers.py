@@ -6,10 +6,8 @@ the time the answer gives (Retry-After and the reset header), not before. Both s
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from zoneinfo import ZoneInfo
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,7 +15,9 @@ from sluicegate.core.clock import ManualClock
 from sluicegate.guard.counters import RATE_WINDOW_MS, Blocked, GuardStore, Reserved
 from sluicegate.guard.rules import OrgRules
 from sluicegate.proxy.guardrails import blocked, rate_headers
-from tests.guard.stores import START, Org, Seeds, close_store, make_store
+from tests.guard.stores import Org, Seeds
+from tests.guard.test_store_contract import clock as clock  # the fixtures
+from tests.guard.test_store_contract import store as store
 
 RULES = OrgRules("org_rates", ZoneInfo("UTC"), False, {}, [], {}, {})
 # The reset header: "20ms", "1.5s", "6m0s".
@@ -29,22 +29,6 @@ def milliseconds(duration: str) -> float:
     assert match, duration
     minutes, seconds, millis = match.groups()
     return int(minutes or 0) * 60_000 + float(seconds or 0) * 1000 + int(millis or 0)
-
-
-@pytest.fixture(scope="module")
-def clock() -> ManualClock:
-    return ManualClock(START)
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest, clock: ManualClock) -> AsyncIterator[GuardStore]:
-    redis_url = request.getfixturevalue("redis_url") if request.param == "redis" else ""
-    prefix = request.getfixturevalue("redis_prefix") if request.param == "redis" else ""
-    active = make_store(request.param, clock, redis_url, prefix)
-    try:
-        yield active
-    finally:
-        await close_store(active)
 
 
 @st.composite
