@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sluicegate.settings import Settings, load_settings
+from sluicegate.settings import Settings
 
 if TYPE_CHECKING:
     from sluicegate.audit.checkpoints import Checkpoint
@@ -66,11 +66,18 @@ def add_audit_commands(commands: Any) -> None:
     checkpoint.set_defaults(command=_audit_checkpoint)
 
 
+def settings_said() -> Settings:
+    """See cli.settings_said (imported here when called: cli imports this module)."""
+    from sluicegate.cli import settings_said as said
+
+    return said()
+
+
 def _audit_verify(args: argparse.Namespace) -> int:
     from sluicegate.audit.checkpoints import CheckpointInvalid, checkpoint_key, find_all
     from sluicegate.audit.models import PLATFORM_CHAIN
 
-    settings = load_settings()
+    settings = settings_said()
     chain = PLATFORM_CHAIN if args.platform else args.org
     checkpoints = []
     if args.checkpoint is not None:
@@ -128,7 +135,7 @@ async def _verify_chain(
 def _audit_checkpoint(args: argparse.Namespace) -> int:
     from sluicegate.audit.models import PLATFORM_CHAIN
 
-    settings = load_settings()
+    settings = settings_said()
     settings.secret  # noqa: B018 - raises ConfigurationError when the secret key is missing
     chain = None if args.all else PLATFORM_CHAIN if args.platform else args.org
     lines, problems = asyncio.run(_checkpoints(settings, chain))

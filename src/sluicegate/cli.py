@@ -272,6 +272,18 @@ def _bootstrap(args: argparse.Namespace) -> int:
     return 0
 
 
+def settings_said() -> Settings:
+    """The settings of a command that serves no model (no providers file read), after saying
+    on stderr which database and secret key they point at (see `_say_where`)."""
+    settings = read_settings(providers=None)
+    fresh = settings.embedded_database and not settings.database_path.expanduser().exists()
+    given = settings.secret_key is not None
+    kept = given or (settings.is_sqlite and secret_file_for(settings).exists())
+    settings = settle_secret(settings)
+    _say_where(settings, fresh=fresh, secret_given=given, secret_kept=kept)
+    return settings
+
+
 def _gateway_answers(port: int) -> bool:
     """Whether a gateway answers on this machine's `port` (loopback)."""
     import httpx
@@ -297,7 +309,7 @@ def _say_where(settings: Settings, *, fresh: bool, secret_given: bool, secret_ke
 
 
 def _reconcile(args: argparse.Namespace) -> int:
-    settings = load_settings()
+    settings = settings_said()
     asyncio.run(_check_dependencies(settings))
     mismatch = asyncio.run(_run_reconcile(settings, args.org, args.since, args.repair))
     if mismatch is not None:

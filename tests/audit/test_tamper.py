@@ -181,6 +181,7 @@ async def test_the_cli_signs_checkpoints_and_verify_compares_with_them(
     assert value.startswith(f"sgcp1:{org_id}:3:")
     fine = run_cli("audit", "verify", "--org", org_id, "--checkpoint", value, env=env, cwd=tmp_path)
     assert fine.returncode == 0, fine.stdout + fine.stderr
+    assert "database: " in fine.stderr and "secret key: " in fine.stderr
     assert "intact (3 events, as 1 checkpoint(s) saw it)" in fine.stdout
 
     # A log file with the checkpoint somewhere in a line; then the last event deleted, and

@@ -62,6 +62,7 @@ async def test_reconcile_names_a_corrupted_rollup_row_and_repair_rebuilds_it(
 
         code, out, err = reconcile(fault_settings, tenant.org_id)
         assert code == 0, out + err
+        assert "database: " in err and "secret key: " in err  # where it looked, said first
         assert "MISMATCH" not in out and f"{CALLS} usage rows" in out
 
         async with runtime.sessions() as session, session.begin():
