@@ -97,18 +97,28 @@ def start_process(
     )
     log_file.close()
     server = ServerProcess(process, f"http://127.0.0.1:{port}", log_path)
+    try:
+        wait_until_ready(process, server.base_url + ready_path, log_path)
+    except RuntimeError:
+        server.stop()
+        raise
+    return server
+
+
+def wait_until_ready(process: subprocess.Popen[bytes], url: str, log_path: Path) -> None:
+    """Return once GET `url` answers 200; raise RuntimeError (with the process's log) when the
+    process exits first or STARTUP_TIMEOUT_SECONDS pass."""
     deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(
-                f"{' '.join(args)} exited with {process.returncode}:\n{server.log()}"
-            )
+            log = log_path.read_text(errors="replace")
+            raise RuntimeError(f"{process.args} exited with {process.returncode}:\n{log}")
         with contextlib.suppress(httpx.TransportError):
-            if httpx.get(server.base_url + ready_path, timeout=1).status_code == 200:
-                return server
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
         time.sleep(0.05)
-    server.stop()
-    raise RuntimeError(f"{' '.join(args)} did not become ready in time:\n{server.log()}")
+    log = log_path.read_text(errors="replace")
+    raise RuntimeError(f"{process.args} did not become ready in time:\n{log}")
 
 
 def tls_pair(folder: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:

@@ -9,12 +9,9 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
-
-from tests.support import STARTUP_TIMEOUT_SECONDS, clean_environment, free_port
+from tests.support import clean_environment, free_port, wait_until_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,19 +21,6 @@ def tour_blocks() -> list[str]:
     tour = readme[readme.index("## A five-minute tour") :]
     tour = tour[: tour.index("\n## ", 1)]
     return re.findall(r"```sh\n(.*?)```", tour, re.DOTALL)
-
-
-def wait_until_up(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{url} did not answer:\n{log.read_text()}")
 
 
 def test_the_readme_tour_works_as_written(tmp_path: Path) -> None:
@@ -68,12 +52,12 @@ def test_the_readme_tour_works_as_written(tmp_path: Path) -> None:
 
     try:
         mock, mock_log = background(moved(mock_block), "mock")
-        wait_until_up(f"http://127.0.0.1:{mock_port}/health", mock, mock_log)
+        wait_until_ready(mock, f"http://127.0.0.1:{mock_port}/health", mock_log)
         # The serve block: the providers file (a here-document), then the gateway itself.
         *setup, serve_line = moved(serve_block).strip().splitlines()
         subprocess.run(["bash", "-ec", "\n".join(setup)], cwd=tmp_path, env=env, check=True)
         gateway, gateway_log = background(serve_line, "gateway")
-        wait_until_up(f"http://127.0.0.1:{gateway_port}/readyz", gateway, gateway_log)
+        wait_until_ready(gateway, f"http://127.0.0.1:{gateway_port}/readyz", gateway_log)
 
         # The usage row is written a moment after the answer (a reader is slower than that):
         # the script asks for the activity again until it shows, then prints it once more.

@@ -19,7 +19,7 @@ from sluicegate.core.money import usd_to_nanos
 from sluicegate.guard.budget_service import put_budget
 from sluicegate.guard.counters import Crossing, encode_crossings
 from sluicegate.keys.service import create_key, update_key
-from sluicegate.orgs.service import create_group
+from sluicegate.orgs.group_service import create_group
 from sluicegate.runtime import Runtime
 from tests.proxy.conftest import Tenant, make_tenant, usage_events
 

@@ -20,7 +20,8 @@ from sluicegate.core.actors import Actor
 from sluicegate.identity.service import actor_for, ensure_user
 from sluicegate.keys.service import create_key, update_key
 from sluicegate.metering.models import UsageEvent
-from sluicegate.orgs.service import create_group, create_organization
+from sluicegate.orgs.group_service import create_group
+from sluicegate.orgs.service import create_organization
 from sluicegate.providers.config import ProviderSettings, load_providers
 from sluicegate.runtime import Runtime
 from sluicegate.settings import Settings

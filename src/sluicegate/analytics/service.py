@@ -17,12 +17,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
-from typing import NamedTuple
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sluicegate.analytics import repository
+from sluicegate.analytics.pivots import (
+    DEFAULT_GROUPS,
+    ONE_PASS_BUCKETS,
+    OTHER,
+    Labelled,
+    Point,
+    Reader,
+    in_chunks,
+    member_label,
+    people_named,
+    pivot_in_one_pass,
+    pivot_of,
+    top_of,
+)
 from sluicegate.analytics.repository import DIMENSION_COLUMNS, METRICS, Scope, Source, Sums
 from sluicegate.analytics.windows import Window, resolve_window
 from sluicegate.core.actors import Actor
@@ -33,28 +46,16 @@ from sluicegate.orgs import membership_service
 from sluicegate.orgs import service as orgs
 from sluicegate.orgs.authorize import (
     Action,
-    OrgAccess,
     UsageOf,
-    UsageVisibility,
     authorize,
     usage_visibility,
 )
 from sluicegate.orgs.models import Organization
 
-__all__ = ["Sums"]
+__all__ = ["DEFAULT_GROUPS", "OTHER", "Labelled", "Point", "Sums", "member_label"]
 
 DIMENSIONS = tuple(DIMENSION_COLUMNS)
-# An activity answer names at most this many groups by default; the rest are summed in one
-# "other" group, so a pivot over thousands of keys stays a readable (and bounded) answer.
-DEFAULT_GROUPS = 20
 MAX_GROUPS = 100
-OTHER = "(other)"
-NO_VALUE = {"provider": "(no provider)", "app": "(no app)", "model": "(no model)"}
-# Names are looked up this many ids at a time (a bound parameter each).
-NAME_CHUNK = 500
-# A pivot over at most this many buckets reads its series per bucket and value in one pass and
-# ranks the values from it; over more, the database ranks and sums the rest (fewer rows back).
-ONE_PASS_BUCKETS = 800
 # A member's and a key's statistics show their cost by model: at most this many models by name.
 DETAIL_MODELS = 50
 
@@ -77,23 +78,6 @@ class Filters:
     key_id: str | None = None
     provider: str | None = None
     app: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Labelled:
-    """A value of the pivot (a model, a group, a key, a member, a provider, an app) and its sums."""
-
-    id: str
-    label: str
-    sums: Sums
-
-
-class Point(NamedTuple):
-    """A bucket's sums of one group (a named tuple: a year's series is thousands of points)."""
-
-    bucket_start: datetime
-    group_id: str | None
-    sums: Sums
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,13 +174,6 @@ class KeyDetail:
     series: list[Point]
 
 
-@dataclass(frozen=True, slots=True)
-class _Reader:
-    access: OrgAccess
-    org: Organization
-    visibility: UsageVisibility
-
-
 # --- views ---------------------------------------------------------------------------------------
 
 
@@ -225,12 +202,12 @@ async def activity(
     scope = await _scope(session, reader, filters)
     if group_by is None or len(source.bounds) > ONE_PASS_BUCKETS:
         view = await _view(session, reader, window, source, scope)
-        groups, series = await _pivot(
+        groups, series = await pivot_of(
             session, reader, window, source, scope, group_by, metric=metric, limit=limit
         )
         return Activity(view, group_by, metric, groups, series)
     # The totals follow from the pivot's rows; only a count of models or members is left.
-    pivot = await _pivot_in_one_pass(
+    pivot = await pivot_in_one_pass(
         session, reader, window, source, scope, group_by, metric=metric, limit=limit
     )
     models, members = pivot.values, pivot.values
@@ -290,7 +267,7 @@ async def members(
     stats = await _member_stats(session, org_id, rows)
     series: list[Point] = []
     if with_series:
-        _, series = await _pivot(session, reader, window, source, scope, None)
+        _, series = await pivot_of(session, reader, window, source, scope, None)
     return Members(view, stats, next_cursor, series)
 
 
@@ -315,10 +292,10 @@ async def member_detail(
     source = _source(window, reader.org.timezone, prefer_daily=True)
     scope = Scope(org_id, reader.visibility, user_id=user_id)
     view = await _view(session, reader, window, source, scope)
-    by_model, series = await _pivot(
+    by_model, series = await pivot_of(
         session, reader, window, source, scope, "model", metric="cost", limit=DETAIL_MODELS
     )
-    tops = [await _top(session, source, scope, name) for name in ("provider", "app")]
+    tops = [await top_of(session, source, scope, name) for name in ("provider", "app")]
     member = (await _member_stats(session, org_id, [(user_id, view.cards.sums)]))[0]
     top_model = by_model[0] if by_model and by_model[0].id != OTHER else None
     return MemberDetail(view, member, top_model, tops[0], tops[1], by_model, series)
@@ -342,7 +319,7 @@ async def key_detail(
     source = _source(window, reader.org.timezone, prefer_daily=True)
     scope = Scope(org_id, reader.visibility, key_id=key_id)
     view = await _view(session, reader, window, source, scope)
-    by_model, series = await _pivot(
+    by_model, series = await pivot_of(
         session, reader, window, source, scope, "model", metric="cost", limit=DETAIL_MODELS
     )
     return KeyDetail(
@@ -361,7 +338,7 @@ async def key_detail(
 # --- pieces --------------------------------------------------------------------------------------
 
 
-async def _reader(session: AsyncSession, actor: Actor, org_id: str) -> _Reader:
+async def _reader(session: AsyncSession, actor: Actor, org_id: str) -> Reader:
     if session.get_bind().dialect.name == "postgresql":
         # The driver prepares every statement; after five runs Postgres may keep a generic plan,
         # blind to how many rollup rows this window and org hold (seen: 100x slower).
@@ -369,7 +346,7 @@ async def _reader(session: AsyncSession, actor: Actor, org_id: str) -> _Reader:
     access = await orgs.load_access(session, actor, org_id)
     authorize(access, Action.ORG_READ)
     org = await orgs.organization_of(session, access)
-    return _Reader(access, org, usage_visibility(access, org.members_see_org_feed))
+    return Reader(access, org, usage_visibility(access, org.members_see_org_feed))
 
 
 def _window(when: WindowQuery, org: Organization, now: datetime) -> Window:
@@ -399,7 +376,7 @@ def _check_choice(
     raise InvalidInput(f"{name}: must be one of {', '.join(choices)}", details={"field": name})
 
 
-async def _scope(session: AsyncSession, reader: _Reader, filters: Filters) -> Scope:
+async def _scope(session: AsyncSession, reader: Reader, filters: Filters) -> Scope:
     group_path = None
     if filters.group_id is not None:
         groups = await orgs.groups_of(session, reader.access, [filters.group_id])
@@ -419,187 +396,19 @@ async def _scope(session: AsyncSession, reader: _Reader, filters: Filters) -> Sc
 
 
 async def _view(
-    session: AsyncSession, reader: _Reader, window: Window, source: Source, scope: Scope
+    session: AsyncSession, reader: Reader, window: Window, source: Source, scope: Scope
 ) -> View:
     sums, models, members = await repository.totals(session, source, scope)
     return View(reader.org.name, window, source.daily, Cards(sums, members, models))
-
-
-async def _pivot(
-    session: AsyncSession,
-    reader: _Reader,
-    window: Window,
-    source: Source,
-    scope: Scope,
-    dimension: str | None,
-    *,
-    metric: str = "cost",
-    limit: int = DEFAULT_GROUPS,
-) -> tuple[list[Labelled], list[Point]]:
-    """The groups of a dimension, the largest `metric` first (the first `limit` by name, the
-    rest summed as OTHER), and the series per bucket and group; without a dimension, no groups
-    and one point per bucket with usage."""
-    if dimension is None:
-        rows = await repository.series(session, source, scope, None)
-        return [], _points(window, rows, {None: 0})
-    if len(source.bounds) > ONE_PASS_BUCKETS:
-        return await _pivot_in_the_database(
-            session, reader, window, source, scope, dimension, metric=metric, limit=limit
-        )
-    pivot = await _pivot_in_one_pass(
-        session, reader, window, source, scope, dimension, metric=metric, limit=limit
-    )
-    return pivot.groups, pivot.series
-
-
-@dataclass(frozen=True, slots=True)
-class _Pivot:
-    groups: list[Labelled]
-    series: list[Point]
-    totals: Sums  # of every value
-    values: int  # how many values had usage
-
-
-async def _pivot_in_one_pass(
-    session: AsyncSession,
-    reader: _Reader,
-    window: Window,
-    source: Source,
-    scope: Scope,
-    dimension: str,
-    *,
-    metric: str,
-    limit: int,
-) -> _Pivot:
-    """_pivot over one read of the rollups: the series per bucket and value, from which the
-    groups, their ranking and the totals follow here."""
-    rows = await repository.series(session, source, scope, dimension)
-    of_value: dict[str, list[Sums]] = defaultdict(list)
-    for _, value, sums in rows:
-        assert value is not None
-        of_value[value].append(sums)
-    per_value = {value: Sums.total(items) for value, items in of_value.items()}
-    ranked = sorted(per_value.items(), key=lambda item: (-item[1].metric(metric), item[0]))
-    top, rest = ranked[:limit], ranked[limit:]
-    groups = await _named(session, reader, dimension, top)
-    if rest:
-        named = {value for value, _ in top}
-        groups.append(_other(rest))
-        others: dict[int, list[Sums]] = defaultdict(list)
-        kept: list[tuple[int, str | None, Sums]] = []
-        for index, value, sums in rows:
-            if value in named:
-                kept.append((index, value, sums))
-            else:
-                others[index].append(sums)
-        rows = kept + [(index, OTHER, Sums.total(items)) for index, items in others.items()]
-    order: dict[str | None, int] = {group.id: rank for rank, group in enumerate(groups)}
-    totals = Sums.total(group.sums for group in groups)
-    return _Pivot(groups, _points(window, rows, order), totals, len(per_value))
-
-
-async def _pivot_in_the_database(
-    session: AsyncSession,
-    reader: _Reader,
-    window: Window,
-    source: Source,
-    scope: Scope,
-    dimension: str,
-    *,
-    metric: str,
-    limit: int,
-) -> tuple[list[Labelled], list[Point]]:
-    """_pivot for windows of many buckets (hours over months): the ranking first, then the
-    series of the named values and of the rest summed in the database, so the rows that come
-    back stay (buckets x named values)."""
-    ranked = await repository.by_dimension(session, source, scope, dimension, metric=metric)
-    top, rest = ranked[:limit], ranked[limit:]
-    groups = await _named(session, reader, dimension, top)
-    names = [value for value, _ in top]
-    rows = await repository.series(session, source, scope, dimension, only=names if rest else None)
-    if rest:
-        groups.append(_other(rest))
-        others = await repository.series(
-            session, source, scope, dimension, split=False, excluding=names
-        )
-        rows += [(index, OTHER, sums) for index, _, sums in others]
-    order: dict[str | None, int] = {group.id: rank for rank, group in enumerate(groups)}
-    return groups, _points(window, rows, order)
-
-
-async def _named(
-    session: AsyncSession, reader: _Reader, dimension: str, top: list[tuple[str, Sums]]
-) -> list[Labelled]:
-    labels = await _labels(session, reader, dimension, [value for value, _ in top])
-    return [Labelled(value, labels[value], sums) for value, sums in top]
-
-
-def _other(rest: list[tuple[str, Sums]]) -> Labelled:
-    """The groups past the limit, summed as one."""
-    return Labelled(OTHER, f"Other ({len(rest)} more)", Sums.total(s for _, s in rest))
-
-
-def _points(
-    window: Window, rows: list[tuple[int, str | None, Sums]], order: dict[str | None, int]
-) -> list[Point]:
-    """The rows as points, buckets in order and, within a bucket, the groups in `order`."""
-    last, rank, starts = len(order), order.get, window.starts
-    keyed = sorted((index, rank(value, last), n) for n, (index, value, _) in enumerate(rows))
-    return [Point(starts[index], rows[n][1], rows[n][2]) for index, _, n in keyed]
-
-
-async def _top(
-    session: AsyncSession, source: Source, scope: Scope, dimension: str
-) -> Labelled | None:
-    rows = await repository.by_dimension(session, source, scope, dimension, limit=1)
-    if not rows:
-        return None
-    value, sums = rows[0]
-    return Labelled(value, value or NO_VALUE[dimension], sums)
-
-
-async def _labels(
-    session: AsyncSession, reader: _Reader, dimension: str, ids: list[str]
-) -> dict[str, str]:
-    """What people read for each value: names of groups, keys (with their prefix) and members
-    (with their email); models, providers and apps are their own names."""
-    if dimension == "project":
-        groups = await orgs.groups_of(session, reader.access, ids)
-        return {value: groups[value].name if value in groups else value for value in ids}
-    if dimension == "key":
-        found: dict[str, tuple[str, str]] = {}
-        for chunk in _chunks(ids):
-            found.update(await repository.key_names(session, reader.org.id, chunk))
-        return {
-            value: f"{found[value][0]} ({found[value][1]})" if value in found else value
-            for value in ids
-        }
-    if dimension == "member":
-        people = await _people(session, ids)
-        return {value: member_label(value, *people.get(value, (None, None))) for value in ids}
-    return {value: value or NO_VALUE[dimension] for value in ids}
-
-
-def member_label(user_id: str, name: str | None, email: str | None) -> str:
-    if name and email:
-        return f"{name} <{email}>"
-    return name or email or user_id
-
-
-async def _people(session: AsyncSession, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
-    found: dict[str, tuple[str, str]] = {}
-    for chunk in _chunks(ids):
-        found.update(await repository.member_names(session, chunk))
-    return found
 
 
 async def _member_stats(
     session: AsyncSession, org_id: str, rows: Sequence[tuple[str, Sums]]
 ) -> list[MemberStats]:
     ids = [user_id for user_id, _ in rows]
-    people = await _people(session, ids)
+    people = await people_named(session, ids)
     counts: dict[str, int] = {}
-    for chunk in _chunks(ids):
+    for chunk in in_chunks(ids):
         counts.update(await membership_service.key_counts(session, org_id, chunk))
     return [
         MemberStats(
@@ -611,7 +420,3 @@ async def _member_stats(
         )
         for user_id, sums in rows
     ]
-
-
-def _chunks(ids: Sequence[str]) -> list[list[str]]:
-    return [list(ids[start : start + NAME_CHUNK]) for start in range(0, len(ids), NAME_CHUNK)]

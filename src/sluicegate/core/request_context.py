@@ -57,7 +57,8 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _incoming_request_id(scope) or new_id("req")
+        incoming, refusal = _read_headers(scope)
+        request_id = incoming or new_id("req")
         scope.setdefault("state", {})["request_id"] = request_id
         token = REQUEST_ID.set(request_id)
         header = (b"x-request-id", request_id.encode())
@@ -72,7 +73,6 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            refusal = _refused_headers(scope)
             if refusal is None:
                 await self.app(scope, receive, send_with_id)
             else:
@@ -101,14 +101,22 @@ class RequestContextMiddleware:
             REQUEST_ID.reset(token)
 
 
-def _refused_headers(scope: Scope) -> tuple[int, str, str] | None:
-    """(status, code, message) for headers no endpoint takes: too many bytes of them, or a body
-    in an encoding nothing here decodes (it would be read as if plain)."""
+def _read_headers(scope: Scope) -> tuple[str | None, tuple[int, str, str] | None]:
+    """In one pass over the headers: the caller's request id when it is acceptable, and
+    (status, code, message) when the headers are ones no endpoint takes: too many bytes of
+    them, or a body in an encoding nothing here decodes (it would be read as if plain)."""
+    request_id: str | None = None
+    refusal: tuple[int, str, str] | None = None
+    seen_id = False
     size = 0
     for name, value in scope["headers"]:
         size += len(name) + len(value)
-        if name == b"content-encoding" and value.strip().lower() not in (b"", b"identity"):
-            return (
+        if name == b"x-request-id" and not seen_id:  # the first one counts
+            seen_id = True
+            text = value.decode("latin-1")
+            request_id = text if _ACCEPTABLE_REQUEST_ID.match(text) else None
+        elif name == b"content-encoding" and value.strip().lower() not in (b"", b"identity"):
+            refusal = (
                 415,
                 "unsupported_content_encoding",
                 (
@@ -117,7 +125,7 @@ def _refused_headers(scope: Scope) -> tuple[int, str, str] | None:
                 ),
             )
     if size > MAX_HEADER_BYTES:
-        return (
+        refusal = (
             431,
             "headers_too_large",
             (
@@ -125,7 +133,7 @@ def _refused_headers(scope: Scope) -> tuple[int, str, str] | None:
                 "bytes)."
             ),
         )
-    return None
+    return request_id, refusal
 
 
 async def _refuse(send: Any, status: int, code: str, message: str) -> None:
@@ -143,11 +151,3 @@ async def _refuse(send: Any, status: int, code: str, message: str) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
-
-
-def _incoming_request_id(scope: Scope) -> str | None:
-    for name, value in scope["headers"]:
-        if name == b"x-request-id":
-            text = value.decode("latin-1")
-            return text if _ACCEPTABLE_REQUEST_ID.match(text) else None
-    return None

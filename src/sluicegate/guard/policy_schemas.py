@@ -9,17 +9,15 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from sluicegate.api.fields import Id, Label, ModelPattern
-from sluicegate.guard.policy_service import (
+from sluicegate.guard.policy_checks import (
     DESCRIPTION_LENGTH,
     MAX_MAX_TOKENS,
     MAX_NETWORKS,
     MAX_PATTERNS,
     MAX_RPM,
     MAX_TPM,
-    AppliedPolicy,
-    KeyPolicy,
-    PolicyView,
 )
+from sluicegate.guard.policy_service import AppliedPolicy, KeyPolicy, PolicyView
 
 TargetType = Literal["group", "member", "key"]
 # Line breaks and tabs are welcome in a description; other control characters are not.

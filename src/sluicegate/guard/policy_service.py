@@ -10,9 +10,7 @@ binding or unbinding needs the right to govern that target (`Action.GUARDRAIL_MA
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from ipaddress import ip_network
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,6 +21,7 @@ from sluicegate.core.db import invalidate_after_commit
 from sluicegate.core.errors import Conflict, InvalidInput, NotFound
 from sluicegate.core.ids import new_id
 from sluicegate.core.invalidation import GUARD_TOPIC
+from sluicegate.guard import policy_checks as checks
 from sluicegate.guard import repository
 from sluicegate.guard.models import Policy, PolicyBinding
 from sluicegate.guard.policy import PolicyRule
@@ -39,15 +38,6 @@ from sluicegate.orgs.authorize import (
     authorize,
 )
 
-MAX_PATTERNS = 100
-MAX_NETWORKS = 100
-PATTERN_LENGTH = 200
-DESCRIPTION_LENGTH = 1000
-# Far above any real limit, well inside the columns (INTEGER rpm and max_tokens, BIGINT tpm).
-MAX_RPM = 10_000_000
-MAX_TPM = 10_000_000_000
-MAX_MAX_TOKENS = 10_000_000
-LIMITS = {"rpm": MAX_RPM, "tpm": MAX_TPM, "max_tokens": MAX_MAX_TOKENS}
 RULE_FIELDS = ("allowed_models", "blocked_models", "ip_allowlist", "rpm", "tpm", "max_tokens")
 
 # What a policy can govern: a group (and every key below it), a member, a key.
@@ -133,13 +123,13 @@ async def create_policy(
         id=new_id("pol"),
         org_id=org_id,
         name=label,
-        description=_check_description(description),
-        allowed_models=_check_patterns("allowed_models", allowed_models),
-        blocked_models=_check_patterns("blocked_models", blocked_models),
-        ip_allowlist=_check_networks(ip_allowlist),
-        rpm=_check_limit("rpm", rpm),
-        tpm=_check_limit("tpm", tpm),
-        max_tokens=_check_limit("max_tokens", max_tokens),
+        description=checks.check_description(description),
+        allowed_models=checks.check_patterns("allowed_models", allowed_models),
+        blocked_models=checks.check_patterns("blocked_models", blocked_models),
+        ip_allowlist=checks.check_networks(ip_allowlist),
+        rpm=checks.check_limit("rpm", rpm),
+        tpm=checks.check_limit("tpm", tpm),
+        max_tokens=checks.check_limit("max_tokens", max_tokens),
     )
     await repository.add(session, policy)
     view = PolicyView(policy, ())
@@ -189,19 +179,19 @@ async def update_policy(
             await _name_is_free(session, org_id, label)
             policy.name = label
     if "description" in changes:
-        policy.description = _check_description(changes["description"])
+        policy.description = checks.check_description(changes["description"])
     if "allowed_models" in changes:
-        policy.allowed_models = _check_patterns("allowed_models", changes["allowed_models"])
+        policy.allowed_models = checks.check_patterns("allowed_models", changes["allowed_models"])
     if "blocked_models" in changes:
-        policy.blocked_models = _check_patterns("blocked_models", changes["blocked_models"])
+        policy.blocked_models = checks.check_patterns("blocked_models", changes["blocked_models"])
     if "ip_allowlist" in changes:
-        policy.ip_allowlist = _check_networks(changes["ip_allowlist"])
+        policy.ip_allowlist = checks.check_networks(changes["ip_allowlist"])
     if "rpm" in changes:
-        policy.rpm = _check_limit("rpm", changes["rpm"])
+        policy.rpm = checks.check_limit("rpm", changes["rpm"])
     if "tpm" in changes:
-        policy.tpm = _check_limit("tpm", changes["tpm"])
+        policy.tpm = checks.check_limit("tpm", changes["tpm"])
     if "max_tokens" in changes:
-        policy.max_tokens = _check_limit("max_tokens", changes["max_tokens"])
+        policy.max_tokens = checks.check_limit("max_tokens", changes["max_tokens"])
     await session.flush()
     view = PolicyView(policy, bindings)
     await _record(
@@ -421,68 +411,6 @@ async def _name_is_free(session: AsyncSession, org_id: str, name: str) -> None:
             f"name: a policy named '{name}' already exists in this organization",
             details={"field": "name"},
         )
-
-
-def _check_description(text: str | None) -> str | None:
-    if text is None:
-        return None
-    value = text.strip()
-    if len(value) > DESCRIPTION_LENGTH or "\x00" in value:
-        raise InvalidInput(
-            f"description: at most {DESCRIPTION_LENGTH} characters, no NUL",
-            details={"field": "description"},
-        )
-    return value or None
-
-
-def _check_patterns(field: str, patterns: Sequence[str] | None) -> list[str] | None:
-    if patterns is None:
-        return None
-    if len(patterns) > MAX_PATTERNS or not all(
-        isinstance(p, str) and 0 < len(p) <= PATTERN_LENGTH and p.isprintable() for p in patterns
-    ):
-        raise InvalidInput(
-            f"{field}: a list of at most {MAX_PATTERNS} model ids or glob patterns (e.g. "
-            "'anthropic/*', 'gpt-4o-*'), each 1 to 200 printable characters",
-            details={"field": field},
-        )
-    return list(dict.fromkeys(patterns))
-
-
-def _check_networks(entries: Sequence[str] | None) -> list[str] | None:
-    """IP addresses and CIDR networks, stored normalized ('10.1.2.3/8' -> '10.0.0.0/8',
-    '192.0.2.7' -> '192.0.2.7/32')."""
-    if entries is None:
-        return None
-    if len(entries) > MAX_NETWORKS:
-        raise InvalidInput(
-            f"ip_allowlist: at most {MAX_NETWORKS} addresses or networks",
-            details={"field": "ip_allowlist"},
-        )
-    networks = []
-    for entry in entries:
-        try:
-            # A scoped IPv6 address ('fe80::1%eth0') names an interface of one host, not an
-            # address a caller can be matched against.
-            if not isinstance(entry, str) or "%" in entry:
-                raise ValueError(entry)
-            networks.append(str(ip_network(entry.strip(), strict=False)))
-        except ValueError:
-            raise InvalidInput(
-                f"ip_allowlist: {entry!r} is not an IP address or CIDR network (e.g. "
-                "'203.0.113.7', '10.0.0.0/8', '2001:db8::/32')",
-                details={"field": "ip_allowlist", "entry": str(entry)},
-            ) from None
-    return list(dict.fromkeys(networks))
-
-
-def _check_limit(field: str, value: int | None) -> int | None:
-    if value is None:
-        return None
-    most = LIMITS[field]
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
-        raise InvalidInput(f"{field}: must be 1 to {most}", details={"field": field})
-    return value
 
 
 async def _record(

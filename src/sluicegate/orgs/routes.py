@@ -22,7 +22,7 @@ from sluicegate.api.deps import (
 from sluicegate.api.errors import CONFLICT, INVALID, NOT_FOUND, STANDARD_ERRORS, UNAUTHENTICATED
 from sluicegate.api.fields import Id
 from sluicegate.api.pages import Page
-from sluicegate.orgs import invitation_service, membership_service, service
+from sluicegate.orgs import group_service, invitation_service, membership_service, service
 from sluicegate.orgs.schemas import (
     GroupCreate,
     GroupDeleted,
@@ -98,7 +98,7 @@ async def create_group(
     org_id: str, body: GroupCreate, session: DbSession, actor: CurrentActor
 ) -> GroupOut:
     """A group under `parent_id` (the root when absent), no deeper than the org's max_level."""
-    group = await service.create_group(
+    group = await group_service.create_group(
         session, actor, org_id, name=body.name, parent_id=body.parent_id
     )
     return GroupOut.of(group)
@@ -114,7 +114,7 @@ async def list_groups(
     limit: Limit = DEFAULT_PAGE,
 ) -> Page[GroupOut]:
     """The groups of the subtrees where you hold a role (every group, for owners)."""
-    groups, next_cursor = await service.list_groups(
+    groups, next_cursor = await group_service.list_groups(
         session, actor, org_id, parent_id=parent_id, cursor=cursor, limit=limit
     )
     return Page(items=[GroupOut.of(g) for g in groups], next_cursor=next_cursor)
@@ -124,7 +124,7 @@ async def list_groups(
 async def get_group(
     org_id: str, group_id: str, session: DbSession, actor: CurrentActor
 ) -> GroupOut:
-    return GroupOut.of(await service.get_group(session, actor, org_id, group_id))
+    return GroupOut.of(await group_service.get_group(session, actor, org_id, group_id))
 
 
 @router.patch(f"{ORG}/groups/{{group_id}}", tags=["groups"], responses=CONFLICT)
@@ -133,7 +133,7 @@ async def update_group(
 ) -> GroupOut:
     """Rename, or move under another parent (the subtree moves along)."""
     changes = body.model_dump(exclude_unset=True, exclude_none=True)
-    return GroupOut.of(await service.update_group(session, actor, org_id, group_id, changes))
+    return GroupOut.of(await group_service.update_group(session, actor, org_id, group_id, changes))
 
 
 @router.delete(f"{ORG}/groups/{{group_id}}", tags=["groups"], responses=CONFLICT)
@@ -149,7 +149,7 @@ async def delete_group(
 ) -> GroupDeleted:
     """Delete an empty group (no subgroups, members or keys), or one with keys when
     disable_keys=true, which disables them."""
-    disabled = await service.delete_group(
+    disabled = await group_service.delete_group(
         session, actor, org_id, group_id, disable_keys=disable_keys, now=now
     )
     return GroupDeleted(disabled_key_ids=disabled)

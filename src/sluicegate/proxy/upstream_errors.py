@@ -24,7 +24,7 @@ MISCONFIGURED = frozenset({401, 403, 404})
 log = logging.getLogger("sluicegate.proxy")
 
 
-def _failed(route: ModelRoute, kind: str, cause: str, status: int | None = None) -> None:
+def _failed(route: ModelRoute, kind: str, cause: str, upstream_status: int | None = None) -> None:
     UPSTREAM_ERRORS.labels(route.provider.name, kind).inc()
     log.warning(
         "upstream call failed: %s",
@@ -32,58 +32,50 @@ def _failed(route: ModelRoute, kind: str, cause: str, status: int | None = None)
         extra={
             "provider": route.provider.name,
             "model": route.upstream_model,
-            "upstream_status": status,
+            "upstream_status": upstream_status,
         },
+    )
+
+
+def _answer(route: ModelRoute, code: str, what: str, status: int = 502) -> ProxyError:
+    """The client's answer: `what` the provider did, in a sentence naming it."""
+    return ProxyError(
+        status,
+        f"The upstream provider '{route.provider.name}' {what}",
+        type="upstream_error",
+        code=code,
     )
 
 
 def timed_out(route: ModelRoute) -> ProxyError:
     _failed(route, "timeout", "no answer in time")
-    return ProxyError(
-        504,
-        f"The upstream provider '{route.provider.name}' did not answer in time.",
-        type="upstream_error",
-        code="upstream_timeout",
-    )
+    return _answer(route, "upstream_timeout", "did not answer in time.", 504)
 
 
 def invalid(route: ModelRoute, exc: Exception) -> ProxyError:
     _failed(route, "invalid_response", f"invalid answer: {exc}")
-    return ProxyError(
-        502,
-        f"The upstream provider '{route.provider.name}' sent an invalid answer: {exc}",
-        type="upstream_error",
-        code="upstream_invalid_response",
-    )
+    return _answer(route, "upstream_invalid_response", f"sent an invalid answer: {exc}")
 
 
 def unreachable(route: ModelRoute, exc: Exception) -> ProxyError:
-    _failed(route, "connect", f"unreachable or cut off ({type(exc).__name__})")
-    return ProxyError(
-        502,
-        f"The upstream provider '{route.provider.name}' could not be reached or broke "
-        f"off its answer ({type(exc).__name__}).",
-        type="upstream_error",
-        code="upstream_unreachable",
+    kind = type(exc).__name__
+    _failed(route, "connect", f"unreachable or cut off ({kind})")
+    return _answer(
+        route, "upstream_unreachable", f"could not be reached or broke off its answer ({kind})."
     )
 
 
 def cut(route: ModelRoute, exc: Exception) -> ProxyError:
     """A stream the upstream broke off after it began (the client gets it as an error event)."""
-    _failed(route, "stream_cut", f"broke off the stream ({type(exc).__name__})")
-    return ProxyError(
-        502,
-        f"The upstream provider '{route.provider.name}' broke off the stream: {type(exc).__name__}",
-        type="upstream_error",
-        code="upstream_stream_cut",
-    )
+    kind = type(exc).__name__
+    _failed(route, "stream_cut", f"broke off the stream ({kind})")
+    return _answer(route, "upstream_stream_cut", f"broke off the stream: {kind}")
 
 
 def refused(
     route: ModelRoute, status: int, body: dict[str, Any], headers: Mapping[str, str]
 ) -> ProxyError:
     """The upstream answered `status` >= 400; `body` is its error in OpenAI's shape."""
-    name = route.provider.name
     kind = body.get("code") or body.get("type") or "-"
     _failed(route, str(status), f"HTTP {status} ({kind})", status)
     if status == 429:
@@ -95,19 +87,12 @@ def refused(
             error_type="upstream_rate_limited",
         )
     if status >= 500:
-        return ProxyError(
-            502,
-            f"The upstream provider '{name}' failed ({status}): {body.get('message')}",
-            type="upstream_error",
-            code="upstream_error",
-        )
+        return _answer(route, "upstream_error", f"failed ({status}): {body.get('message')}")
     if status in MISCONFIGURED:
-        return ProxyError(
-            502,
-            f"The upstream provider '{name}' refused the gateway's call ({status}): its "
-            "configuration here (base_url, API key, or the model's upstream name) needs an "
-            "operator's attention.",
-            type="upstream_error",
-            code="upstream_misconfigured",
+        return _answer(
+            route,
+            "upstream_misconfigured",
+            f"refused the gateway's call ({status}): its configuration here (base_url, API "
+            "key, or the model's upstream name) needs an operator's attention.",
         )
     return ProxyError.from_body(status, body, error_type="upstream_rejected")
