@@ -1200,7 +1200,7 @@ FROM usage_daily_rollups WHERE org_id = $1 GROUP BY org_id, zone, day, {name}
 """  # noqa: S608 - constants only
     for name in ORG_DIMENSIONS
 ]
-# writer.hourly_debits in SQL: one row per UTC hour of the org's requests that cost something,
+# ledger.hourly_debits in SQL: one row per UTC hour of the org's requests that cost something,
 # with an id shaped like core.ids.new_id made at that hour (10 characters of milliseconds, 16
 # random ones).
 HOURLY_DEBITS = f"""

@@ -268,10 +268,10 @@ async def make_keys(env: dict[str, str]) -> tuple[str, str]:
     """Migrate; an org with two keys in a three-level chain: one plain, one under every kind of
     guardrail (budgets at all six scopes, rpm/tpm at key and group, enforced credit)."""
     from sluicegate.core.db import make_engine
-    from sluicegate.credits.models import LedgerEntry
     from sluicegate.guard.models import Budget, Policy, PolicyBinding
     from sluicegate.identity.service import actor_for, ensure_user
     from sluicegate.keys.service import create_key
+    from sluicegate.metering.ledger import LedgerEntry
     from sluicegate.migrations import upgrade
     from sluicegate.orgs.service import create_group, create_organization
     from sluicegate.runtime import Runtime

@@ -135,11 +135,7 @@ async def test_upgrading_a_live_database_builds_the_rollups_from_its_usage_rows(
         tenant = await make_tenant(runtime)
         async with runtime.unit_of_work() as session:
             await update_organization(
-                session,
-                tenant.actor,
-                tenant.org_id,
-                {"timezone": "Asia/Kathmandu"},
-                store=runtime.counters,
+                session, tenant.actor, tenant.org_id, {"timezone": "Asia/Kathmandu"}
             )
         async with runtime.unit_of_work() as session:
             await store_usage(session, events(tenant, 40))

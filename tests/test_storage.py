@@ -11,9 +11,9 @@ from sqlalchemy.exc import IntegrityError
 
 from sluicegate.core.db import transaction
 from sluicegate.core.ids import new_id
-from sluicegate.credits.models import LedgerEntry
 from sluicegate.identity.models import User
 from sluicegate.keys.models import ApiKey
+from sluicegate.metering.ledger import LedgerEntry
 from sluicegate.orgs.models import Group, Organization
 from sluicegate.runtime import Runtime
 

@@ -26,6 +26,7 @@ from sluicegate.core.db import (
     pending_after_commit,
     pending_invalidations,
 )
+from sluicegate.core.events import session_info
 from sluicegate.core.invalidation import (
     InvalidationBus,
     MemoryInvalidationBus,
@@ -34,6 +35,7 @@ from sluicegate.core.invalidation import (
 from sluicegate.guard.counters import CounterStoreUnavailable, GuardStore
 from sluicegate.guard.memory import MemoryGuardStore
 from sluicegate.guard.redis import RedisGuardStore
+from sluicegate.handlers import event_handlers
 from sluicegate.metering.stream import UsageJournal
 from sluicegate.settings import Settings
 
@@ -90,7 +92,9 @@ class Runtime:
         serial = asyncio.Lock() if settings.is_sqlite else None
         # Without a secret key (a Postgres deployment checking its dependencies before start-up
         # says it is missing) sessions carry no audit key, and appending to the trail fails.
-        info = {SESSION_KEY: audit_key(settings.secret)} if settings.secret_key else None
+        info = session_info(event_handlers(counters))
+        if settings.secret_key:
+            info[SESSION_KEY] = audit_key(settings.secret)
         sessions = make_session_factory(engine, info)
         return cls(settings, engine, sessions, redis, counters, bus, clock, journal, serial)
 

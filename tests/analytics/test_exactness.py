@@ -26,10 +26,10 @@ from sluicegate.core.actors import Actor
 from sluicegate.core.digests import secret_digest
 from sluicegate.core.ids import new_id
 from sluicegate.core.money import usd_to_nanos
-from sluicegate.credits.models import LedgerEntry
 from sluicegate.identity.models import User
 from sluicegate.identity.service import issue_admin_token
 from sluicegate.keys.models import ApiKey
+from sluicegate.metering.ledger import LedgerEntry
 from sluicegate.orgs.models import Group, Membership, Organization, RoleBinding
 from sluicegate.runtime import Runtime
 from tests.admin import Api, Person, ok, unique_address

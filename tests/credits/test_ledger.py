@@ -24,9 +24,9 @@ from sluicegate.core.actors import Actor
 from sluicegate.core.ids import new_id
 from sluicegate.core.money import nanos_to_usd, usd_to_nanos
 from sluicegate.credits import service
-from sluicegate.credits.models import LedgerEntry
 from sluicegate.guard.counters import CreditSeed
 from sluicegate.guard.enforcer import seed_of
+from sluicegate.metering.ledger import LedgerEntry
 from sluicegate.metering.models import UsageEvent
 from sluicegate.metering.writer import UsageWriter
 from sluicegate.runtime import Runtime

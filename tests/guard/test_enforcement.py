@@ -17,7 +17,7 @@ import pytest
 
 from sluicegate.core.clock import ManualClock
 from sluicegate.core.ids import new_id
-from sluicegate.credits.models import LedgerEntry
+from sluicegate.metering.ledger import LedgerEntry
 from sluicegate.providers.config import ProviderSettings
 from sluicegate.runtime import Runtime
 from sluicegate.settings import Settings

@@ -77,9 +77,7 @@ async def test_a_timezone_change_moves_the_daily_rollups_to_days_in_the_new_zone
 
     for zone in ("Asia/Kathmandu", "America/Los_Angeles", "Asia/Kolkata"):
         async with runtime.unit_of_work() as session:
-            await update_organization(
-                session, tenant.actor, tenant.org_id, {"timezone": zone}, store=runtime.counters
-            )
+            await update_organization(session, tenant.actor, tenant.org_id, {"timezone": zone})
         assert await daily_requests(runtime, tenant.org_id) == expected_days(created, zone)
         async with runtime.sessions() as session:
             books = await read_books(session, tenant.org_id)

@@ -37,11 +37,11 @@ from sluicegate.alerts.models import Alert, AlertChannel, AlertRule
 from sluicegate.audit.service import record
 from sluicegate.core.digests import secret_digest
 from sluicegate.core.ids import new_id
-from sluicegate.credits.models import LedgerEntry
 from sluicegate.guard.models import Budget, Policy, PolicyBinding
 from sluicegate.identity.models import User
 from sluicegate.identity.service import issue_admin_token
 from sluicegate.keys.models import ApiKey
+from sluicegate.metering.ledger import LedgerEntry
 from sluicegate.metering.writer import store_usage
 from sluicegate.orgs.models import Group, Invitation, Membership, Organization, RoleBinding
 from sluicegate.runtime import Runtime

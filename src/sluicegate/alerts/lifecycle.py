@@ -1,8 +1,8 @@
-"""Alerts about keys and members, raised by the keys and orgs services in the transaction of the
-change itself (`key.created`, `key.disabled`, `member.joined`, `member.removed`), by the
-delivery worker's periodic scan for keys that have expired (`key.expired`), and the signed
-checkpoints of an org's audit chain (`audit.checkpoint`), so that a copy of each leaves the
-database."""
+"""Alerts about keys and members: `key.created`, `key.disabled`, `member.joined` and
+`member.removed` from the events the keys and orgs capabilities announce (handled in the
+transaction of the change itself, sluicegate/handlers.py), `key.expired` from the delivery
+worker's periodic scan for keys that have expired, and the signed checkpoints of an org's audit
+chain (`audit.checkpoint`), so that a copy of each leaves the database."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from sluicegate.alerts.outbox import AlertDraft, raise_alert
 from sluicegate.audit.checkpoints import Checkpoint
 from sluicegate.audit.models import PLATFORM_CHAIN
 from sluicegate.core.actors import Actor
-from sluicegate.keys.models import ApiKey
+from sluicegate.keys.events import KeyCreated, KeyDisabled, KeyFacts
+from sluicegate.orgs.events import MemberJoined, MemberRemoved
 
 # Keys expired longer ago than this are not announced (a scan after a long outage, or keys that
 # expired before alerts existed): an alert that late helps nobody.
@@ -26,21 +27,22 @@ def _by(actor: Actor | None) -> str:
     return f" by {actor.email}" if actor is not None and actor.email else ""
 
 
-async def key_created(session: AsyncSession, key: ApiKey, actor: Actor, now: datetime) -> None:
-    await _key_changed(session, key, actor, now, "key.created", f"key.created:{key.id}", "info")
+async def key_created(session: AsyncSession, event: KeyCreated) -> None:
+    key = event.key
+    dedupe = f"key.created:{key.id}"
+    await _key_changed(session, key, event.actor, event.at, "key.created", dedupe, "info")
 
 
-async def key_disabled(
-    session: AsyncSession, key: ApiKey, actor: Actor | None, now: datetime
-) -> None:
+async def key_disabled(session: AsyncSession, event: KeyDisabled) -> None:
+    key = event.key
     # Disabled again after being enabled is news again: the moment is part of the key.
-    dedupe = f"key.disabled:{key.id}:{now.isoformat()}"
-    await _key_changed(session, key, actor, now, "key.disabled", dedupe, "warning")
+    dedupe = f"key.disabled:{key.id}:{event.at.isoformat()}"
+    await _key_changed(session, key, event.actor, event.at, "key.disabled", dedupe, "warning")
 
 
 async def _key_changed(
     session: AsyncSession,
-    key: ApiKey,
+    key: KeyFacts,
     actor: Actor | None,
     now: datetime,
     event: str,
@@ -87,14 +89,14 @@ async def keys_expired(session: AsyncSession, now: datetime) -> int:
                 group_id=key.group_id,
                 key_owner_id=key.owner_user_id,
                 fields=(("Key", f"{key.name} ({key.prefix}…)"),),
-                details=_key_details(key, None),
+                details=_key_details(KeyFacts.of(key), None),
             ),
         )
         raised += alert_id is not None
     return raised
 
 
-def _key_details(key: ApiKey, actor: Actor | None) -> dict[str, object]:
+def _key_details(key: KeyFacts, actor: Actor | None) -> dict[str, object]:
     return {
         "key_id": key.id,
         "key_name": key.name,
@@ -106,9 +108,14 @@ def _key_details(key: ApiKey, actor: Actor | None) -> dict[str, object]:
     }
 
 
-async def member_joined(
-    session: AsyncSession, org_id: str, user_id: str, home_group_id: str, role: str, now: datetime
-) -> None:
+async def member_joined(session: AsyncSession, event: MemberJoined) -> None:
+    org_id, user_id, home_group_id, role, now = (
+        event.org_id,
+        event.user_id,
+        event.home_group_id,
+        event.role,
+        event.at,
+    )
     email = await _email(session, org_id, user_id)
     await raise_alert(
         session,
@@ -128,15 +135,15 @@ async def member_joined(
     )
 
 
-async def member_removed(
-    session: AsyncSession,
-    org_id: str,
-    user_id: str,
-    home_group_id: str,
-    disabled_keys: list[str],
-    actor: Actor,
-    now: datetime,
-) -> None:
+async def member_removed(session: AsyncSession, event: MemberRemoved) -> None:
+    org_id, user_id, home_group_id, actor, now = (
+        event.org_id,
+        event.user_id,
+        event.home_group_id,
+        event.actor,
+        event.at,
+    )
+    disabled_keys = list(event.disabled_keys)
     email = await _email(session, org_id, user_id)
     left = actor.user_id == user_id
     await raise_alert(

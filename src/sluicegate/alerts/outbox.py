@@ -5,8 +5,9 @@ an alert exists exactly when the change that caused it is committed, and the del
 (alerts/delivery.py) takes it from there.
 
 Budget thresholds come from the counters' settle step (guard/counters.py `Crossing`): the usage
-event of the request that crossed carries them, and the usage writer or drain calls
-`record_crossings` in the transaction that stores that event. A redelivered event stores
+event of the request that crossed carries them, and the usage writer or drain announces them
+(metering/events.py `BudgetThresholdsCrossed`), handled by `record_crossings` in the
+transaction that stores that event (sluicegate/handlers.py). A redelivered event stores
 nothing twice, and the dedupe key (budget, member, period, percent) makes each threshold fire
 once per budget period even if two crossings of it were ever reported.
 """

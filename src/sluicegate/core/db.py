@@ -14,6 +14,8 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, MetaData, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -174,6 +176,15 @@ def make_session_factory(
 ) -> async_sessionmaker[AsyncSession]:
     """`info` is copied into every session's `info` (e.g. the audit key)."""
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False, info=info)
+
+
+def dialect_insert(dialect: str) -> Callable[[Any], Any]:
+    """The INSERT construct with ON CONFLICT of the backend (Postgres or SQLite)."""
+    if dialect == "postgresql":
+        return postgres_insert
+    if dialect == "sqlite":
+        return sqlite_insert
+    raise ValueError(f"Sluicegate writes to Postgres or SQLite, not {dialect}")
 
 
 INVALIDATIONS_KEY = "sluicegate.invalidations"

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from sluicegate.core.errors import InvalidInput
 from sluicegate.core.pagination import decode_cursor, encode_cursor
-from sluicegate.credits.models import LedgerEntry
+from sluicegate.metering.ledger import LedgerEntry
 
 # Where a row stands in the ledger's one total order: usage rows sit at their UTC hour, so ids
 # alone (creation order) would not do.

@@ -14,8 +14,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from sluicegate.api.fields import USD
 from sluicegate.core.money import nanos_to_usd
-from sluicegate.credits.models import LedgerEntry
 from sluicegate.credits.service import CreditBalance, LedgerLine
+from sluicegate.metering.ledger import LedgerEntry
 
 LedgerKind = Literal["topup", "usage", "adjustment", "refund"]
 NOTE_LIMIT = 500

@@ -23,7 +23,6 @@ from sluicegate.core.errors import InvalidInput, ServiceUnavailable
 from sluicegate.core.ids import new_id
 from sluicegate.core.money import nanos_to_usd
 from sluicegate.credits import repository
-from sluicegate.credits.models import LedgerEntry
 from sluicegate.credits.repository import LedgerFilters
 from sluicegate.guard.counters import (
     CounterStoreUnavailable,
@@ -31,6 +30,7 @@ from sluicegate.guard.counters import (
     credit_counter,
 )
 from sluicegate.guard.enforcer import session_loader, sync_credit_from_ledger
+from sluicegate.metering.ledger import LedgerEntry
 from sluicegate.orgs import service as orgs
 from sluicegate.orgs.authorize import Action, OrgAccess, TopUp, authorize
 
@@ -91,7 +91,7 @@ async def top_up(
     entry = await _append(
         session, actor, access, store, "credit.topup", "topup", amount_nusd, note, now
     )
-    await orgs.enforce_credit_from_first_top_up(session, actor, org, access.root[0], store)
+    await orgs.enforce_credit_from_first_top_up(session, actor, org, access.root[0])
     return entry
 
 

@@ -24,11 +24,11 @@ from sqlalchemy.orm import aliased
 
 from sluicegate.core.ids import has_prefix
 from sluicegate.core.pagination import paginate
-from sluicegate.credits.models import LedgerEntry
 from sluicegate.guard.counters import CreditSeed, PendingCharge, SpendScope
 from sluicegate.guard.models import Budget, Policy, PolicyBinding
 from sluicegate.identity.models import User
 from sluicegate.keys.models import ApiKey
+from sluicegate.metering.ledger import LedgerEntry
 from sluicegate.metering.models import UsageEvent, UsageRollup
 from sluicegate.metering.rollups import BUCKET_SECONDS
 from sluicegate.orgs.models import PATH_SEPARATOR, Group, Membership, Organization, in_subtrees

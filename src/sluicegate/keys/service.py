@@ -9,15 +9,16 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sluicegate.alerts import lifecycle
 from sluicegate.audit.service import record_action
 from sluicegate.core.actors import Actor
 from sluicegate.core.db import invalidate_after_commit
 from sluicegate.core.digests import display_prefix, new_secret, secret_digest
 from sluicegate.core.errors import Conflict, InvalidInput, NotFound
+from sluicegate.core.events import announce
 from sluicegate.core.ids import new_id
 from sluicegate.core.invalidation import KEY_TOPIC
 from sluicegate.keys import repository
+from sluicegate.keys.events import KeyCreated, KeyDisabled, KeyFacts
 from sluicegate.keys.models import ApiKey
 from sluicegate.orgs import membership_service
 from sluicegate.orgs import service as orgs
@@ -81,7 +82,7 @@ async def create_key(
     )
     await repository.add(session, key)
     await _record(session, actor, key, "key.create", after=key_view(key))
-    await lifecycle.key_created(session, key, actor, now)
+    await announce(session, KeyCreated(KeyFacts.of(key), actor, now))
     return key, secret
 
 
@@ -160,7 +161,7 @@ async def update_key(
     invalidate_after_commit(session, KEY_TOPIC, key.id)
     await _record(session, actor, key, "key.update", before=before, after=key_view(key))
     if was_active and key.status == "disabled":
-        await lifecycle.key_disabled(session, key, actor, now)
+        await announce(session, KeyDisabled(KeyFacts.of(key), actor, now))
     return key
 
 

@@ -1,7 +1,7 @@
 """Reconciling what is derived from the usage rows with the rows themselves: the ledger's hourly
 usage debits, the 15-minute rollups, the daily rollups in the org's timezone and the org-wide
 daily rollups are recomputed from the usage rows by the same functions the writers use
-(metering/writer.py `hourly_debits`, metering/rollups.py `rollup_rows`) and compared row by row
+(metering/ledger.py `hourly_debits`, metering/rollups.py `rollup_rows`) and compared row by row
 and measure by measure. `repair_org` rebuilds them from the usage rows in one transaction that
 holds the org's row locked, so no usage batch lands in between.
 
@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from sluicegate.core.ids import new_id
 from sluicegate.core.money import nanos_to_usd
-from sluicegate.credits.models import LedgerEntry
+from sluicegate.metering.ledger import LedgerEntry, hourly_debits
 from sluicegate.metering.models import (
     UsageDailyRollup,
     UsageEvent,
@@ -39,7 +39,7 @@ from sluicegate.metering.rollups import (
     local_day,
     rollup_rows,
 )
-from sluicegate.metering.writer import hourly_debits, org_timezones
+from sluicegate.metering.writer import org_timezones
 
 # Usage rows read per round trip; mismatches kept per comparison (the first few name the rest).
 READ_BATCH = 5000

@@ -7,17 +7,16 @@ commit (for the org-wide days: per dimension).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Date, String, Table, cast, delete, func, insert, literal, select
-from sqlalchemy.dialects.postgresql import insert as postgres_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import Executable
 
+from sluicegate.core.db import dialect_insert
 from sluicegate.metering.models import (
     ORG_DIMENSIONS,
     ROLLUP_DIMENSIONS,
@@ -164,21 +163,13 @@ def _rows(names: tuple[str, ...], sums: dict[tuple[Any, ...], list[int]]) -> lis
     return [dict(zip(names, (*key, *total), strict=True)) for key, total in sorted(sums.items())]
 
 
-def _dialect_insert(dialect: str) -> Callable[[Any], Any]:
-    if dialect == "postgresql":
-        return postgres_insert
-    if dialect == "sqlite":
-        return sqlite_insert
-    raise ValueError(f"rollups are written to Postgres or SQLite, not {dialect}")
-
-
 Rollup = type[UsageRollup] | type[UsageDailyRollup] | type[UsageOrgDailyRollup]
 
 
 def rollup_upsert(dialect: str, model: Rollup) -> Executable:
     """INSERT ... ON CONFLICT (the row's key) DO UPDATE SET each measure += the new sum."""
     table: Table = model.__table__  # type: ignore[assignment]
-    statement = _dialect_insert(dialect)(table)
+    statement = dialect_insert(dialect)(table)
     keys = [column.name for column in table.primary_key.columns]
     upsert: Executable = statement.on_conflict_do_update(
         index_elements=keys,

@@ -4,7 +4,8 @@ in the background, idempotently on request id. No database round trip on the res
 In the same transaction as the usage rows, the credit ledger's hourly usage debits grow by the
 cost of the rows that batch actually stored (a retried batch stores, and debits, nothing twice),
 so sum(usage debits) == sum(usage cost) at every commit; and the budget thresholds those rows'
-requests crossed become alerts (alerts/outbox.py), once each.
+requests crossed are announced (metering/events.py), which the alerts outbox turns into alerts
+in that same transaction, once each.
 
 Durability here is "in memory until the next flush" (a fraction of a second); the durable
 pipeline (Redis stream, drain worker) replaces this buffer's role in production.
@@ -16,20 +17,18 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as postgres_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.expression import Executable
 
-from sluicegate.alerts.outbox import record_crossings
-from sluicegate.core.ids import new_id
+from sluicegate.core.db import dialect_insert
+from sluicegate.core.events import announce
 from sluicegate.core.logs import log_failure
-from sluicegate.credits.models import USAGE, LedgerEntry
+from sluicegate.metering.events import BudgetThresholdsCrossed
+from sluicegate.metering.ledger import debit_upsert, hourly_debits
 from sluicegate.metering.models import (
     UsageDailyRollup,
     UsageEvent,
@@ -181,7 +180,7 @@ async def store_usage(
     if dialect == "postgresql":
         await (partitions or Partitions()).ensure(session, (e["created_at"] for e in batch))
     # Budget thresholds the request crossed (see guard/counters.py `Crossing`) are not a
-    # column: they become alerts below, in this transaction, for the rows stored now only.
+    # column: they are announced below, in this transaction, for the rows stored now only.
     crossed = {e["request_id"]: e for e in batch if e.get(CROSSED)}
     rows = [_without_crossings(e) for e in batch] if crossed else list(batch)
     # RETURNING with a list of parameters: SQLAlchemy's "insertmanyvalues" sends it as
@@ -191,16 +190,18 @@ async def store_usage(
     if not stored:
         return 0
     if crossed:
-        await record_crossings(
-            session, [crossed[row["request_id"]] for row in stored if row["request_id"] in crossed]
+        now_stored = tuple(
+            crossed[row["request_id"]] for row in stored if row["request_id"] in crossed
         )
+        if now_stored:
+            await announce(session, BudgetThresholdsCrossed(now_stored))
     rollups = rollup_rows(stored, zones)
     await session.execute(rollup_upsert(dialect, UsageRollup), rollups.quarters)
     await session.execute(rollup_upsert(dialect, UsageDailyRollup), rollups.days)
     await session.execute(rollup_upsert(dialect, UsageOrgDailyRollup), rollups.org_days)
     debits = hourly_debits(stored)
     if debits:
-        await session.execute(_debit_upsert(dialect), debits)
+        await session.execute(debit_upsert(dialect), debits)
     return len(stored)
 
 
@@ -217,62 +218,13 @@ async def org_timezones(session: AsyncSession, org_ids: set[str]) -> dict[str, s
     return {org_id: zone for org_id, zone in (await session.execute(statement)).all()}
 
 
-def _dialect_insert(dialect: str) -> Callable[[Any], Any]:
-    if dialect == "postgresql":
-        return postgres_insert
-    if dialect == "sqlite":
-        return sqlite_insert
-    raise ValueError(f"usage rows are written to Postgres or SQLite, not {dialect}")
-
-
 def _idempotent_insert(dialect: str) -> Executable:
     """INSERT that skips rows whose request id is already stored (a retried batch), returning
     what the rows it did store cost."""
-    statement = _dialect_insert(dialect)(UsageEvent).on_conflict_do_nothing(
+    statement = dialect_insert(dialect)(UsageEvent).on_conflict_do_nothing(
         index_elements=["request_id", "created_at"]
     )
     returning: Executable = statement.returning(
         *(getattr(UsageEvent, name) for name in ("request_id", *EVENT_COLUMNS))
     )
     return returning
-
-
-def hourly_debits(stored: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One ledger debit per (org, UTC hour) of the newly stored rows that cost something, in
-    (org, hour) order: concurrent writers lock the ledger rows in the same order, so never
-    deadlock."""
-    sums: dict[tuple[str, datetime], list[int]] = {}
-    for row in stored:
-        org_id, created_at, cost = row["org_id"], row["created_at"], row["cost_nusd"]
-        if not cost:
-            continue
-        hour = created_at.replace(minute=0, second=0, microsecond=0)
-        total = sums.setdefault((org_id, hour), [0, 0])
-        total[0] += cost
-        total[1] += 1
-    return [
-        {
-            "id": new_id("led"),
-            "org_id": org_id,
-            "kind": "usage",
-            "amount_nusd": -cost,
-            "period_start": hour,
-            "requests": requests,
-            "created_at": hour,
-        }
-        for (org_id, hour), (cost, requests) in sorted(sums.items())
-    ]
-
-
-def _debit_upsert(dialect: str) -> Executable:
-    """Grow the (org, hour) usage debit in place, creating it for the hour's first cost."""
-    statement = _dialect_insert(dialect)(LedgerEntry)
-    upsert: Executable = statement.on_conflict_do_update(
-        index_elements=["org_id", "period_start"],
-        index_where=USAGE,
-        set_={
-            "amount_nusd": LedgerEntry.amount_nusd + statement.excluded.amount_nusd,
-            "requests": LedgerEntry.requests + statement.excluded.requests,
-        },
-    )
-    return upsert

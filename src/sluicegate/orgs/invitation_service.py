@@ -7,7 +7,6 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sluicegate.alerts import lifecycle
 from sluicegate.audit.service import record, record_action
 from sluicegate.core.actors import Actor, RequestMeta
 from sluicegate.core.digests import new_secret, secret_digest
@@ -19,11 +18,13 @@ from sluicegate.core.errors import (
     PermissionDenied,
     Unauthenticated,
 )
+from sluicegate.core.events import announce
 from sluicegate.core.ids import new_id
 from sluicegate.identity import service as identity
 from sluicegate.identity.models import AdminToken, User
 from sluicegate.orgs import repository
 from sluicegate.orgs.authorize import ADMIN, Action, Grant, authorize, can_grant
+from sluicegate.orgs.events import MemberJoined
 from sluicegate.orgs.membership_service import check_role_placement, join
 from sluicegate.orgs.models import PATH_SEPARATOR, Invitation, Membership
 from sluicegate.orgs.service import clean_name, group_of, load_access, path_of
@@ -200,9 +201,7 @@ async def accept_invitation(
     invitation.status, invitation.closed_at = "accepted", now
     invitation.accepted_user_id = user.id
     await session.flush()
-    await lifecycle.member_joined(
-        session, invitation.org_id, user.id, home.id, invitation.role, now
-    )
+    await announce(session, MemberJoined(invitation.org_id, user.id, home.id, invitation.role, now))
     token, token_secret = await identity.issue_admin_token(
         session,
         user,

@@ -10,11 +10,11 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sluicegate.alerts import lifecycle
 from sluicegate.audit.service import record_action
 from sluicegate.core.actors import Actor
 from sluicegate.core.db import invalidate_after_commit
 from sluicegate.core.errors import Conflict, InvalidInput, NotFound
+from sluicegate.core.events import announce
 from sluicegate.core.ids import new_id
 from sluicegate.core.invalidation import KEY_TOPIC
 from sluicegate.identity.models import User
@@ -31,6 +31,7 @@ from sluicegate.orgs.authorize import (
     authorize,
     readable_subtrees,
 )
+from sluicegate.orgs.events import MemberRemoved
 from sluicegate.orgs.models import PATH_SEPARATOR, Group, Membership, RoleBinding
 from sluicegate.orgs.service import group_of, load_access, path_of
 
@@ -321,8 +322,9 @@ async def remove_member(
         },
         after={"status": "removed", "disabled_keys": disabled},
     )
-    await lifecycle.member_removed(
-        session, org_id, user_id, membership.home_group_id, disabled, actor, now
+    await announce(
+        session,
+        MemberRemoved(org_id, user_id, membership.home_group_id, tuple(disabled), actor, now),
     )
     return disabled
 

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Query, Response
 
 from sluicegate.api.deps import (
     DEFAULT_PAGE,
-    Counters,
     CurrentActor,
     CurrentSettings,
     Cursor,
@@ -75,11 +74,11 @@ async def get_org(org_id: str, session: DbSession, actor: CurrentActor) -> OrgOu
 
 @router.patch(ORG, tags=["organizations"])
 async def update_org(
-    org_id: str, body: OrgUpdate, session: DbSession, actor: CurrentActor, store: Counters
+    org_id: str, body: OrgUpdate, session: DbSession, actor: CurrentActor
 ) -> OrgOut:
     """Owners: change the name and settings. Fields left out keep their value."""
     changes = body.model_dump(exclude_unset=True, exclude_none=True)
-    org = await service.update_organization(session, actor, org_id, changes, store=store)
+    org = await service.update_organization(session, actor, org_id, changes)
     return OrgOut.of(org, (await service.root_group_ids(session, [org.id]))[org.id])
 
 

@@ -14,13 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from sluicegate.audit.service import record_action
 from sluicegate.core.actors import Actor
-from sluicegate.core.db import after_commit, invalidate_after_commit
+from sluicegate.core.db import invalidate_after_commit
 from sluicegate.core.errors import Conflict, InvalidInput, NotFound
+from sluicegate.core.events import announce
 from sluicegate.core.ids import new_id
 from sluicegate.core.invalidation import GUARD_TOPIC, ORG_TOPIC
 from sluicegate.core.timezones import zone
-from sluicegate.guard.counters import GuardStore, credit_counter
-from sluicegate.metering.rollups import rebuild_daily_rollups
 from sluicegate.orgs import repository
 from sluicegate.orgs.authorize import (
     Action,
@@ -29,6 +28,7 @@ from sluicegate.orgs.authorize import (
     Path,
     authorize,
 )
+from sluicegate.orgs.events import CreditEnforcementChanged, OrgTimezoneChanged
 from sluicegate.orgs.models import PATH_SEPARATOR, Group, Membership, Organization, RoleBinding
 
 # A path is stored in 400 characters and an id with its separator takes 31 of them.
@@ -146,12 +146,9 @@ async def update_organization(
     actor: Actor,
     org_id: str,
     changes: dict[str, Any],
-    *,
-    store: GuardStore,
 ) -> Organization:
     """Change settings: name, timezone, max_level, topup_max_level, members_see_org_feed,
-    credit_enforced. `store` is the guard's counter store (the credit counter is dropped when
-    credit enforcement changes)."""
+    credit_enforced."""
     access = await load_access(session, actor, org_id)
     authorize(access, Action.ORG_UPDATE)
     org = await organization_of(session, access)
@@ -193,7 +190,6 @@ async def update_organization(
         actor,
         org,
         access.root[0],
-        store,
         before=before,
         timezone=timezone,
         credit_enforced=credit_enforced,
@@ -202,7 +198,7 @@ async def update_organization(
 
 
 async def enforce_credit_from_first_top_up(
-    session: AsyncSession, actor: Actor, org: Organization, root_group_id: str, store: GuardStore
+    session: AsyncSession, actor: Actor, org: Organization, root_group_id: str
 ) -> None:
     """An org whose owners never chose about prepaid credit becomes prepaid with its first
     top-up: putting money in the pool means spending it down, then stopping. Owners may switch
@@ -216,7 +212,6 @@ async def enforce_credit_from_first_top_up(
         actor,
         org,
         root_group_id,
-        store,
         before=before,
         timezone=org.timezone,
         credit_enforced=None,
@@ -228,7 +223,6 @@ async def _settings_changed(
     actor: Actor,
     org: Organization,
     root_group_id: str,
-    store: GuardStore,
     *,
     before: dict[str, Any],
     timezone: str,
@@ -236,15 +230,15 @@ async def _settings_changed(
 ) -> None:
     """After org settings changed (from `timezone` and `credit_enforced`): drop the proxy's
     cached guard rules when they depend on what changed (budget periods, whether credit blocks),
-    the credit counter when enforcement changed, and record the audit event."""
+    announce the changes others keep state for, and record the audit event."""
     await session.flush()
     if org.timezone != timezone:
         # The flush took the org's row lock: no usage batch sums a day in the old zone meanwhile.
-        await rebuild_daily_rollups(session, org.id, org.timezone)
+        await announce(session, OrgTimezoneChanged(org.id, org.timezone))
     if org.timezone != timezone or org.credit_enforced != credit_enforced:
         invalidate_after_commit(session, GUARD_TOPIC, org.id)
     if org.credit_enforced != credit_enforced:
-        _forget_credit_counter(session, store, org.id)
+        await announce(session, CreditEnforcementChanged(org.id, bool(org.credit_enforced)))
     await record_action(
         session,
         actor,
@@ -292,17 +286,6 @@ def org_view(org: Organization) -> dict[str, Any]:
         "members_see_org_feed": org.members_see_org_feed,
         "credit_enforced": bool(org.credit_enforced),
     }
-
-
-def _forget_credit_counter(session: AsyncSession, store: GuardStore, org_id: str) -> None:
-    """Once committed, drop the org's credit counter (the key guard.rules uses) so it is rebuilt
-    from the ledger when next needed: while credit was not enforced, requests without any other
-    guardrail never touched it."""
-
-    async def forget() -> None:
-        await store.forget([credit_counter(org_id).key])
-
-    after_commit(session, forget)
 
 
 def group_view(group: Group) -> dict[str, Any]:

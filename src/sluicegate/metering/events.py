@@ -1,0 +1,16 @@
+"""What metering announces (core/events.py) when it stores usage."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetThresholdsCrossed:
+    """Usage events just stored (each once: a redelivered event stores nothing and announces
+    nothing) whose requests crossed budget thresholds; their `crossed` field says which (the
+    guard's settle step encodes them, guard/counters.py `Crossing`)."""
+
+    usage_events: tuple[Mapping[str, Any], ...]
