@@ -14,7 +14,7 @@ from sqlalchemy import Connection, inspect
 
 from sluicegate.core.db import make_engine
 from sluicegate.metering.partitions import PARTITION_PREFIX
-from sluicegate.migrations import (
+from sluicegate.migrate import (
     SCRIPT_LOCATION,
     alembic_config,
     current_revision,
