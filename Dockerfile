@@ -6,6 +6,8 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
+# The wheel carries the migration scripts inside the package (pyproject.toml force-include).
+COPY migrations ./migrations
 RUN pip wheel --wheel-dir /wheels .
 
 FROM python:3.11-slim AS runtime

@@ -33,7 +33,7 @@ from tests.proxy.conftest import providers_yaml  # noqa: E402
 from tests.support import free_port, start_process  # noqa: E402
 
 from sluicegate.core.db import make_engine  # noqa: E402
-from sluicegate.migrations import upgrade  # noqa: E402
+from sluicegate.migrate import upgrade  # noqa: E402
 
 
 async def database() -> str:

@@ -925,7 +925,7 @@ def with_database(url: str, name: str) -> str:
 async def create_database(server_url: str, name: str, replace: bool) -> str:
     """A fresh database `name` on the server of `server_url`, migrated to the newest schema."""
     from sluicegate.core.db import make_engine
-    from sluicegate.migrations import upgrade
+    from sluicegate.migrate import upgrade
 
     if not name.replace("_", "").isalnum():
         raise SystemExit(f"--create-database: {name!r} is not a plain database name")
@@ -1454,7 +1454,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         phases.done("create and migrate database")
     else:
         from sluicegate.core.db import make_engine
-        from sluicegate.migrations import upgrade
+        from sluicegate.migrate import upgrade
 
         engine = make_engine(url, pool_size=1)
         try:

@@ -272,7 +272,7 @@ async def make_keys(env: dict[str, str]) -> tuple[str, str]:
     from sluicegate.identity.service import actor_for, ensure_user
     from sluicegate.keys.service import create_key
     from sluicegate.metering.ledger import LedgerEntry
-    from sluicegate.migrations import upgrade
+    from sluicegate.migrate import upgrade
     from sluicegate.orgs.service import create_group, create_organization
     from sluicegate.runtime import Runtime
     from sluicegate.settings import Settings

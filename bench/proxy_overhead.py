@@ -218,7 +218,7 @@ async def create_tenant_key(env: dict[str, str]) -> str:
     from sluicegate.core.db import make_engine
     from sluicegate.identity.service import actor_for, ensure_user
     from sluicegate.keys.service import create_key
-    from sluicegate.migrations import upgrade
+    from sluicegate.migrate import upgrade
     from sluicegate.orgs.service import create_group, create_organization
     from sluicegate.runtime import Runtime
     from sluicegate.settings import Settings

@@ -30,7 +30,7 @@ import redis.asyncio
 
 from sluicegate.app import create_app
 from sluicegate.core.db import make_engine
-from sluicegate.migrations import upgrade
+from sluicegate.migrate import upgrade
 from sluicegate.runtime import Runtime
 from sluicegate.settings import Settings
 from tests.faults.servers import RedisServer

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from sluicegate.cli import main
 from sluicegate.core.digests import secret_digest
 from sluicegate.identity.models import AdminToken, User
-from sluicegate.migrations import alembic_config
+from sluicegate.migrate import alembic_config
 from sluicegate.runtime import Runtime
 from sluicegate.settings import Settings
 from tests.conftest import GatewayStarter, settings_env

@@ -1,20 +1,25 @@
-"""Migrations round-trip on both databases, and the models agree with them exactly."""
+"""Migrations round-trip on both databases, the models agree with them exactly, and a release
+build carries them."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, inspect
+from sqlalchemy import Connection, create_engine, inspect
 
 from sluicegate.core.db import make_engine
 from sluicegate.metering.partitions import PARTITION_PREFIX
-from sluicegate.migrations import (
+from sluicegate.migrate import (
     SCRIPT_LOCATION,
     alembic_config,
     current_revision,
@@ -23,6 +28,11 @@ from sluicegate.migrations import (
     upgrade,
 )
 from sluicegate.tables import metadata
+from tests.support import clean_environment
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+# Building and installing take seconds on a quiet machine; the bound only stops a step that hangs.
+BUILD_STEP_TIMEOUT_SECONDS = 600
 
 EXPECTED_TABLES = {
     "alert_channels",
@@ -105,9 +115,71 @@ async def test_upgrade_is_idempotent(empty_database_url: str) -> None:
         await engine.dispose()
 
 
-def test_migrations_ship_inside_the_package() -> None:
-    assert (SCRIPT_LOCATION / "env.py").is_file()
+def test_a_checkout_runs_the_scripts_alembic_ini_names() -> None:
+    """From source, the gateway and developers' `alembic revision` use the same directory."""
+    configured = Config(str(REPOSITORY / "alembic.ini")).get_main_option("script_location")
+    assert configured is not None
+    assert SCRIPT_LOCATION == Path(configured) == REPOSITORY / "migrations"
     assert any(SCRIPT_LOCATION.joinpath("versions").glob("0001_*.py"))
+
+
+def _run(*command: str | Path, cwd: Path, env: dict[str, str]) -> str:
+    result = subprocess.run(
+        [str(part) for part in command],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=BUILD_STEP_TIMEOUT_SECONDS,
+        check=False,
+    )
+    assert result.returncode == 0, f"{command} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def test_an_installed_release_build_migrates_an_empty_database(tmp_path: Path) -> None:
+    """Built as a release is (the sdist, then the wheel from it) and installed into a fresh
+    environment, `sluicegate migrate` finds the scripts inside the package: no checkout needed."""
+    venv, dist = tmp_path / "venv", tmp_path / "dist"
+    python = venv / "bin" / "python"
+    env = clean_environment()
+    env.pop("PYTHONPATH", None)  # the suite may put this checkout's src/ first; the venv must not
+    # The dependencies come from the suite's environment instead of a download.
+    _run(sys.executable, "-m", "venv", "--system-site-packages", venv, cwd=tmp_path, env=env)
+    pyproject = tomllib.loads((REPOSITORY / "pyproject.toml").read_text())
+    build_requires = pyproject["build-system"]["requires"]
+    _run(python, "-m", "pip", "install", "--quiet", *build_requires, cwd=tmp_path, env=env)
+    build_sdist = "import sys, hatchling.build as b; b.build_sdist(sys.argv[1])"
+    _run(python, "-c", build_sdist, dist, cwd=REPOSITORY, env=env)
+    (sdist,) = dist.glob("sluicegate-*.tar.gz")
+    wheel_args = ["--quiet", "--no-deps", "--no-build-isolation", "--wheel-dir", dist, sdist]
+    _run(python, "-m", "pip", "wheel", *wheel_args, cwd=tmp_path, env=env)
+    (wheel,) = dist.glob("sluicegate-*.whl")
+    # --ignore-installed: the suite's own sluicegate shows through the system site-packages.
+    install_args = ["--quiet", "--no-deps", "--ignore-installed", wheel]
+    _run(python, "-m", "pip", "install", *install_args, cwd=tmp_path, env=env)
+    where = (
+        "import sluicegate, sluicegate.migrate as m\n"
+        "print(sluicegate.__file__, m.SCRIPT_LOCATION, sep='\\n')"
+    )
+    located = _run(python, "-c", where, cwd=tmp_path, env=env).splitlines()
+    package, scripts = (Path(line) for line in located)
+    assert package.is_relative_to(venv), f"sluicegate imported from {package}, not the venv"
+    assert scripts == package.parent / "_migrations"
+
+    database = tmp_path / "empty.db"
+    migrate_env = env | {"SLUICEGATE_DATABASE_URL": f"sqlite+aiosqlite:///{database}"}
+    reported = _run(venv / "bin" / "sluicegate", "migrate", cwd=tmp_path, env=migrate_env)
+
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert f"is at revision {head}" in reported
+    engine = create_engine(f"sqlite:///{database}")
+    try:
+        with engine.connect() as connection:
+            assert _table_names(connection) == EXPECTED_TABLES
+            assert MigrationContext.configure(connection).get_current_revision() == head
+    finally:
+        engine.dispose()
 
 
 async def test_upgrading_a_live_database_builds_the_rollups_from_its_usage_rows(

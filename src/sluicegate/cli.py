@@ -352,7 +352,7 @@ async def _upgrade_database(settings: Settings) -> str:
     from sqlalchemy import text
 
     from sluicegate.core.db import make_engine
-    from sluicegate.migrations import current_revision, upgrade
+    from sluicegate.migrate import current_revision, upgrade
     from sluicegate.runtime import describe_failure, redacted_url
 
     if settings.embedded_database:

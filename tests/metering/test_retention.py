@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sluicegate.core.db import make_engine
 from sluicegate.metering.retention import apply_retention
 from sluicegate.metering.writer import store_usage
-from sluicegate.migrations import upgrade
+from sluicegate.migrate import upgrade
 from sluicegate.runtime import Runtime
 from tests.conftest import make_settings
 from tests.metering.books import read_books

@@ -9,7 +9,7 @@ from alembic import context
 from sqlalchemy import JSON, Connection
 
 from sluicegate.core.db import UTCDateTime, make_engine
-from sluicegate.migrations import include_name
+from sluicegate.migrate import include_name
 from sluicegate.tables import metadata
 
 

@@ -1,8 +1,5 @@
-"""Alembic migrations shipped inside the package, and the calls that run them.
-
-The scripts live in the package (not beside it) so `pip install .` followed by
-`sluicegate migrate` works without a source checkout.
-"""
+"""Running the Alembic migrations (upgrade, downgrade, current revision) and finding their
+scripts: inside the installed wheel, or at the repository root in a source checkout."""
 
 from __future__ import annotations
 
@@ -13,7 +10,13 @@ from alembic.config import Config
 from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-SCRIPT_LOCATION = Path(__file__).parent
+# Two places: the wheel carries the scripts inside the package (pyproject.toml force-includes
+# migrations/ as sluicegate/_migrations), so `pip install` then `sluicegate migrate` needs no
+# source checkout; a source checkout or editable install imports src/sluicegate/ where it lies,
+# and the scripts stay at the repository root beside alembic.ini, where developers write them.
+_IN_WHEEL = Path(__file__).parent / "_migrations"
+_IN_SOURCE_TREE = Path(__file__).parents[2] / "migrations"
+SCRIPT_LOCATION = _IN_WHEEL if _IN_WHEEL.is_dir() else _IN_SOURCE_TREE
 # An arbitrary constant: replicas starting together take turns instead of racing DDL.
 _ADVISORY_LOCK_ID = 5_318_947_201
 
