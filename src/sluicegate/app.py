@@ -17,8 +17,7 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
-from sluicegate import __version__
-from sluicegate.api import router as admin_api
+from sluicegate import __version__, admin_api
 from sluicegate.core.logs import configure_logging
 from sluicegate.core.metrics import CONTENT_TYPE, render_metrics
 from sluicegate.core.request_context import RequestContextMiddleware

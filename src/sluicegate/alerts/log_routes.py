@@ -12,19 +12,12 @@ from fastapi import APIRouter, Query, Request
 from sluicegate.alerts import log_service as service
 from sluicegate.alerts.log_schemas import AlertDetail, AlertOut, ChannelTestOut
 from sluicegate.alerts.routes import EGRESS_RESOLVER
-from sluicegate.api.deps import (
-    DEFAULT_PAGE,
-    CurrentActor,
-    CurrentSettings,
-    Cursor,
-    DbSession,
-    Limit,
-    Now,
-)
+from sluicegate.api.deps import DEFAULT_PAGE, CurrentSettings, Cursor, DbSession, Limit, Now
 from sluicegate.api.errors import STANDARD_ERRORS
 from sluicegate.api.fields import Moment
 from sluicegate.api.pages import Page
 from sluicegate.core.egress import system_resolver
+from sluicegate.identity.dependencies import CurrentActor
 
 router = APIRouter(prefix="/orgs/{org_id}/alerts", tags=["alerts"], responses=STANDARD_ERRORS)
 EventName = Annotated[

@@ -22,19 +22,12 @@ from sluicegate.alerts.schemas import (
     RuleOut,
     RuleUpdate,
 )
-from sluicegate.api.deps import (
-    DEFAULT_PAGE,
-    CurrentActor,
-    CurrentSettings,
-    Cursor,
-    DbSession,
-    Limit,
-    Now,
-)
+from sluicegate.api.deps import DEFAULT_PAGE, CurrentSettings, Cursor, DbSession, Limit, Now
 from sluicegate.api.errors import CONFLICT, STANDARD_ERRORS
 from sluicegate.api.fields import Id
 from sluicegate.api.pages import Page
 from sluicegate.core.egress import Resolver, system_resolver
+from sluicegate.identity.dependencies import CurrentActor
 
 router = APIRouter(prefix="/orgs/{org_id}/alerts", tags=["alerts"], responses=STANDARD_ERRORS)
 

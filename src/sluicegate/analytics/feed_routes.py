@@ -10,10 +10,11 @@ from fastapi.responses import StreamingResponse
 from sluicegate.analytics import feed
 from sluicegate.analytics.feed import FeedQuery
 from sluicegate.analytics.feed_schemas import DayOrInstant, FeedEntryOut, Outcome, activity_csv
-from sluicegate.api.deps import DEFAULT_PAGE, CurrentActor, Cursor, DbSession
+from sluicegate.api.deps import DEFAULT_PAGE, Cursor, DbSession
 from sluicegate.api.errors import STANDARD_ERRORS
 from sluicegate.api.fields import Id, ModelPattern
 from sluicegate.api.pages import Page
+from sluicegate.identity.dependencies import CurrentActor
 
 # A page of the feed is light (no content), so it may be longer than other lists.
 MAX_FEED_PAGE = 500

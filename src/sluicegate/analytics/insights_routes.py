@@ -9,8 +9,9 @@ from fastapi import APIRouter, Query
 from sluicegate.analytics import insights
 from sluicegate.analytics.feed_schemas import Day
 from sluicegate.analytics.insights_schemas import AnomaliesOut, SummaryOut
-from sluicegate.api.deps import CurrentActor, DbSession, Now
+from sluicegate.api.deps import DbSession, Now
 from sluicegate.api.errors import STANDARD_ERRORS
+from sluicegate.identity.dependencies import CurrentActor
 
 router = APIRouter(prefix="/orgs/{org_id}/insights", tags=["insights"], responses=STANDARD_ERRORS)
 

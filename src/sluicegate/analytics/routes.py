@@ -25,9 +25,10 @@ from sluicegate.analytics.schemas import (
     activity_json,
 )
 from sluicegate.analytics.service import Filters, WindowQuery
-from sluicegate.api.deps import DEFAULT_PAGE, CurrentActor, Cursor, DbSession, Limit, Now
+from sluicegate.api.deps import DEFAULT_PAGE, Cursor, DbSession, Limit, Now
 from sluicegate.api.errors import STANDARD_ERRORS, Responses
 from sluicegate.api.fields import Id, ModelPattern
+from sluicegate.identity.dependencies import CurrentActor
 
 T = TypeVar("T")
 BOUND_LIMIT = 40

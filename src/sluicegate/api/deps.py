@@ -1,35 +1,38 @@
-"""FastAPI dependencies of the admin API: the request's unit of work, the authenticated actor,
-the clock, and the list parameters every collection takes."""
+"""FastAPI dependencies of the admin API: the request's unit of work, the clock, the settings,
+the request's metadata and the list parameters every collection takes. The authenticated actor
+is identity's (identity/dependencies.py), the counter store the guard's (guard/dependencies.py).
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Protocol
 
 from fastapi import Depends, Query, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sluicegate.core.actors import Actor, RequestMeta
-from sluicegate.core.errors import Unauthenticated
+from sluicegate.core.actors import RequestMeta
+from sluicegate.core.clock import Clock
 from sluicegate.core.pagination import DEFAULT_LIMIT, MAX_LIMIT
-from sluicegate.guard.counters import GuardStore
-from sluicegate.identity import service as identity
-from sluicegate.runtime import Runtime
 from sluicegate.settings import Settings
 
 USER_AGENT_LIMIT = 400
 
-bearer = HTTPBearer(
-    auto_error=False,
-    description="An admin token: a session from POST /api/v1/auth/login, a personal token "
-    "from POST /api/v1/auth/tokens, or the one `sluicegate bootstrap` printed.",
-)
+
+class AppResources(Protocol):
+    """What the admin API needs of the process's resources (sluicegate/runtime.py `Runtime`,
+    kept in `app.state.runtime` by the app)."""
+
+    settings: Settings
+    clock: Clock
+
+    def unit_of_work(self) -> AbstractAsyncContextManager[AsyncSession]: ...
 
 
-def runtime_of(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
+def runtime_of(request: Request) -> AppResources:
+    runtime: AppResources = request.app.state.runtime
     return runtime
 
 
@@ -52,14 +55,8 @@ def settings(request: Request) -> Settings:
     return runtime_of(request).settings
 
 
-def counters(request: Request) -> GuardStore:
-    return runtime_of(request).counters
-
-
 Now = Annotated[datetime, Depends(now)]
 CurrentSettings = Annotated[Settings, Depends(settings)]
-# The guard's counter store: budgets' spent and reserved, the credit balance.
-Counters = Annotated[GuardStore, Depends(counters)]
 
 
 def request_meta(request: Request) -> RequestMeta:
@@ -75,35 +72,6 @@ def request_meta(request: Request) -> RequestMeta:
 
 Meta = Annotated[RequestMeta, Depends(request_meta)]
 
-
-async def _optional_actor(
-    request: Request,
-    session: DbSession,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> Actor | None:
-    if credentials is None:
-        return None
-    runtime = runtime_of(request)
-    return await identity.authenticate(
-        session,
-        pepper=runtime.settings.secret,
-        secret=credentials.credentials,
-        now=runtime.clock.now(),
-        meta=request_meta(request),
-    )
-
-
-async def _current_actor(actor: Annotated[Actor | None, Depends(_optional_actor)]) -> Actor:
-    if actor is None:
-        raise Unauthenticated(
-            "no admin token; send it as 'Authorization: Bearer <token>' (log in with "
-            "POST /api/v1/auth/login)"
-        )
-    return actor
-
-
-CurrentActor = Annotated[Actor, Depends(_current_actor)]
-OptionalActor = Annotated[Actor | None, Depends(_optional_actor)]
 
 Cursor = Annotated[
     str | None,

@@ -7,15 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 
-from sluicegate.api.deps import (
-    DEFAULT_PAGE,
-    Counters,
-    CurrentActor,
-    Cursor,
-    DbSession,
-    Limit,
-    Now,
-)
+from sluicegate.api.deps import DEFAULT_PAGE, Cursor, DbSession, Limit, Now
 from sluicegate.api.errors import STANDARD_ERRORS, UNAVAILABLE
 from sluicegate.api.fields import Moment
 from sluicegate.api.pages import Page
@@ -30,6 +22,8 @@ from sluicegate.credits.schemas import (
     ledger_csv,
 )
 from sluicegate.credits.service import LedgerFilters
+from sluicegate.guard.dependencies import Counters
+from sluicegate.identity.dependencies import CurrentActor
 
 router = APIRouter(prefix="/orgs/{org_id}/credits", tags=["credits"], responses=STANDARD_ERRORS)
 

@@ -6,13 +6,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from sluicegate.api.deps import DEFAULT_PAGE, Counters, CurrentActor, Cursor, DbSession, Limit, Now
+from sluicegate.api.deps import DEFAULT_PAGE, Cursor, DbSession, Limit, Now
 from sluicegate.api.errors import STANDARD_ERRORS, UNAVAILABLE
 from sluicegate.api.fields import Id
 from sluicegate.api.pages import Page
 from sluicegate.core.money import nanos_to_usd
 from sluicegate.guard import budget_service as service
 from sluicegate.guard.budget_schemas import BudgetOut, BudgetPut, ScopeType
+from sluicegate.guard.dependencies import Counters
+from sluicegate.identity.dependencies import CurrentActor
 
 router = APIRouter(
     prefix="/orgs/{org_id}/budgets",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from sluicegate.api.deps import DEFAULT_PAGE, CurrentActor, Cursor, DbSession, Limit
+from sluicegate.api.deps import DEFAULT_PAGE, Cursor, DbSession, Limit
 from sluicegate.api.errors import CONFLICT, STANDARD_ERRORS
 from sluicegate.api.pages import Page
 from sluicegate.guard import policy_service as service
@@ -17,6 +17,7 @@ from sluicegate.guard.policy_schemas import (
     PolicyOut,
     PolicyUpdate,
 )
+from sluicegate.identity.dependencies import CurrentActor
 
 router = APIRouter(prefix="/orgs/{org_id}", tags=["policies"], responses=STANDARD_ERRORS)
 

@@ -8,34 +8,22 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 
-from sluicegate.api.deps import (
-    DEFAULT_PAGE,
-    CurrentActor,
-    CurrentSettings,
-    Cursor,
-    DbSession,
-    Limit,
-    Meta,
-    Now,
-)
+from sluicegate.api.deps import DEFAULT_PAGE, CurrentSettings, Cursor, DbSession, Limit, Meta, Now
 from sluicegate.api.errors import CONFLICT, INVALID, NOT_FOUND, STANDARD_ERRORS, UNAUTHENTICATED
 from sluicegate.api.fields import SearchText
 from sluicegate.api.pages import Page
 from sluicegate.identity import service
+from sluicegate.identity.dependencies import CurrentActor
 from sluicegate.identity.schemas import (
     LoginIn,
     LoginOut,
-    MembershipOut,
-    MeOut,
     MeUpdate,
     RevokedOut,
-    RoleOut,
     TokenCreated,
     TokenIn,
     TokenOut,
     UserOut,
 )
-from sluicegate.orgs import membership_service
 
 router = APIRouter(tags=["identity"], responses=STANDARD_ERRORS)
 
@@ -69,29 +57,6 @@ async def logout(session: DbSession, actor: CurrentActor, now: Now) -> Response:
 async def revoke_all_sessions(session: DbSession, actor: CurrentActor, now: Now) -> RevokedOut:
     """Log out everywhere: every session of yours ends, this one included. Personal tokens stay."""
     return RevokedOut(revoked=await service.revoke_sessions(session, actor, now))
-
-
-@router.get("/auth/me")
-async def me(session: DbSession, actor: CurrentActor) -> MeOut:
-    """Who you are, and your roles in every organization you belong to."""
-    user = await service.get_self(session, actor)
-    memberships = await membership_service.memberships_of(session, actor.user_id)
-    return MeOut(
-        id=user.id,
-        email=user.email,
-        name=user.name,
-        status=user.status,
-        is_platform_admin=user.is_platform_admin,
-        memberships=[
-            MembershipOut(
-                org_id=m.org_id,
-                org_name=org_name,
-                home_group_id=m.home_group_id,
-                roles=[RoleOut(group_id=b.group_id, role=b.role) for b in bindings],
-            )
-            for m, org_name, bindings in memberships
-        ],
-    )
 
 
 @router.patch("/auth/me")

@@ -7,18 +7,11 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 
-from sluicegate.api.deps import (
-    DEFAULT_PAGE,
-    CurrentActor,
-    CurrentSettings,
-    Cursor,
-    DbSession,
-    Limit,
-    Now,
-)
+from sluicegate.api.deps import DEFAULT_PAGE, CurrentSettings, Cursor, DbSession, Limit, Now
 from sluicegate.api.errors import CONFLICT, STANDARD_ERRORS
 from sluicegate.api.fields import Id
 from sluicegate.api.pages import Page
+from sluicegate.identity.dependencies import CurrentActor
 from sluicegate.keys import service
 from sluicegate.keys.schemas import KeyCreate, KeyCreated, KeyOut, KeyRotate, KeyUpdate
 

@@ -7,20 +7,11 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 
-from sluicegate.api.deps import (
-    DEFAULT_PAGE,
-    CurrentActor,
-    CurrentSettings,
-    Cursor,
-    DbSession,
-    Limit,
-    Meta,
-    Now,
-    OptionalActor,
-)
+from sluicegate.api.deps import DEFAULT_PAGE, CurrentSettings, Cursor, DbSession, Limit, Meta, Now
 from sluicegate.api.errors import CONFLICT, INVALID, NOT_FOUND, STANDARD_ERRORS, UNAUTHENTICATED
 from sluicegate.api.fields import Id
 from sluicegate.api.pages import Page
+from sluicegate.identity.dependencies import CurrentActor, OptionalActor
 from sluicegate.orgs import group_service, invitation_service, membership_service, service
 from sluicegate.orgs.schemas import (
     GroupCreate,

@@ -10,7 +10,6 @@ from typing import Any
 
 import orjson
 
-from sluicegate.metering.estimate import tokens_for_chars
 from sluicegate.providers.anthropic_response import (
     anthropic_error_to_openai,
     messages_response_to_chat,
@@ -30,6 +29,7 @@ from sluicegate.providers.base import (
     json_answer,
 )
 from sluicegate.providers.config import ModelRoute, ProviderConfig
+from sluicegate.providers.estimate import tokens_for_chars
 
 # Completion ids only need to be unique within a process's lifetime and readable in logs.
 _PROCESS_TAG = os.urandom(4).hex()

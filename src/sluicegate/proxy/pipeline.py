@@ -26,8 +26,8 @@ from sluicegate.guard.counters import (
 from sluicegate.guard.policy import client_address
 from sluicegate.guard.rules import KeyRules, OrgRules
 from sluicegate.keys.lookup import AuthContext
-from sluicegate.metering import estimate
 from sluicegate.metering.stream import encode_event
+from sluicegate.providers import estimate
 from sluicegate.providers.base import (
     Adapter,
     Endpoint,

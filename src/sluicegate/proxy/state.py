@@ -6,23 +6,40 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Protocol
 
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from sluicegate.core.clock import Clock
+from sluicegate.core.invalidation import InvalidationBus
+from sluicegate.guard.counters import GuardStore
 from sluicegate.guard.enforcer import Guard
 from sluicegate.keys.lookup import KeyResolver, mark_keys_used
-from sluicegate.metering.stream import UsageStreams
+from sluicegate.metering.stream import UsageJournal, UsageStreams
 from sluicegate.metering.writer import UsageWriter
 from sluicegate.providers.base import Adapter
 from sluicegate.providers.config import ModelRoute, ProviderSettings
 from sluicegate.providers.registry import build_adapter, upstream_pool
 from sluicegate.providers.transport import Pool
-from sluicegate.runtime import Runtime
 from sluicegate.settings import Settings
+
+
+class ProxyResources(Protocol):
+    """What the proxy needs of the process's resources (sluicegate/runtime.py `Runtime`)."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    clock: Clock
+    bus: InvalidationBus
+    counters: GuardStore
+    redis: Redis | None
+    journal: UsageJournal | None
 
 
 @dataclass
 class ProxyState:
     settings: Settings
-    runtime: Runtime
+    runtime: ProxyResources
     routes: dict[str, ModelRoute]
     adapters: dict[str, Adapter]
     pools: dict[str, Pool]
@@ -33,7 +50,9 @@ class ProxyState:
     streams: UsageStreams | None
 
     @classmethod
-    def build(cls, settings: Settings, runtime: Runtime, providers: ProviderSettings) -> ProxyState:
+    def build(
+        cls, settings: Settings, runtime: ProxyResources, providers: ProviderSettings
+    ) -> ProxyState:
         adapters = {name: build_adapter(config) for name, config in providers.providers.items()}
         pools = {
             name: upstream_pool(

@@ -7,13 +7,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
-from sluicegate.api.deps import DEFAULT_PAGE, CurrentActor, Cursor, DbSession, Limit
+from sluicegate.api.deps import DEFAULT_PAGE, Cursor, DbSession, Limit
 from sluicegate.api.errors import STANDARD_ERRORS
 from sluicegate.api.fields import Id, Moment
 from sluicegate.api.pages import Page
-from sluicegate.audit import trail
-from sluicegate.audit.schemas import AuditEventOut, ChainReportOut
-from sluicegate.audit.trail import AuditFilters
+from sluicegate.audit_trail import service as trail
+from sluicegate.audit_trail.schemas import AuditEventOut, ChainReportOut
+from sluicegate.audit_trail.service import AuditFilters
+from sluicegate.identity.dependencies import CurrentActor
 
 router = APIRouter(tags=["audit"], responses=STANDARD_ERRORS)
 Text = Annotated[str | None, Query(max_length=64, pattern=r"^[\w.:-]+$")]

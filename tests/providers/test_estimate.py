@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sluicegate.metering.estimate import (
+from sluicegate.providers.estimate import (
     TOKENS_PER_MESSAGE,
     TOKENS_PER_REQUEST,
     chat_prompt_tokens,

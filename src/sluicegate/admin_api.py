@@ -1,4 +1,5 @@
-"""Mounts every capability's admin routes under /api/v1 and installs the error handlers."""
+"""Wiring: mounts every capability's admin routes under /api/v1 and installs the error handlers
+(api/ is the plumbing those routes share and imports no capability; this assembles them)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from sluicegate.analytics import feed_routes, insights_routes
 from sluicegate.analytics import routes as analytics_routes
 from sluicegate.api.body_limits import BodyLimits
 from sluicegate.api.errors import install_error_handlers
-from sluicegate.audit import routes as audit_routes
+from sluicegate.audit_trail import routes as audit_routes
 from sluicegate.credits import routes as credits_routes
 from sluicegate.guard import budget_routes, policy_routes
 from sluicegate.identity import routes as identity_routes
 from sluicegate.keys import routes as keys_routes
+from sluicegate.orgs import me_routes
 from sluicegate.orgs import routes as orgs_routes
 
 PREFIX = "/api/v1"
@@ -25,6 +27,7 @@ def _admin_router() -> APIRouter:
     router = APIRouter(prefix=PREFIX)
     for module in (
         identity_routes,
+        me_routes,
         orgs_routes,
         keys_routes,
         audit_routes,

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sluicegate.audit import repository
 from sluicegate.audit.models import PLATFORM_CHAIN, AuditEvent
-from sluicegate.audit.repository import AuditFilters
 from sluicegate.audit.service import ChainReport, verify_chain
+from sluicegate.audit_trail import repository
+from sluicegate.audit_trail.repository import AuditFilters
 from sluicegate.core.actors import Actor
 from sluicegate.core.errors import InvalidInput
 from sluicegate.identity.service import require_platform_admin
