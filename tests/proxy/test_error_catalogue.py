@@ -1,10 +1,12 @@
 """The proxy's refusals come from one catalogue (proxy/refusals.py): every site raises one of them
-by name, and each renders an OpenAI-shaped error."""
+by name, each renders an OpenAI-shaped error, and docs/proxy.md lists exactly them for clients."""
 
 from __future__ import annotations
 
 import ast
 import inspect
+import itertools
+import re
 import types
 import typing
 from datetime import UTC, datetime
@@ -16,7 +18,8 @@ import pytest
 from sluicegate.providers.base import Endpoint
 from sluicegate.proxy.refusals import Refusal, catalogue
 
-PACKAGE = Path(__file__).resolve().parent.parent.parent / "src" / "sluicegate"
+ROOT = Path(__file__).resolve().parent.parent.parent
+PACKAGE = ROOT / "src" / "sluicegate"
 CATALOGUE = PACKAGE / "proxy" / "refusals.py"
 # Upstream errors passed through as the provider worded them: its answers, not refusals of ours.
 PASSTHROUGH = PACKAGE / "proxy" / "upstream_errors.py"
@@ -102,3 +105,41 @@ def test_every_refusal_renders_an_openai_shaped_error(refusal: Refusal[Any]) -> 
     assert error.error_type in {refusal.code, "invalid_request", "credit_exhausted", "rate_limited"}
     if refusal.status == 429:
         assert error.headers, "a rate limit answers with OpenAI's x-ratelimit-* headers"
+
+
+# --- the table of docs/proxy.md -------------------------------------------------------------
+
+TICKED = re.compile(r"`([^`]+)`")
+
+
+def documented() -> set[tuple[int, str, str | None]]:
+    """(status, type, code) of every row of the table under '## Errors' whose code cell is ours
+    (in backticks; `null` for none). A cell with several values (`requests` or `tokens`) stands
+    for each of them."""
+    text = (ROOT / "docs" / "proxy.md").read_text()
+    section = text.split("\n## Errors\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("|")]
+    header, _, *body = rows
+    assert [cell.strip() for cell in header.strip("|").split("|")][:3] == [
+        "status",
+        "type",
+        "code",
+    ]
+    answers = set()
+    for row in body:
+        status, kind, code = (cell.strip() for cell in row.strip("|").split("|")[:3])
+        codes = TICKED.findall(code)
+        if not codes:
+            continue  # an upstream answer passed through as the provider worded it
+        types = TICKED.findall(kind)
+        assert types, row
+        for one_type, one_code in itertools.product(types, codes):
+            answers.add((int(status), one_type, None if one_code == "null" else one_code))
+    return answers
+
+
+def test_the_docs_list_every_refusal_of_the_catalogue_and_nothing_else() -> None:
+    declared = {(refusal.status, refusal.type, refusal.code) for refusal in REFUSALS}
+    listed = documented()
+    assert declared - listed == set(), "refusals missing from the table of docs/proxy.md"
+    assert listed - declared == set(), "rows of docs/proxy.md that no refusal answers with"
