@@ -21,4 +21,7 @@ Stages of a request (proxy/pipeline.py), and what each adds to the call:
    (ONE counter-store call, off the response path, idempotent); for streams in the relay's
    `finally`, so a client that disconnects is still billed for what it received. Blocked
    requests are recorded too, at cost 0, with the guardrail as their error type.
+
+Every refusal above (status, OpenAI type and code, message, headers, usage error type) is declared
+once in proxy/refusals.py and listed for clients in docs/proxy.md#errors.
 """

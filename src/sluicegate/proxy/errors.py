@@ -1,5 +1,6 @@
 """Proxy errors, always rendered in OpenAI's shape so SDKs show them as they would OpenAI's own:
-`{"error": {"message", "type", "param", "code"}}`."""
+`{"error": {"message", "type", "param", "code"}}`. The proxy's own refusals are declared in
+proxy/refusals.py; only upstream errors passed through are built here (from_body)."""
 
 from __future__ import annotations
 
@@ -52,26 +53,3 @@ class ProxyError(Exception):
     def sse_event(self) -> bytes:
         """The error as a final SSE event, for a stream that already started."""
         return b"data: " + orjson.dumps({"error": self.body}) + b"\n\n"
-
-
-def bad_request(message: str, param: str | None = None) -> ProxyError:
-    return ProxyError(400, message, param=param, error_type="invalid_request")
-
-
-def unauthorized(message: str) -> ProxyError:
-    return ProxyError(401, message, type="authentication_error", code="invalid_api_key")
-
-
-def forbidden(message: str, code: str) -> ProxyError:
-    return ProxyError(403, message, type="permission_error", code=code)
-
-
-def database_unavailable() -> ProxyError:
-    return ProxyError(
-        503,
-        "The gateway cannot reach its database to check this key or its guardrails; retry "
-        "shortly. Keys and rules it checked in the last minutes keep working meanwhile.",
-        type="server_error",
-        code="database_unavailable",
-        headers={"retry-after": "1"},
-    )

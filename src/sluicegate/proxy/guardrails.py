@@ -1,13 +1,11 @@
-"""The guardrail stage of the pipeline in the proxy's terms: what a request reserves, and the
-OpenAI-shaped answers when a policy, budget, credit or rate limit stops it (403, 402, 429, 503)
-with the `x-ratelimit-*` headers clients know from OpenAI."""
+"""The guardrail stage of the pipeline in the proxy's terms: what a request reserves, which
+refusal (proxy/refusals.py) answers when a policy, budget, credit or rate limit stops it (403,
+402, 429, 503), and the `x-ratelimit-*` headers clients know from OpenAI."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from sluicegate.core.money import nanos_to_usd
 from sluicegate.guard.counters import (
     Blocked,
     BudgetCounter,
@@ -21,7 +19,9 @@ from sluicegate.guard.policy import EffectivePolicy
 from sluicegate.guard.rules import OrgRules
 from sluicegate.providers.base import Endpoint
 from sluicegate.providers.config import ModelRoute
-from sluicegate.proxy.errors import ProxyError, forbidden
+from sluicegate.proxy import refusals
+from sluicegate.proxy.errors import ProxyError
+from sluicegate.proxy.ratelimit import limit_headers
 
 MAX_TOKEN_FIELDS = ("max_completion_tokens", "max_tokens")
 
@@ -40,9 +40,8 @@ def output_tokens(
     if cap is not None:
         limit = cap.rule.max_tokens or 0
         if requested is not None and requested > limit:
-            raise forbidden(
-                f"max_tokens {requested} is more than {cap.describe()} allows ({limit}).",
-                "max_tokens_not_allowed",
+            raise refusals.MAX_TOKENS_NOT_ALLOWED.error(
+                requested=requested, policy=cap.describe(), limit=limit
             )
         if requested is None:
             body["max_tokens"] = requested = limit
@@ -80,93 +79,44 @@ def affordable_output(result: Blocked, route: ModelRoute, prompt: int, choices: 
 def check_policy(policy: EffectivePolicy, model: str, address: str | None) -> None:
     denial = policy.model_denial(model)
     if denial is not None:
-        raise forbidden(denial, "model_not_allowed")
+        raise refusals.POLICY_DENIES_MODEL.error(denial=denial)
     denial = policy.ip_denial(address)
     if denial is not None:
-        raise forbidden(denial, "ip_not_allowed")
+        raise refusals.POLICY_DENIES_ADDRESS.error(denial=denial)
 
 
 def unavailable(cause: CounterStoreUnavailable) -> ProxyError:
     if isinstance(cause, MoneyChecksUnavailable):
-        message = (
-            "The gateway cannot reach its counter store (Redis), and this key is under a hard "
-            "budget or prepaid credit, which no gateway process can enforce alone; calls are "
-            "refused until it is back (even with SLUICEGATE_GUARD_FAILURE_MODE=open, which "
-            "admits only calls under rate limits and soft budgets). Operators: check Redis."
-        )
-    else:
-        message = (
-            "The gateway cannot reach its counter store (Redis), so it cannot enforce budgets "
-            "and rate limits; calls are refused until it is back. Operators: check Redis, or "
-            "set SLUICEGATE_GUARD_FAILURE_MODE=open to admit calls under rate limits and soft "
-            "budgets against per-process counters meanwhile."
-        )
-    return ProxyError(503, message, type="server_error", code="guardrails_unavailable")
+        return refusals.MONEY_CHECKS_UNAVAILABLE.error()
+    return refusals.GUARDRAILS_UNAVAILABLE.error()
 
 
 def blocked(result: Blocked, rules: OrgRules, amount: int, tokens: int) -> ProxyError:
     check = result.check
     if isinstance(check, BudgetCounter):
-        end = check.spend.end
-        resets = (
-            f" It starts again at {end.isoformat().replace('+00:00', 'Z')}."
-            if end is not None
-            else " It is a total budget: it does not reset."
-        )
-        state = "exceeded" if result.used >= check.limit else "insufficient for this request"
-        return ProxyError(
-            402,
-            f"Budget {state}: {rules.describe_budget(check)}. Spent {nanos_to_usd(result.used)}"
-            f" USD, {nanos_to_usd(result.reserved)} USD held by requests in flight; this request"
-            f" needs up to {nanos_to_usd(amount)} USD.{resets} An admin above this scope can "
-            "raise the budget; a smaller max_tokens may fit.",
-            type="insufficient_quota",
-            code="budget_exceeded",
-            error_type="budget_exceeded",
+        return refusals.BUDGET_EXCEEDED.error(
+            budget=rules.describe_budget(check),
+            exceeded=result.used >= check.limit,
+            spent=result.used,
+            held=result.reserved,
+            needs=amount,
+            resets_at=check.spend.end,
         )
     if isinstance(check, CreditCounter):
-        state = "exhausted" if result.used <= 0 else "insufficient for this request"
-        return ProxyError(
-            402,
-            f"The organization's credit is {state}: balance {nanos_to_usd(result.used)} USD, "
-            f"{nanos_to_usd(result.reserved)} USD held by requests in flight; this request needs"
-            f" up to {nanos_to_usd(amount)} USD. An owner (or an admin allowed to) can top up "
-            f"with POST /api/v1/orgs/{rules.org_id}/credits/topups.",
-            type="insufficient_quota",
-            code="insufficient_credit",
-            error_type="credit_exhausted",
+        # A credit's `used` is its balance.
+        return refusals.INSUFFICIENT_CREDIT.error(
+            balance=result.used, held=result.reserved, needs=amount, org_id=rules.org_id
         )
     assert isinstance(check, RateCounter)
-    return _rate_limited(result, check, rules, tokens)
-
-
-def _rate_limited(result: Blocked, check: RateCounter, rules: OrgRules, tokens: int) -> ProxyError:
-    unit = "tokens" if check.per_token else "requests"
     scope = rules.describe_scope(check.scope_kind, check.scope_id)
-    headers = {
-        f"x-ratelimit-limit-{unit}": str(check.limit),
-        f"x-ratelimit-remaining-{unit}": str(max(0, check.limit - result.used)),
-    }
     if result.retry_after_ms < 0:
-        message = (
-            f"Request too large: it may use up to {tokens} tokens, more than the {check.limit} "
-            f"tokens per minute that {scope} allows. Ask for fewer (max_tokens)."
+        # Only a tokens limit can be smaller than one call (rpm is at least 1).
+        return refusals.OVER_TOKENS_PER_MINUTE.error(
+            scope=scope, limit=check.limit, used=result.used, tokens=tokens
         )
-    else:
-        seconds = max(1, math.ceil(result.retry_after_ms / 1000))
-        headers["retry-after"] = str(seconds)
-        headers[f"x-ratelimit-reset-{unit}"] = duration(result.retry_after_ms)
-        message = (
-            f"Rate limit reached: {scope} allows {check.limit} {unit} per minute and "
-            f"{result.used} were used in the last minute. Try again in {seconds} s."
-        )
-    return ProxyError(
-        429,
-        message,
-        type=unit,
-        code="rate_limit_exceeded",
-        headers=headers,
-        error_type="rate_limited",
+    limited = refusals.TOKENS_RATE_LIMITED if check.per_token else refusals.REQUESTS_RATE_LIMITED
+    return limited.error(
+        scope=scope, limit=check.limit, used=result.used, retry_after_ms=result.retry_after_ms
     )
 
 
@@ -178,16 +128,6 @@ def rate_headers(reserved: Reserved) -> dict[str, str]:
         if not states:
             continue
         tightest = min(states, key=lambda s: s.remaining)
-        headers[f"x-ratelimit-limit-{unit}"] = str(tightest.counter.limit)
-        headers[f"x-ratelimit-remaining-{unit}"] = str(max(0, tightest.remaining))
-        headers[f"x-ratelimit-reset-{unit}"] = duration(tightest.reset_ms)
+        limit, remaining = tightest.counter.limit, tightest.remaining
+        headers.update(limit_headers(unit, limit, remaining, tightest.reset_ms))
     return headers
-
-
-def duration(milliseconds: int) -> str:
-    """OpenAI's reset format: '20ms', '1.5s', '6m0s'."""
-    if milliseconds < 1000:
-        return f"{max(0, milliseconds)}ms"
-    minutes, rest = divmod(milliseconds, 60_000)
-    seconds = f"{rest / 1000:.3f}".rstrip("0").rstrip(".")
-    return f"{minutes}m{seconds}s" if minutes else f"{seconds}s"

@@ -39,14 +39,8 @@ from sluicegate.providers.base import (
 )
 from sluicegate.providers.config import ModelRoute
 from sluicegate.providers.transport import Pool, UpstreamError, UpstreamResponse, UpstreamTimeout
-from sluicegate.proxy import guardrails, upstream_errors
-from sluicegate.proxy.errors import (
-    ProxyError,
-    bad_request,
-    database_unavailable,
-    forbidden,
-    unauthorized,
-)
+from sluicegate.proxy import guardrails, refusals, upstream_errors
+from sluicegate.proxy.errors import ProxyError
 from sluicegate.proxy.guardrails import rate_headers
 from sluicegate.proxy.requests import ProxyCall, read_body, validate_body
 from sluicegate.proxy.state import ProxyState
@@ -75,32 +69,26 @@ class Pipeline:
     async def authenticate(self, request: Request) -> AuthContext:
         secret = _presented_key(request)
         if secret is None:
-            raise unauthorized(
-                "No API key given. Send it as 'Authorization: Bearer <key>' (or an 'api-key' "
-                "or 'x-api-key' header)."
-            )
+            raise refusals.KEY_MISSING.error()
         try:
             context = await self.state.resolver.resolve(secret)
         except DatabaseUnavailable:
-            raise database_unavailable() from None
+            raise refusals.DATABASE_UNAVAILABLE.error() from None
         if context is None or context.org_deleted:
-            raise unauthorized("The API key is not valid. Check it, or create a new one.")
+            raise refusals.KEY_INVALID.error()
         if context.key_status == "revoked":
-            raise unauthorized("This API key is revoked.")
+            raise refusals.KEY_INACTIVE.error(status="revoked")
         # The owner before the key's own status: removing a member also disables their keys,
         # and the caller should learn why (403 owner_removed), not just that it is disabled.
         if context.owner_status != "active":
-            raise forbidden("The owner of this API key is frozen.", code="owner_frozen")
+            raise refusals.OWNER_FROZEN.error()
         if not context.owner_is_member:
-            raise forbidden(
-                "The owner of this API key is no longer a member of the organization.",
-                code="owner_removed",
-            )
+            raise refusals.OWNER_REMOVED.error()
         if context.key_status != "active":
-            raise unauthorized(f"This API key is {context.key_status}.")
+            raise refusals.KEY_INACTIVE.error(status=context.key_status)
         expires = context.key_expires_at
         if expires is not None and expires <= self.clock.now():
-            raise unauthorized("This API key has expired.")
+            raise refusals.KEY_EXPIRED.error()
         return context
 
     # --- the whole request --------------------------------------------------------------------
@@ -125,7 +113,8 @@ class Pipeline:
             await self.settle(call, status=error.status, error_type=error.error_type)
             return error.response()
         except Exception:
-            await self.settle(call, status=500, error_type="internal_error")
+            failed = refusals.INTERNAL_ERROR  # what routes.py answers
+            await self.settle(call, status=failed.status, error_type=failed.error_type)
             raise
 
     # --- 3. policy ----------------------------------------------------------------------------
@@ -133,20 +122,12 @@ class Pipeline:
     def route_for(self, context: AuthContext, endpoint: Endpoint, model: str) -> ModelRoute:
         route = self.state.routes.get(model)
         if route is None:
-            raise ProxyError(
-                404,
-                f"The model '{model}' does not exist or is not served here. List the models "
-                "this key may use with GET /v1/models.",
-                code="model_not_found",
-                param="model",
-            )
+            raise refusals.MODEL_NOT_FOUND.error(model=model)
         if not key_allows(context, model):
-            raise forbidden(f"This API key may not use the model '{model}'.", "model_not_allowed")
+            raise refusals.MODEL_NOT_ALLOWED_FOR_KEY.error(model=model)
         if route.mode != _MODE_OF[endpoint]:
-            raise bad_request(
-                f"The model '{model}' is a {route.mode} model and cannot serve "
-                f"/v1/{endpoint.value}.",
-                param="model",
+            raise refusals.MODEL_OF_OTHER_MODE.error(
+                model=model, mode=route.mode, endpoint=endpoint
             )
         return route
 
@@ -155,7 +136,7 @@ class Pipeline:
         try:
             rules = await self.guard.rules.get(context.org_id)
         except DatabaseUnavailable:
-            raise database_unavailable() from None
+            raise refusals.DATABASE_UNAVAILABLE.error() from None
         if rules is None:
             return None
         return rules, rules.for_key(context.key_id, context.owner_user_id, context.group_chain)
@@ -213,7 +194,7 @@ class Pipeline:
         except CounterStoreUnavailable as exc:
             raise guardrails.unavailable(exc) from None
         except DatabaseUnavailable:  # a counter to rebuild from the database
-            raise database_unavailable() from None
+            raise refusals.DATABASE_UNAVAILABLE.error() from None
 
     # --- 5. forward ---------------------------------------------------------------------------
 
@@ -298,8 +279,8 @@ class Pipeline:
         except UpstreamError as exc:
             route = call.route
             assert route is not None
-            status, error_type = 502, "upstream_stream_cut"
             cut = upstream_errors.cut(route, exc)
+            status, error_type = cut.status, cut.error_type
             await response.aclose()
             settled = True
             await self.settle_shielded(
@@ -471,7 +452,7 @@ def _prepare(
     try:
         return prepare(endpoint, body, route, stream)
     except UnsupportedRequest as exc:
-        raise bad_request(str(exc), param=exc.param) from None
+        raise refusals.NOT_SUPPORTED_BY_PROVIDER.error(reason=str(exc), param=exc.param) from None
     except orjson.JSONEncodeError:
         # orjson reads up to 1024 levels of nesting but writes at most 254.
-        raise bad_request("The request body is nested too deeply to forward.") from None
+        raise refusals.BODY_TOO_DEEP.error() from None

@@ -15,7 +15,7 @@ from sluicegate.guard.counters import Reserved
 from sluicegate.keys.lookup import AuthContext
 from sluicegate.providers.base import Endpoint, Usage
 from sluicegate.providers.config import ModelRoute
-from sluicegate.proxy.errors import ProxyError, bad_request
+from sluicegate.proxy import refusals
 
 # Longer app names are cut; they are labels in analytics, not free text.
 APP_NAME_LIMIT = 200
@@ -118,70 +118,55 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The raw body, refusing more than `limit` bytes (413) without reading past it."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
+        raise refusals.BODY_TOO_LARGE.error(limit=limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise _too_large(limit)
+            raise refusals.BODY_TOO_LARGE.error(limit=limit)
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _too_large(limit: int) -> ProxyError:
-    return ProxyError(
-        413,
-        f"The request body is larger than this gateway accepts ({limit} bytes; "
-        "SLUICEGATE_MAX_BODY_BYTES).",
-        code="request_too_large",
-        error_type="request_too_large",
-    )
 
 
 def validate_body(endpoint: Endpoint, raw: bytes) -> dict[str, Any]:
     """Parse and check only what the gateway relies on; never a 500 for any input."""
     if not raw:
-        raise bad_request("The request body is empty; send a JSON object.")
+        raise refusals.BODY_EMPTY.error()
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise bad_request(f"The request body is not valid JSON: {exc}") from None
+        raise refusals.BODY_NOT_JSON.error(reason=str(exc)) from None
     if not isinstance(body, dict):
-        raise bad_request("The request body must be a JSON object.")
+        raise refusals.BODY_NOT_OBJECT.error()
     model = body.get("model")
     if not isinstance(model, str) or not model.strip():
-        raise bad_request("'model' is required and must be a non-empty string.", param="model")
+        raise refusals.MODEL_MISSING.error()
     _optional(body, "stream", bool, "a boolean")
     _optional(body, "stream_options", dict, "an object")
     for field in ("max_tokens", "max_completion_tokens"):
         value = _optional(body, field, int, "an integer")
         if value is not None and value < 1:
-            raise bad_request(f"'{field}' must be at least 1.", param=field)
+            raise refusals.FIELD_BELOW_ONE.error(field=field)
     choices = _optional(body, "n", int, "an integer")
     if choices is not None and not 1 <= choices <= MAX_CHOICES:
-        raise bad_request(f"'n' must be between 1 and {MAX_CHOICES}.", param="n")
+        raise refusals.CHOICES_OUT_OF_RANGE.error(most=MAX_CHOICES)
     if endpoint is Endpoint.CHAT:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
-            raise bad_request(
-                "'messages' is required and must be a non-empty array.", param="messages"
-            )
+            raise refusals.MESSAGES_MISSING.error()
         for index, message in enumerate(messages):
             if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-                raise bad_request(
-                    f"'messages[{index}]' must be an object with a 'role'.",
-                    param=f"messages[{index}]",
-                )
+                raise refusals.MESSAGE_WITHOUT_ROLE.error(item=f"messages[{index}]")
     elif endpoint is Endpoint.COMPLETIONS:
         if not isinstance(body.get("prompt"), str | list):
-            raise bad_request("'prompt' is required: a string or an array.", param="prompt")
+            raise refusals.PROMPT_MISSING.error()
     else:
         if body.get("stream") is True:
-            raise bad_request("Embeddings cannot be streamed.", param="stream")
+            raise refusals.EMBEDDINGS_STREAMED.error()
         value = body.get("input")
         if not isinstance(value, str | list) or (isinstance(value, list) and not value):
-            raise bad_request("'input' is required: a string or a non-empty array.", param="input")
+            raise refusals.INPUT_MISSING.error()
     return body
 
 
@@ -191,5 +176,5 @@ def _optional(body: dict[str, Any], field: str, kind: type, described: str) -> A
         return None
     # bool is an int in Python; JSON's true is not a number.
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise bad_request(f"'{field}' must be {described}.", param=field)
+        raise refusals.FIELD_WRONG_TYPE.error(field=field, expected=described)
     return value

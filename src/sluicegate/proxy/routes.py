@@ -10,6 +10,7 @@ from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import Response
 
 from sluicegate.providers.base import Endpoint
+from sluicegate.proxy import refusals
 from sluicegate.proxy.errors import ProxyError
 from sluicegate.proxy.pipeline import Pipeline
 
@@ -30,13 +31,7 @@ def _endpoint(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
         except Exception:
             # A bug of ours: logged with its traceback, answered in the shape SDKs understand.
             log.exception("unexpected error in the proxy pipeline")
-            return ProxyError(
-                500,
-                "The gateway failed unexpectedly; the request id in x-request-id identifies it "
-                "in the gateway's logs.",
-                type="server_error",
-                code="internal_error",
-            ).response()
+            return refusals.INTERNAL_ERROR.error().response()
 
     handle.__name__ = f"proxy_{endpoint.name.lower()}"
     return handle
@@ -50,12 +45,7 @@ async def list_models(request: Request) -> Response:
 
 
 async def unknown_path(request: Request) -> Response:
-    served = ", ".join(f"/v1/{endpoint.value}" for endpoint in Endpoint)
-    return ProxyError(
-        404,
-        f"Unknown path {request.url.path}. This gateway serves {served} and /v1/models.",
-        code="unknown_url",
-    ).response()
+    return refusals.UNKNOWN_PATH.error(path=request.url.path).response()
 
 
 class _Template(NamedTuple):

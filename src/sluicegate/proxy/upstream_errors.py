@@ -16,6 +16,7 @@ from typing import Any
 
 from sluicegate.core.metrics import UPSTREAM_ERRORS
 from sluicegate.providers.config import ModelRoute
+from sluicegate.proxy import refusals
 from sluicegate.proxy.errors import ProxyError
 
 # Upstream answers that mean the gateway's provider configuration is wrong.
@@ -37,39 +38,27 @@ def _failed(route: ModelRoute, kind: str, cause: str, upstream_status: int | Non
     )
 
 
-def _answer(route: ModelRoute, code: str, what: str, status: int = 502) -> ProxyError:
-    """The client's answer: `what` the provider did, in a sentence naming it."""
-    return ProxyError(
-        status,
-        f"The upstream provider '{route.provider.name}' {what}",
-        type="upstream_error",
-        code=code,
-    )
-
-
 def timed_out(route: ModelRoute) -> ProxyError:
     _failed(route, "timeout", "no answer in time")
-    return _answer(route, "upstream_timeout", "did not answer in time.", 504)
+    return refusals.UPSTREAM_TIMEOUT.error(provider=route.provider.name)
 
 
 def invalid(route: ModelRoute, exc: Exception) -> ProxyError:
     _failed(route, "invalid_response", f"invalid answer: {exc}")
-    return _answer(route, "upstream_invalid_response", f"sent an invalid answer: {exc}")
+    return refusals.UPSTREAM_INVALID_RESPONSE.error(provider=route.provider.name, reason=str(exc))
 
 
 def unreachable(route: ModelRoute, exc: Exception) -> ProxyError:
     kind = type(exc).__name__
     _failed(route, "connect", f"unreachable or cut off ({kind})")
-    return _answer(
-        route, "upstream_unreachable", f"could not be reached or broke off its answer ({kind})."
-    )
+    return refusals.UPSTREAM_UNREACHABLE.error(provider=route.provider.name, cause=kind)
 
 
 def cut(route: ModelRoute, exc: Exception) -> ProxyError:
     """A stream the upstream broke off after it began (the client gets it as an error event)."""
     kind = type(exc).__name__
     _failed(route, "stream_cut", f"broke off the stream ({kind})")
-    return _answer(route, "upstream_stream_cut", f"broke off the stream: {kind}")
+    return refusals.UPSTREAM_STREAM_CUT.error(provider=route.provider.name, cause=kind)
 
 
 def refused(
@@ -87,12 +76,11 @@ def refused(
             error_type="upstream_rate_limited",
         )
     if status >= 500:
-        return _answer(route, "upstream_error", f"failed ({status}): {body.get('message')}")
+        return refusals.UPSTREAM_FAILED.error(
+            provider=route.provider.name, upstream_status=status, detail=body.get("message")
+        )
     if status in MISCONFIGURED:
-        return _answer(
-            route,
-            "upstream_misconfigured",
-            f"refused the gateway's call ({status}): its configuration here (base_url, API "
-            "key, or the model's upstream name) needs an operator's attention.",
+        return refusals.UPSTREAM_MISCONFIGURED.error(
+            provider=route.provider.name, upstream_status=status
         )
     return ProxyError.from_body(status, body, error_type="upstream_rejected")
