@@ -13,14 +13,19 @@ Stages of a request (proxy/pipeline.py), and what each adds to the call:
    and the org's credit -> `call.reserved`, or the first scope that blocks is named (402 budget
    or credit, 429 rate limit with Retry-After, 503 when Redis is down and failing closed).
    Keys with no guardrail at all skip the call.
-5. forward: the provider adapter builds the upstream call; the shared httpx client sends it;
-   whole answers and SSE streams are relayed in OpenAI's format (429 / 502 / 504 on failure),
-   with `x-ratelimit-*` headers when rate limits apply.
-6. settle: tokens from the upstream's usage (or an estimate, marked), cost in nano-USD, one
-   usage event handed to the buffered writer, and the reservation replaced by the actual cost
-   (ONE counter-store call, off the response path, idempotent); for streams in the relay's
-   `finally`, so a client that disconnects is still billed for what it received. Blocked
-   requests are recorded too, at cost 0, with the guardrail as their error type.
+5. forward: the provider adapter builds the upstream call (providers/); the provider's
+   keep-alive connection pool (providers/transport.py) sends it; whole answers and SSE streams
+   are relayed in OpenAI's format (429 / 502 / 504 on failure), with `x-ratelimit-*` headers
+   when rate limits apply.
+6. settle: tokens from the upstream's usage (or an estimate, marked), cost in nano-USD, and the
+   reservation replaced by that cost. With Redis, ONE script call settles the counters and
+   appends the usage event to the org's durable stream (metering/stream.py, drained into the
+   database by metering/drain.py) before the answer completes; embedded, the counters are in
+   this process and the event goes to the buffered writer (metering/writer.py). Streams settle
+   in the relay's `finally`, so a client that disconnects is still billed for what it
+   received. Blocked requests are recorded too, at cost 0, with the guardrail as their error
+   type. proxy/settlement.py pairs reserve and settle by construction: a call is settled
+   exactly once, whichever way it ends. docs/architecture.md#money follows the cost further.
 
 Every refusal above (status, OpenAI type and code, message, headers, usage error type) is declared
 once in proxy/refusals.py and listed for clients in docs/proxy.md#errors.

@@ -43,6 +43,7 @@ from sluicegate.proxy import guardrails, refusals, upstream_errors
 from sluicegate.proxy.errors import ProxyError
 from sluicegate.proxy.guardrails import rate_headers
 from sluicegate.proxy.requests import ProxyCall, read_body, validate_body
+from sluicegate.proxy.settlement import CLIENT_GONE, CLIENT_GONE_STATUS, Settlement
 from sluicegate.proxy.state import ProxyState
 from sluicegate.proxy.streaming import RelayResponse
 
@@ -97,7 +98,8 @@ class Pipeline:
         started = time.perf_counter()
         context = await self.authenticate(request)
         call = ProxyCall(request, context, endpoint, started, self.clock.now())
-        try:
+        # From here on the call is settled exactly once, however it ends (proxy/settlement.py).
+        async with Settlement(call, self.settle, self.settle_in_background) as settlement:
             body = validate_body(endpoint, await read_body(request, self.settings.max_body_bytes))
             call.requested_model = body["model"]
             call.route = self.route_for(context, endpoint, body["model"])
@@ -107,15 +109,11 @@ class Pipeline:
             call.prompt_estimate = _prompt_estimate(endpoint, body)
             await self.reserve(request, call, body)
             if call.stream:
-                return await self.forward_stream(call, body)
-            return await self.forward(call, body)
-        except ProxyError as error:
-            await self.settle(call, status=error.status, error_type=error.error_type)
-            return error.response()
-        except Exception:
-            failed = refusals.INTERNAL_ERROR  # what routes.py answers
-            await self.settle(call, status=failed.status, error_type=failed.error_type)
-            raise
+                settlement.hand_over(await self.forward_stream(call, body))
+            else:
+                settlement.answer = await self.forward(call, body)
+        assert settlement.answer is not None
+        return settlement.answer
 
     # --- 3. policy ----------------------------------------------------------------------------
 
@@ -249,7 +247,15 @@ class Pipeline:
             raise self.refused(route, response.status_code, content, response.headers)
         reader = adapter.stream_reader(call.endpoint, route, call.include_usage)
         headers = _answer_headers(call)
-        return RelayResponse(self.relay(call, response, reader), headers)
+
+        async def never_relayed() -> None:
+            # The relay never ran (the client left before the answer's headers went out): the
+            # upstream was asked all the same; close it and bill what it was asked to process.
+            await response.aclose()
+            gone = _stream_outcome(call, reader, CLIENT_GONE_STATUS, CLIENT_GONE, None)
+            self.settle_in_background(call, **gone)
+
+        return RelayResponse(self.relay(call, response, reader), headers, never_relayed)
 
     async def relay(self, call: ProxyCall, response: UpstreamResponse, reader: StreamReader) -> Any:
         """Yield the client's SSE bytes. A stream that ends well is settled before its last
@@ -289,7 +295,7 @@ class Pipeline:
             yield cut.sse_event()
         except BaseException:
             # The client went away (cancellation): bill what it received, then let it unwind.
-            status, error_type = 499, "client_disconnected"
+            status, error_type = CLIENT_GONE_STATUS, CLIENT_GONE
             raise
         finally:
             await response.aclose()
@@ -307,6 +313,19 @@ class Pipeline:
     # --- 6. settle ----------------------------------------------------------------------------
 
     async def settle(
+        self,
+        call: ProxyCall,
+        *,
+        status: int,
+        error_type: str | None = None,
+        usage: Usage | None = None,
+    ) -> None:
+        """Settle the call now, unless its settlement was already claimed."""
+        if not call.settled:
+            call.settled = True
+            await self._settle(call, status=status, error_type=error_type, usage=usage)
+
+    async def _settle(
         self,
         call: ProxyCall,
         *,
@@ -377,14 +396,19 @@ class Pipeline:
 
     async def settle_shielded(self, call: ProxyCall, **outcome: Any) -> None:
         """Settle and wait for it, but never let a client that leaves meanwhile cancel it."""
-        task = asyncio.ensure_future(self.settle(call, **outcome))
+        if call.settled:
+            return
+        call.settled = True
+        task = asyncio.ensure_future(self._settle(call, **outcome))
         self.guard.keep(task)
         await asyncio.shield(task)
 
     def settle_in_background(self, call: ProxyCall, **outcome: Any) -> None:
         """Settle without waiting (the client is gone: nothing to hold back), kept alive by the
         guard until done, so a disconnect still bills what was consumed."""
-        self.guard.spawn(self.settle(call, **outcome))
+        if not call.settled:
+            call.settled = True
+            self.guard.spawn(self._settle(call, **outcome))
 
     # --- GET /v1/models -----------------------------------------------------------------------
 

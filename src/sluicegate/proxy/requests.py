@@ -38,6 +38,7 @@ class ProxyCall:
         "requested_model",
         "reserved",
         "route",
+        "settled",
         "started",
         "stream",
     )
@@ -62,6 +63,8 @@ class ProxyCall:
         self.requested_model = ""
         self.route: ModelRoute | None = None
         self.reserved: Reserved | None = None
+        # Claimed by the one settlement of this call (proxy/settlement.py).
+        self.settled = False
         self.stream = False
         self.include_usage = False
         self.prompt_estimate = 0
