@@ -42,7 +42,7 @@ from tests.admin import Api, Person, error, make_person, ok
 from tests.alerts.mailbox import Mailbox, running_mailbox
 from tests.alerts.test_outbox import alerts_of, budget, crossed_event, rule
 from tests.conftest import make_settings
-from tests.proxy.conftest import Tenant, make_tenant
+from tests.factories import Tenant, make_tenant
 from tests.support import free_port, tls_pair
 
 FROM = "Sluicegate Alerts <alerts@example.com>"

@@ -21,7 +21,8 @@ from sluicegate.guard.counters import Crossing, encode_crossings
 from sluicegate.keys.service import create_key, update_key
 from sluicegate.orgs.group_service import create_group
 from sluicegate.runtime import Runtime
-from tests.proxy.conftest import Tenant, make_tenant, usage_events
+from tests.factories import Tenant, make_tenant
+from tests.proxy.conftest import usage_events
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello there"}]}
 

@@ -34,8 +34,9 @@ from sluicegate.reconciliation import reconcile
 from sluicegate.runtime import Runtime
 from sluicegate.settings import Settings
 from tests.conftest import GatewayStarter, make_settings, settings_env
+from tests.factories import Tenant, make_tenant
 from tests.faults.servers import RedisServer, TcpProxy
-from tests.proxy.conftest import MOCK_KEY_ENV, Tenant, make_tenant
+from tests.proxy.conftest import MOCK_KEY_ENV
 from tests.support import ServerProcess, free_port, start_process
 
 # "abcd" with max_tokens 16: the reservation is the cost (see tests/faults/conftest.py).

@@ -21,15 +21,9 @@ from sluicegate.providers.config import ProviderSettings
 from sluicegate.runtime import Runtime
 from sluicegate.settings import Settings
 from tests.conftest import make_settings, settings_env
+from tests.factories import Tenant, make_tenant
 from tests.metering.books import Books, read_books
-from tests.proxy.conftest import (
-    MOCK_KEY_ENV,
-    Tenant,
-    make_tenant,
-    provider_settings,
-    providers_file,
-    providers_yaml,
-)
+from tests.proxy.conftest import MOCK_KEY_ENV, provider_settings, providers_file, providers_yaml
 from tests.support import ServerProcess
 
 __all__ = ["provider_settings", "providers_file"]

@@ -16,7 +16,7 @@ from sluicegate.identity.models import User
 from sluicegate.identity.service import issue_admin_token
 from sluicegate.runtime import Runtime
 from tests.admin import Api, Person, all_pages, error, make_person, ok, unique_address
-from tests.proxy.conftest import Tenant, make_tenant
+from tests.factories import Tenant, make_tenant
 
 CHAT = "/v1/chat/completions"
 
