@@ -40,9 +40,9 @@ from sluicegate.runtime import Runtime
 from sluicegate.settings import Settings
 from tests.admin import Api, Person, error, make_person, ok
 from tests.alerts.mailbox import Mailbox, running_mailbox
-from tests.alerts.test_outbox import alerts_of, budget, crossed_event, rule
+from tests.alerts.test_outbox import alerts_of, crossed_event, rule
 from tests.conftest import make_settings
-from tests.factories import Tenant, make_tenant
+from tests.factories import Tenant, make_tenant, put_tenant_budget
 from tests.support import free_port, tls_pair
 
 FROM = "Sluicegate Alerts <alerts@example.com>"
@@ -194,7 +194,9 @@ async def attempts(runtime: Runtime, delivery_id: str) -> list[AlertAttempt]:
 
 async def threshold_alert(runtime: Runtime, tenant: Tenant, **recipients: Any) -> str:
     """A 90% threshold of the tenant's key budget crossed, for a rule naming `recipients`."""
-    budget_id = await budget(runtime, tenant, "10", [90])
+    budget_id = await put_tenant_budget(
+        runtime, tenant, usd_to_nanos("10"), enforcement="soft", thresholds=[90]
+    )
     await rule(runtime, tenant.org_id, "budget.threshold", [], recipients=recipients)
     async with runtime.unit_of_work() as session:
         await record_crossings(session, [crossed_event(tenant, budget_id, 90, usd_to_nanos("9.5"))])
@@ -652,7 +654,9 @@ async def test_an_email_channels_failures_open_its_circuit_breaker(world: World)
     channel = await add_email_channel(world.runtime, tenant.org_id, ["team@example.com"])
     await rule(world.runtime, tenant.org_id, "budget.threshold", [channel])
     percents = [50, 60, 70, 80, 90, 95]
-    budget_id = await budget(world.runtime, tenant, "10", percents)
+    budget_id = await put_tenant_budget(
+        world.runtime, tenant, usd_to_nanos("10"), enforcement="soft", thresholds=percents
+    )
     async with world.runtime.unit_of_work() as session:
         await record_crossings(
             session,
