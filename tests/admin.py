@@ -56,6 +56,12 @@ class Api:
         self.client = client
         self.person = person
 
+    @property
+    def user_id(self) -> str:
+        """The id of the person this client acts as."""
+        assert self.person is not None, "this client acts as nobody"
+        return self.person.user_id
+
     def _headers(self, extra: dict[str, str] | None) -> dict[str, str]:
         headers = dict(self.person.headers) if self.person else {}
         headers.update(extra or {})

@@ -195,10 +195,10 @@ async def test_upgrading_a_live_database_builds_the_rollups_from_its_usage_rows(
     from sluicegate.orgs.service import update_organization
     from sluicegate.runtime import Runtime
     from tests.conftest import TEST_SECRET_KEY, make_settings
+    from tests.factories import make_tenant
     from tests.metering.books import read_books
     from tests.metering.test_drain import events
     from tests.metering.test_timezone_change import daily_requests
-    from tests.proxy.conftest import make_tenant
 
     engine = make_engine(empty_database_url, pool_size=1)
     runtime = Runtime.build(make_settings(database_url=empty_database_url))

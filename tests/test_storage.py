@@ -14,19 +14,9 @@ from sluicegate.core.ids import new_id
 from sluicegate.identity.models import User
 from sluicegate.keys.models import ApiKey
 from sluicegate.metering.ledger import LedgerEntry
-from sluicegate.orgs.models import Group, Organization
+from sluicegate.orgs.models import Group
 from sluicegate.runtime import Runtime
-
-
-async def make_org(runtime: Runtime) -> tuple[Organization, Group]:
-    org = Organization(id=new_id("org"), name="Acme")
-    async with transaction(runtime.sessions) as session:
-        session.add(org)
-        await session.flush()
-        root = Group(id=new_id("grp"), org_id=org.id, parent_id=None, name="Acme", level=0, path="")
-        root.path = root.id
-        session.add(root)
-    return org, root
+from tests.factories import make_service_org
 
 
 async def test_timestamps_come_back_aware_utc(
@@ -54,7 +44,7 @@ async def test_naive_datetimes_are_refused(
 
 
 async def test_money_beyond_double_precision_is_exact(runtime: Runtime) -> None:
-    org, _root = await make_org(runtime)
+    org = await make_service_org(runtime)
     # 2**53 + 1 nano-USD cannot be represented by a float; the ledger must keep it exactly.
     amounts = [2**53 + 1, -(10**17) + 7, 3]
     async with transaction(runtime.sessions) as session:
@@ -70,12 +60,12 @@ async def test_money_beyond_double_precision_is_exact(runtime: Runtime) -> None:
 
 
 async def test_json_columns_round_trip(runtime: Runtime, unique_email: Callable[[], str]) -> None:
-    org, root = await make_org(runtime)
+    org = await make_service_org(runtime)
     owner = User(id=new_id("usr"), email=unique_email())
     key = ApiKey(
         id=new_id("key"),
         org_id=org.id,
-        group_id=root.id,
+        group_id=org.root,
         owner_user_id=owner.id,
         name="ci",
         prefix="sk-sg-abcdef",

@@ -23,11 +23,10 @@ from sluicegate.core.clock import ManualClock
 from sluicegate.core.ids import new_id
 from sluicegate.runtime import Runtime
 from sluicegate.settings import Settings
-from tests.admin import Api, Person, all_pages, error, make_person, ok, unique_address
+from tests.admin import Api, all_pages, error, ok
 from tests.alerts.receiver import Receiver, running_receiver
 from tests.conftest import make_settings
-
-PASSWORD = "a long enough password"
+from tests.factories import add_group, join, make_org
 
 
 @pytest.fixture
@@ -44,42 +43,6 @@ def settings(backend: str, request: pytest.FixtureRequest) -> Settings:
 async def receiver() -> AsyncIterator[Receiver]:
     async with running_receiver() as started:
         yield started
-
-
-class Org:
-    """An org made through the API, with its owner."""
-
-    def __init__(self, owner: Api, body: dict[str, Any]) -> None:
-        self.owner = owner
-        self.id: str = body["id"]
-        self.root: str = body["root_group_id"]
-        self.base = f"/api/v1/orgs/{self.id}"
-
-    async def group(self, name: str, parent: str | None = None) -> str:
-        body = {"name": name, "parent_id": parent} if parent else {"name": name}
-        return str(ok(await self.owner.post(f"{self.base}/groups", json=body), 201)["id"])
-
-    async def person(self, role: str, group: str) -> Api:
-        email = unique_address(role)
-        invitation = ok(
-            await self.owner.post(
-                f"{self.base}/invitations", json={"email": email, "role": role, "group_id": group}
-            ),
-            201,
-        )
-        client = self.owner.client
-        body = ok(
-            await client.post(
-                f"/api/v1/invitations/{invitation['token']}/accept",
-                json={"name": role, "password": PASSWORD},
-            )
-        )
-        return Api(client, Person(body["user_id"], email, body["token"]))
-
-
-async def new_org(runtime: Runtime, client: httpx.AsyncClient, name: str = "Acme") -> Org:
-    owner = Api(client, await make_person(runtime))
-    return Org(owner, ok(await owner.post("/api/v1/orgs", json={"name": name}), 201))
 
 
 async def add_channel(
@@ -162,7 +125,7 @@ async def add_alert(
 async def test_the_detail_shows_each_delivery_with_the_attempts_the_worker_made(
     settings: Settings, runtime: Runtime, app_client: httpx.AsyncClient, receiver: Receiver
 ) -> None:
-    org = await new_org(runtime, app_client)
+    org = await make_org(runtime, app_client)
     channel = await add_channel(runtime, org.id, receiver.url)
     alert_id = await add_alert(runtime, org.id, channels=(channel,), status="pending")
     receiver.answer(503, body=b"maintenance")
@@ -234,7 +197,7 @@ async def test_the_detail_shows_each_delivery_with_the_attempts_the_worker_made(
 async def test_the_list_pages_newest_first_and_filters_by_event_and_time(
     runtime: Runtime, app_client: httpx.AsyncClient
 ) -> None:
-    org = await new_org(runtime, app_client)
+    org = await make_org(runtime, app_client)
     start = datetime(2026, 5, 1, tzinfo=UTC)
     ids = []
     for n, event in enumerate(["budget.threshold", "key.created", "budget.threshold"]):
@@ -262,18 +225,18 @@ async def test_the_list_pages_newest_first_and_filters_by_event_and_time(
 async def test_readers_see_the_alerts_of_their_subtree_and_members_see_none(
     runtime: Runtime, app_client: httpx.AsyncClient
 ) -> None:
-    org = await new_org(runtime, app_client)
-    team = await org.group("team")
-    squad = await org.group("squad", parent=team)
-    other_team = await org.group("other team")
+    org = await make_org(runtime, app_client)
+    team = (await add_group(org, "team")).id
+    squad = (await add_group(org, "squad", team)).id
+    other_team = (await add_group(org, "other team")).id
     at_root = await add_alert(runtime, org.id)
     at_team = await add_alert(runtime, org.id, group_id=team)
     at_squad = await add_alert(runtime, org.id, group_id=squad)
     at_other = await add_alert(runtime, org.id, group_id=other_team)
-    team_admin = await org.person("admin", team)
-    team_viewer = await org.person("viewer", team)
-    finance = await org.person("viewer", org.root)
-    member = await org.person("member", team)
+    team_admin = await join(org, "admin", team)
+    team_viewer = await join(org, "viewer", team)
+    finance = await join(org, "viewer", org.root)
+    member = await join(org, "member", team)
 
     async def seen(api: Api) -> set[str]:
         # Joining members raised member.joined alerts of their own: only these four are looked at.
@@ -302,7 +265,7 @@ async def test_readers_see_the_alerts_of_their_subtree_and_members_see_none(
 async def test_a_test_send_goes_signed_to_the_channel_and_is_audited(
     runtime: Runtime, app_client: httpx.AsyncClient, receiver: Receiver
 ) -> None:
-    org = await new_org(runtime, app_client)
+    org = await make_org(runtime, app_client)
     secret = new_secret()
     channel = await add_channel(runtime, org.id, receiver.url, secret=secret)
 
@@ -341,7 +304,7 @@ async def test_a_test_send_goes_signed_to_the_channel_and_is_audited(
 async def test_a_test_send_reports_what_went_wrong(
     runtime: Runtime, app_client: httpx.AsyncClient, receiver: Receiver
 ) -> None:
-    org = await new_org(runtime, app_client)
+    org = await make_org(runtime, app_client)
     channel = await add_channel(runtime, org.id, receiver.url, kind="slack")
     receiver.answer(404, body=b"no_service")
     answer = ok(await org.owner.post(f"{org.base}/alerts/channels/{channel}/test"))
@@ -362,14 +325,14 @@ async def test_a_test_send_reports_what_went_wrong(
 async def test_a_test_send_needs_an_admin_or_owner(
     runtime: Runtime, app_client: httpx.AsyncClient, receiver: Receiver
 ) -> None:
-    org = await new_org(runtime, app_client)
-    team = await org.group("team")
+    org = await make_org(runtime, app_client)
+    team = (await add_group(org, "team")).id
     channel = await add_channel(runtime, org.id, receiver.url)
     path = f"{org.base}/alerts/channels/{channel}/test"
     for role, group in (("viewer", org.root), ("member", team)):
-        problem = error(await (await org.person(role, group)).post(path), 403)
+        problem = error(await (await join(org, role, group)).post(path), 403)
         assert problem["details"]["action"] == "channel.manage"
-    assert ok(await (await org.person("admin", team)).post(path))["delivered"] is True
+    assert ok(await (await join(org, "admin", team)).post(path))["delivered"] is True
     error(await org.owner.post(f"{org.base}/alerts/channels/chn_unknown/test"), 404)
     assert len(receiver.requests) == 1
 
@@ -380,8 +343,8 @@ async def test_a_test_send_needs_an_admin_or_owner(
 async def test_another_tenants_alerts_and_channels_are_404(
     runtime: Runtime, app_client: httpx.AsyncClient, receiver: Receiver
 ) -> None:
-    a = await new_org(runtime, app_client, "A")
-    b = await new_org(runtime, app_client, "B")
+    a = await make_org(runtime, app_client, "A")
+    b = await make_org(runtime, app_client, "B")
     channel = await add_channel(runtime, a.id, receiver.url)
     alert_id = await add_alert(runtime, a.id, channels=(channel,))
     mine = await add_alert(runtime, b.id)

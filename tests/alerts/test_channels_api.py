@@ -35,8 +35,9 @@ from sluicegate.app import create_app
 from sluicegate.core.ids import new_id
 from sluicegate.runtime import Runtime
 from sluicegate.settings import Settings
-from tests.admin import Api, Person, all_pages, error, make_person, ok, unique_address
+from tests.admin import Api, all_pages, error, ok
 from tests.alerts.receiver import running_receiver
+from tests.factories import Org, join, make_org
 
 SLACK_URL = "https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXXXXXX"
 DISCORD_URL = "https://discord.com/api/webhooks/123456789/abcdefTOKEN"
@@ -68,60 +69,6 @@ class FakeResolver:
         if host not in self.names:
             raise OSError(f"{host} does not resolve")
         return self.names[host]
-
-
-@dataclass
-class Org:
-    """An org R > division > team, its owner and the client they call with."""
-
-    owner: Api
-    id: str
-    base: str
-    root: str
-    division: str
-    team: str
-
-    @property
-    def client(self) -> httpx.AsyncClient:
-        return self.owner.client
-
-    @property
-    def channels(self) -> str:
-        return f"{self.base}/alerts/channels"
-
-    @property
-    def rules(self) -> str:
-        return f"{self.base}/alerts/rules"
-
-
-async def make_org(runtime: Runtime, client: httpx.AsyncClient, name: str = "Acme") -> Org:
-    owner = Api(client, await make_person(runtime))
-    org = ok(await owner.post("/api/v1/orgs", json={"name": name}), 201)
-    base = f"/api/v1/orgs/{org['id']}"
-    division = ok(await owner.post(f"{base}/groups", json={"name": "division"}), 201)
-    team = ok(
-        await owner.post(f"{base}/groups", json={"name": "team", "parent_id": division["id"]}),
-        201,
-    )
-    return Org(owner, org["id"], base, org["root_group_id"], division["id"], team["id"])
-
-
-async def join(org: Org, role: str, group: str) -> Api:
-    """A new person who accepted an invitation to `role` at `group`."""
-    email = unique_address(role)
-    invitation = ok(
-        await org.owner.post(
-            f"{org.base}/invitations", json={"email": email, "role": role, "group_id": group}
-        ),
-        201,
-    )
-    joined = ok(
-        await org.client.post(
-            f"/api/v1/invitations/{invitation['token']}/accept",
-            json={"name": role.title(), "password": "a long enough password"},
-        )
-    )
-    return Api(org.client, Person(joined["user_id"], email, joined["token"]))
 
 
 async def new_channel(api: Api, org: Org, **fields: Any) -> dict[str, Any]:
@@ -168,7 +115,7 @@ async def client(
 
 @pytest.fixture
 async def org(runtime: Runtime, client: httpx.AsyncClient) -> Org:
-    return await make_org(runtime, client)
+    return await make_org(runtime, client, levels=2)
 
 
 # --- CRUD --------------------------------------------------------------------------------------
@@ -353,7 +300,7 @@ async def test_a_resolver_that_hangs_is_422_not_a_hung_request(
 async def test_the_system_resolver_is_used_when_none_is_set(
     runtime: Runtime, app_client: httpx.AsyncClient
 ) -> None:
-    org = await make_org(runtime, app_client)
+    org = await make_org(runtime, app_client, levels=2)
     body = {"name": "c", "kind": "webhook", "url": "http://localhost:9/hook"}
     problem = error(await org.owner.post(org.channels, json=body), 422)
     assert "127.0.0.1" in problem["message"] or "::1" in problem["message"]
@@ -649,8 +596,8 @@ async def test_a_refused_caller_learns_what_the_action_needs(org: Org) -> None:
 async def test_another_orgs_channels_answer_404_and_stay_as_they_were(
     runtime: Runtime, client: httpx.AsyncClient
 ) -> None:
-    a = await make_org(runtime, client, "A")
-    b = await make_org(runtime, client, "B")
+    a = await make_org(runtime, client, "A", levels=2)
+    b = await make_org(runtime, client, "B", levels=2)
     theirs = await new_channel(b.owner, b, name="theirs")
     for path in (
         f"{a.channels}/{theirs['id']}",  # B's channel id through A's org

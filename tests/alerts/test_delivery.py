@@ -37,15 +37,13 @@ from sluicegate.alerts.models import Alert, AlertAttempt, AlertChannel, AlertDel
 from sluicegate.alerts.payloads import discord_body, slack_body, webhook_body
 from sluicegate.alerts.sender import AlertSender
 from sluicegate.alerts.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, new_secret, verify
-from sluicegate.core.actors import Actor
 from sluicegate.core.clock import ManualClock
 from sluicegate.core.ids import new_id
-from sluicegate.orgs.service import create_organization
 from sluicegate.runtime import Runtime
 from sluicegate.settings import Settings
-from tests.admin import make_person
 from tests.alerts.receiver import Receiver, running_receiver
 from tests.conftest import make_settings
+from tests.factories import make_service_org
 from tests.support import free_port
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -89,15 +87,6 @@ async def opened(settings: Settings, clock: ManualClock) -> AsyncIterator[Runtim
         await runtime.close()
 
 
-async def new_org(runtime: Runtime) -> str:
-    person = await make_person(runtime)
-    async with runtime.unit_of_work() as session:
-        org = await create_organization(
-            session, Actor(person.user_id, person.email), name="Acme alerts"
-        )
-        return org.id
-
-
 @asynccontextmanager
 async def world_of(settings: Settings, receiver: Receiver) -> AsyncIterator[World]:
     clock = ManualClock(START)
@@ -112,7 +101,8 @@ async def world_of(settings: Settings, receiver: Receiver) -> AsyncIterator[Worl
             )
         worker = AlertDeliveryWorker(runtime, rng=random.Random(7))
         try:
-            yield World(runtime, clock, worker, await new_org(runtime), receiver)
+            org = await make_service_org(runtime, "Acme alerts")
+            yield World(runtime, clock, worker, org.id, receiver)
         finally:
             await worker.close()
 

@@ -17,7 +17,7 @@ from sluicegate.runtime import Runtime
 from tests.alerts.test_outbox import alerts_of, channel, deliveries_of, rule
 from tests.analytics.test_feed import Key, make_world, usage
 from tests.analytics.test_insights import SPIKE_DAY, ZONE, history, local
-from tests.proxy.conftest import Tenant, make_tenant
+from tests.factories import Tenant, make_tenant
 
 
 async def test_low_credit_fires_once_until_the_next_top_up(runtime: Runtime) -> None:

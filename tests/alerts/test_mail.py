@@ -33,16 +33,15 @@ from sluicegate.core.clock import ManualClock, utcnow
 from sluicegate.core.ids import new_id
 from sluicegate.core.money import usd_to_nanos
 from sluicegate.identity.models import User
-from sluicegate.identity.service import issue_admin_token
 from sluicegate.keys.models import ApiKey
 from sluicegate.orgs.models import Membership, RoleBinding
 from sluicegate.runtime import Runtime
 from sluicegate.settings import Settings
-from tests.admin import Api, Person, error, make_person, ok
+from tests.admin import error, ok
 from tests.alerts.mailbox import Mailbox, running_mailbox
-from tests.alerts.test_outbox import alerts_of, budget, crossed_event, rule
+from tests.alerts.test_outbox import alerts_of, crossed_event, rule
 from tests.conftest import make_settings
-from tests.proxy.conftest import Tenant, make_tenant
+from tests.factories import Tenant, make_org, make_tenant, put_tenant_budget, tenant_owner
 from tests.support import free_port, tls_pair
 
 FROM = "Sluicegate Alerts <alerts@example.com>"
@@ -194,7 +193,9 @@ async def attempts(runtime: Runtime, delivery_id: str) -> list[AlertAttempt]:
 
 async def threshold_alert(runtime: Runtime, tenant: Tenant, **recipients: Any) -> str:
     """A 90% threshold of the tenant's key budget crossed, for a rule naming `recipients`."""
-    budget_id = await budget(runtime, tenant, "10", [90])
+    budget_id = await put_tenant_budget(
+        runtime, tenant, usd_to_nanos("10"), enforcement="soft", thresholds=[90]
+    )
     await rule(runtime, tenant.org_id, "budget.threshold", [], recipients=recipients)
     async with runtime.unit_of_work() as session:
         await record_crossings(session, [crossed_event(tenant, budget_id, 90, usd_to_nanos("9.5"))])
@@ -312,15 +313,11 @@ async def test_a_key_budget_alert_reaches_each_person_it_names_once_by_mail(worl
     assert await attempts(runtime, rows[removed.user_id].id) == []
 
     # The alert log shows the people's deliveries: a recipient, no channel.
-    async with runtime.unit_of_work() as session:
-        owner = await session.get(User, tenant.user_id)
-        assert owner is not None
-        _token, secret = await issue_admin_token(session, owner, pepper=runtime.settings.secret)
     app = create_app(runtime.settings, runtime)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as http:
-            api = Api(http, Person(tenant.user_id, owner_email, secret))
+            api = await tenant_owner(runtime, http, tenant)
             detail = ok(await api.get(f"/api/v1/orgs/{tenant.org_id}/alerts/{alert_id}"))
             listed = ok(await api.get(f"/api/v1/orgs/{tenant.org_id}/alerts"))["items"]
     shown = {d["recipient_user_id"]: d for d in detail["deliveries"]}
@@ -510,16 +507,11 @@ def settings(database_url: str, smtp: tuple[Mailbox, int]) -> Settings:
     return mail_settings(database_url, smtp[1])
 
 
-async def owner_api(runtime: Runtime, client: httpx.AsyncClient) -> tuple[Api, str]:
-    owner = Api(client, await make_person(runtime))
-    org = ok(await owner.post("/api/v1/orgs", json={"name": "Acme mail"}), 201)
-    return owner, f"/api/v1/orgs/{org['id']}"
-
-
 async def test_an_email_channel_is_created_changed_and_shows_only_how_many_addresses(
     runtime: Runtime, app_client: httpx.AsyncClient
 ) -> None:
-    owner, base = await owner_api(runtime, app_client)
+    org = await make_org(runtime, app_client, "Acme mail")
+    owner, base = org.owner, org.base
     body = {"name": "on-call mail", "kind": "email", "to": ["Oncall@Example.com", "b@example.org"]}
     created = ok(await owner.post(f"{base}/alerts/channels", json={**body}), 201)
     assert (created["kind"], created["target"], created["signing_secret"]) == (
@@ -582,7 +574,8 @@ async def test_an_email_channel_is_created_changed_and_shows_only_how_many_addre
 async def test_email_channels_take_1_to_20_checked_addresses_and_no_url(
     runtime: Runtime, app_client: httpx.AsyncClient, body: dict[str, Any], field: str
 ) -> None:
-    owner, base = await owner_api(runtime, app_client)
+    org = await make_org(runtime, app_client, "Acme mail")
+    owner, base = org.owner, org.base
     problem = error(await owner.post(f"{base}/alerts/channels", json={"name": "x", **body}), 422)
     assert problem["details"]["field"].split(".")[0] == field
     assert problem["message"].startswith(field)
@@ -592,7 +585,8 @@ async def test_email_channels_take_1_to_20_checked_addresses_and_no_url(
 async def test_an_email_channel_is_delivered_and_test_sent_by_mail(
     runtime: Runtime, app_client: httpx.AsyncClient, mailbox: Mailbox
 ) -> None:
-    owner, base = await owner_api(runtime, app_client)
+    org = await make_org(runtime, app_client, "Acme mail")
+    owner, base = org.owner, org.base
     created = ok(
         await owner.post(
             f"{base}/alerts/channels",
@@ -652,7 +646,9 @@ async def test_an_email_channels_failures_open_its_circuit_breaker(world: World)
     channel = await add_email_channel(world.runtime, tenant.org_id, ["team@example.com"])
     await rule(world.runtime, tenant.org_id, "budget.threshold", [channel])
     percents = [50, 60, 70, 80, 90, 95]
-    budget_id = await budget(world.runtime, tenant, "10", percents)
+    budget_id = await put_tenant_budget(
+        world.runtime, tenant, usd_to_nanos("10"), enforcement="soft", thresholds=percents
+    )
     async with world.runtime.unit_of_work() as session:
         await record_crossings(
             session,

@@ -16,12 +16,12 @@ from sluicegate.alerts.outbox import record_crossings
 from sluicegate.core.clock import utcnow
 from sluicegate.core.ids import new_id
 from sluicegate.core.money import usd_to_nanos
-from sluicegate.guard.budget_service import put_budget
 from sluicegate.guard.counters import Crossing, encode_crossings
 from sluicegate.keys.service import create_key, update_key
 from sluicegate.orgs.group_service import create_group
 from sluicegate.runtime import Runtime
-from tests.proxy.conftest import Tenant, make_tenant, usage_events
+from tests.factories import Tenant, make_tenant, put_tenant_budget
+from tests.proxy.conftest import usage_events
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello there"}]}
 
@@ -64,24 +64,6 @@ async def rule(runtime: Runtime, org_id: str, event: str, channels: list[str], *
     return rule_id
 
 
-async def budget(runtime: Runtime, tenant: Tenant, limit: str, thresholds: list[int]) -> str:
-    async with runtime.unit_of_work() as session:
-        view = await put_budget(
-            session,
-            tenant.actor,
-            tenant.org_id,
-            runtime.counters,
-            scope_type="key",
-            scope_id=tenant.key_id,
-            limit_nusd=usd_to_nanos(limit),
-            period="month",
-            enforcement="soft",
-            thresholds=thresholds,
-            now=runtime.clock.now(),
-        )
-    return view.budget.id
-
-
 async def alerts_of(runtime: Runtime, org_id: str, event: str | None = None) -> list[Alert]:
     statement = select(Alert).where(Alert.org_id == org_id).order_by(Alert.created_at)
     if event is not None:
@@ -111,7 +93,9 @@ async def test_a_crossing_becomes_one_alert_with_a_delivery_per_channel_and_pers
     runtime: Runtime,
 ) -> None:
     tenant = await make_tenant(runtime)
-    budget_id = await budget(runtime, tenant, "10", [50, 90])
+    budget_id = await put_tenant_budget(
+        runtime, tenant, usd_to_nanos("10"), enforcement="soft", thresholds=[50, 90]
+    )
     first, second = await channel(runtime, tenant.org_id), await channel(runtime, tenant.org_id)
     naming = await rule(
         runtime,
@@ -156,7 +140,9 @@ async def test_a_crossing_becomes_one_alert_with_a_delivery_per_channel_and_pers
 
 async def test_rules_filter_by_scope_params_and_live_channels(runtime: Runtime) -> None:
     tenant = await make_tenant(runtime)
-    budget_id = await budget(runtime, tenant, "10", [50, 90])
+    budget_id = await put_tenant_budget(
+        runtime, tenant, usd_to_nanos("10"), enforcement="soft", thresholds=[50, 90]
+    )
     async with runtime.unit_of_work() as session:
         other = await create_group(session, tenant.actor, tenant.org_id, name="elsewhere")
     wide, scoped, elsewhere, picky, off = [await channel(runtime, tenant.org_id) for _ in range(5)]
@@ -186,7 +172,13 @@ async def test_threshold_alerts_through_the_proxy_fire_once_each(
     first_cost = await _spent(runtime, tenant, proxy_client)
     assert first_cost > 0
     # A limit 20 requests' worth: the next 20 concurrent requests cross 50% and 90%.
-    await budget(runtime, tenant, str(first_cost * 20 / 1e9), [50, 90])
+    await put_tenant_budget(
+        runtime,
+        tenant,
+        usd_to_nanos(str(first_cost * 20 / 1e9)),
+        enforcement="soft",
+        thresholds=[50, 90],
+    )
     answers = await asyncio.gather(
         *(proxy_client.post("/v1/chat/completions", json=CHAT, headers=headers) for _ in range(24))
     )

@@ -17,16 +17,8 @@ from sluicegate.alerts.schemas import EVENT_PARAMS, Event
 from sluicegate.core.ids import new_id
 from sluicegate.runtime import Runtime
 from tests.admin import Api, all_pages, error, make_person, ok
-from tests.alerts.test_channels_api import (
-    SLACK_URL,
-    Org,
-    client,
-    join,
-    make_org,
-    new_channel,
-    org,
-    resolver,
-)
+from tests.alerts.test_channels_api import SLACK_URL, client, new_channel, org, resolver
+from tests.factories import Org, join, make_org
 
 __all__ = ["client", "org", "resolver"]  # fixtures shared with the channel tests
 ANY_ID = re.compile(r"\b(chn|grp|usr)_[0-9a-z]{26}\b")
@@ -386,8 +378,8 @@ async def test_members_list_no_rules(org: Org) -> None:
 async def test_another_orgs_rules_answer_404_and_its_ids_cannot_be_referenced(
     runtime: Runtime, client: httpx.AsyncClient
 ) -> None:
-    a = await make_org(runtime, client, "A")
-    b = await make_org(runtime, client, "B")
+    a = await make_org(runtime, client, "A", levels=2)
+    b = await make_org(runtime, client, "B", levels=2)
     their_channel = await new_channel(b.owner, b, kind="slack", url=SLACK_URL)
     their_rule = await new_rule(b.owner, b, scope_group_id=b.team)
     their_member = await join(b, "member", b.team)

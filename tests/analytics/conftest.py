@@ -23,7 +23,8 @@ import pytest
 
 from sluicegate.metering.writer import store_usage
 from sluicegate.runtime import Runtime
-from tests.admin import Api, Person, make_person, ok
+from tests.admin import Api
+from tests.factories import Org, add_group, join, make_key, make_org
 
 ZONE = "Europe/Berlin"
 DAY_1 = datetime(2026, 2, 10, 9, 0, tzinfo=UTC)  # 10:00 in Berlin
@@ -36,6 +37,7 @@ _request_ids = itertools.count()
 class World:
     runtime: Runtime
     client: httpx.AsyncClient
+    org: Org
     base: str
     org_id: str
     root: str
@@ -60,68 +62,40 @@ class World:
         return f"{self.base}/analytics/{path}"
 
 
-async def join(
-    owner: Api, client: httpx.AsyncClient, base: str, role: str, group: str, name: str
-) -> tuple[Api, str]:
-    email = f"{name.lower().replace(' ', '-')}-{secrets.token_hex(4)}@example.com"
-    invited = ok(
-        await owner.post(
-            f"{base}/invitations", json={"email": email, "role": role, "group_id": group}
-        ),
-        201,
-    )
-    joined = ok(
-        await client.post(
-            f"/api/v1/invitations/{invited['token']}/accept",
-            json={"name": name, "password": "a long enough password"},
-        )
-    )
-    return Api(client, Person(joined["user_id"], email, joined["token"])), joined["user_id"]
-
-
-async def make_key(api: Api, base: str, name: str, group: str, owner: str | None = None) -> str:
-    body = {"name": name, "group_id": group, "owner_user_id": owner}
-    return str(ok(await api.post(f"{base}/keys", json=body), 201)["id"])
-
-
 async def build_world(
     runtime: Runtime, client: httpx.AsyncClient, name: str = "Acme", zone: str = ZONE
 ) -> World:
-    person = await make_person(runtime)
-    owner = Api(client, person)
-    org = ok(await owner.post("/api/v1/orgs", json={"name": name, "timezone": zone}), 201)
-    base = f"/api/v1/orgs/{org['id']}"
-    team_a = ok(await owner.post(f"{base}/groups", json={"name": "Team A"}), 201)["id"]
-    project_a = ok(
-        await owner.post(f"{base}/groups", json={"name": "Project A1", "parent_id": team_a}), 201
-    )["id"]
-    team_b = ok(await owner.post(f"{base}/groups", json={"name": "Team B"}), 201)["id"]
-    admin_a, admin_a_id = await join(owner, client, base, "admin", team_a, "Admin A")
-    viewer_b, _ = await join(owner, client, base, "viewer", team_b, "Viewer B")
-    member1, member1_id = await join(owner, client, base, "member", project_a, "Member One")
-    member2, member2_id = await join(owner, client, base, "member", team_b, "Member Two")
+    org = await make_org(runtime, client, name, timezone=zone)
+    team_a = (await add_group(org, "Team A")).id
+    project_a = (await add_group(org, "Project A1", team_a)).id
+    team_b = (await add_group(org, "Team B")).id
+    admin_a = await join(org, "admin", team_a, name="Admin A")
+    viewer_b = await join(org, "viewer", team_b, name="Viewer B")
+    member1 = await join(org, "member", project_a, name="Member One")
+    member2 = await join(org, "member", team_b, name="Member Two")
     return World(
         runtime=runtime,
         client=client,
-        base=base,
-        org_id=org["id"],
-        root=org["root_group_id"],
+        org=org,
+        base=org.base,
+        org_id=org.id,
+        root=org.root,
         team_a=team_a,
         project_a=project_a,
         team_b=team_b,
-        owner=owner,
-        owner_id=person.user_id,
+        owner=org.owner,
+        owner_id=org.owner.user_id,
         admin_a=admin_a,
-        admin_a_id=admin_a_id,
+        admin_a_id=admin_a.user_id,
         viewer_b=viewer_b,
         member1=member1,
-        member1_id=member1_id,
+        member1_id=member1.user_id,
         member2=member2,
-        member2_id=member2_id,
-        key0=await make_key(owner, base, "root key", org["root_group_id"]),
-        key1=await make_key(member1, base, "one", project_a),
-        key1b=await make_key(member1, base, "one-b", project_a),
-        key2=await make_key(member2, base, "two", team_b),
+        member2_id=member2.user_id,
+        key0=(await make_key(org, org.root, name="root key")).id,
+        key1=(await make_key(org, project_a, by=member1, name="one")).id,
+        key1b=(await make_key(org, project_a, by=member1, name="one-b")).id,
+        key2=(await make_key(org, team_b, by=member2, name="two")).id,
     )
 
 

@@ -23,9 +23,9 @@ from tests.analytics.conftest import (
     WINDOW,
     World,
     event,
-    make_key,
     store,
 )
+from tests.factories import make_key
 
 
 def costs(body: dict) -> dict[str, str]:
@@ -258,7 +258,7 @@ async def test_members_and_models_are_counted_only_with_usage_inside_the_window(
     members and models probe each value for a row in the window: a member and a model with
     usage only the day before the window are not counted; a window holding that day counts
     them. A filter (the root group: every group, read from the daily rollups) agrees."""
-    admin_key = await make_key(world.admin_a, world.base, "admin's", world.team_a)
+    admin_key = (await make_key(world.org, world.team_a, by=world.admin_a, name="admin's")).id
     before = DAY_1 - timedelta(days=1)
     await store(
         world.runtime,

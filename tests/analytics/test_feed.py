@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import secrets
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -25,7 +24,8 @@ from sluicegate.core.ids import new_id
 from sluicegate.core.pagination import encode_cursor
 from sluicegate.metering.writer import store_usage
 from sluicegate.runtime import Runtime
-from tests.admin import Api, Person, all_pages, error, make_person, ok
+from tests.admin import Api, all_pages, error, ok
+from tests.factories import add_group, join, make_key, make_org
 
 ZONE = "Asia/Kolkata"  # +05:30: a local day is not a UTC day
 # The feed's five hours straddle local midnight: 2026-05-05 starts at 2026-05-04T18:30Z there.
@@ -64,61 +64,32 @@ class World:
             await store_usage(session, events)
 
 
-async def join(
-    owner: Api, client: httpx.AsyncClient, base: str, role: str, group: str, name: str
-) -> Api:
-    email = f"{name.lower()}-{secrets.token_hex(4)}@example.com"
-    invited = ok(
-        await owner.post(
-            f"{base}/invitations", json={"email": email, "role": role, "group_id": group}
-        ),
-        201,
-    )
-    joined = ok(
-        await client.post(
-            f"/api/v1/invitations/{invited['token']}/accept",
-            json={"name": name, "password": "a long enough password"},
-        )
-    )
-    return Api(client, Person(joined["user_id"], email, joined["token"]))
-
-
-async def make_key(owner: Api, base: str, name: str, group: str, user_id: str) -> Key:
-    key = ok(
-        await owner.post(
-            f"{base}/keys", json={"name": name, "group_id": group, "owner_user_id": user_id}
-        ),
-        201,
-    )
-    return Key(key["id"], group, user_id)
-
-
 async def make_world(runtime: Runtime, client: httpx.AsyncClient, zone: str = ZONE) -> World:
-    owner = Api(client, await make_person(runtime))
-    org = ok(await owner.post("/api/v1/orgs", json={"name": "Acme", "timezone": zone}), 201)
-    base = f"/api/v1/orgs/{org['id']}"
-    team = ok(await owner.post(f"{base}/groups", json={"name": "team"}), 201)["id"]
-    other = ok(await owner.post(f"{base}/groups", json={"name": "other"}), 201)["id"]
-    admin = await join(owner, client, base, "admin", team, "Ada")
-    viewer = await join(owner, client, base, "viewer", team, "Vic")
-    member = await join(owner, client, base, "member", team, "Mia")
-    member2 = await join(owner, client, base, "member", other, "Ned")
-    assert admin.person and viewer.person and member.person and member2.person
+    org = await make_org(runtime, client, timezone=zone)
+    team = (await add_group(org, "team")).id
+    other = (await add_group(org, "other")).id
+    admin = await join(org, "admin", team, name="Ada")
+    viewer = await join(org, "viewer", team, name="Vic")
+    member = await join(org, "member", team, name="Mia")
+    member2 = await join(org, "member", other, name="Ned")
+    km = await make_key(org, team, name="=mia's key", owner_user_id=member.user_id)
+    kn = await make_key(org, other, name="ned's key", owner_user_id=member2.user_id)
+    ka = await make_key(org, other, name="ada's key", owner_user_id=admin.user_id)
     return World(
         runtime,
         client,
-        org["id"],
-        base,
+        org.id,
+        org.base,
         team,
         other,
-        owner,
+        org.owner,
         admin,
         viewer,
         member,
         member2,
-        await make_key(owner, base, "=mia's key", team, member.person.user_id),
-        await make_key(owner, base, "ned's key", other, member2.person.user_id),
-        await make_key(owner, base, "ada's key", other, admin.person.user_id),
+        Key(km.id, team, member.user_id),
+        Key(kn.id, other, member2.user_id),
+        Key(ka.id, other, admin.user_id),
     )
 
 

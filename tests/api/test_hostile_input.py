@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from sluicegate.runtime import Runtime
-from tests.admin import Api, make_person, ok
+from tests.admin import Api, make_person
+from tests.factories import add_group, make_org_as
 
 OVERFLOWING = ("9999-12-31T23:00:00-05:00", "0001-01-01T00:30:00+01:00")
 
@@ -18,10 +19,8 @@ OVERFLOWING = ("9999-12-31T23:00:00-05:00", "0001-01-01T00:30:00+01:00")
 @pytest.fixture
 async def caller(runtime: Runtime, app_client: httpx.AsyncClient) -> tuple[Api, str, str]:
     api = Api(app_client, await make_person(runtime, platform_admin=True))
-    org = ok(await api.post("/api/v1/orgs", json={"name": "Acme"}), 201)
-    base = f"/api/v1/orgs/{org['id']}"
-    group = ok(await api.post(f"{base}/groups", json={"name": "g"}), 201)
-    return api, base, group["id"]
+    org = await make_org_as(api)
+    return api, org.base, (await add_group(org, "g")).id
 
 
 def refused(response: httpx.Response, *statuses: int) -> dict[str, Any]:

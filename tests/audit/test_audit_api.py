@@ -10,7 +10,8 @@ from sqlalchemy import update
 
 from sluicegate.audit.models import AuditEvent
 from sluicegate.runtime import Runtime
-from tests.admin import Api, Person, all_pages, error, make_person, ok, unique_address
+from tests.admin import Api, all_pages, error, make_person, ok, unique_address
+from tests.factories import add_group, join, make_key, make_org_as
 
 PASSWORD = "a long enough password"
 
@@ -111,14 +112,14 @@ async def test_every_mutation_leaves_exactly_one_event(
 
 
 async def test_an_event_names_who_what_where_and_from_where(owner: Api) -> None:
-    org = ok(await owner.post("/api/v1/orgs", json={"name": "Acme"}), 201)
-    base = f"/api/v1/orgs/{org['id']}"
+    org = await make_org_as(owner)
+    base = org.base
     headers = {"user-agent": "ops-script/1.0", "x-request-id": "change-4711"}
     ok(await owner.patch(base, json={"name": "Acme Corp"}, headers=headers))
     event = (await all_pages(owner, f"{base}/audit", {"action": "org.update"}))[0]
     assert owner.person is not None
     assert event["actor_user_id"] == owner.person.user_id
-    assert (event["target_type"], event["target_id"]) == ("organization", org["id"])
+    assert (event["target_type"], event["target_id"]) == ("organization", org.id)
     assert event["before"]["name"] == "Acme" and event["after"]["name"] == "Acme Corp"
     assert (event["user_agent"], event["request_id"]) == ("ops-script/1.0", "change-4711")
     assert event["ip"] == "127.0.0.1"
@@ -126,8 +127,8 @@ async def test_an_event_names_who_what_where_and_from_where(owner: Api) -> None:
 
 
 async def test_filters_and_pages_cover_the_trail_once_newest_first(owner: Api) -> None:
-    org = ok(await owner.post("/api/v1/orgs", json={"name": "Acme"}), 201)
-    base = f"/api/v1/orgs/{org['id']}"
+    org = await make_org_as(owner)
+    base = org.base
     groups = [ok(await owner.post(f"{base}/groups", json={"name": f"g{i}"}), 201) for i in range(7)]
     paged = await all_pages(owner, f"{base}/audit", {"limit": 3})
     assert [e["seq"] for e in paged] == list(range(8, 0, -1))
@@ -142,40 +143,21 @@ async def test_filters_and_pages_cover_the_trail_once_newest_first(owner: Api) -
     assert bad["details"]["field"] == "cursor"
 
 
-async def test_readers_see_their_subtree_and_members_see_nothing(
-    runtime: Runtime, owner: Api, app_client: httpx.AsyncClient
-) -> None:
-    org = ok(await owner.post("/api/v1/orgs", json={"name": "Acme"}), 201)
-    base = f"/api/v1/orgs/{org['id']}"
-    east = ok(await owner.post(f"{base}/groups", json={"name": "east"}), 201)
-    west = ok(await owner.post(f"{base}/groups", json={"name": "west"}), 201)
-    ok(await owner.post(f"{base}/keys", json={"name": "east key", "group_id": east["id"]}), 201)
-    ok(await owner.post(f"{base}/keys", json={"name": "west key", "group_id": west["id"]}), 201)
-
-    async def joined(role: str, group: str) -> Api:
-        email = unique_address()
-        invitation = ok(
-            await owner.post(
-                f"{base}/invitations", json={"email": email, "role": role, "group_id": group}
-            ),
-            201,
-        )
-        body = ok(
-            await app_client.post(
-                f"/api/v1/invitations/{invitation['token']}/accept",
-                json={"name": role, "password": PASSWORD},
-            )
-        )
-        return Api(app_client, Person(body["user_id"], email, body["token"]))
-
-    east_viewer = await joined("viewer", east["id"])
-    finance = await joined("viewer", org["root_group_id"])
-    member = await joined("member", east["id"])
+async def test_readers_see_their_subtree_and_members_see_nothing(owner: Api) -> None:
+    org = await make_org_as(owner)
+    base = org.base
+    east = await add_group(org, "east")
+    west = await add_group(org, "west")
+    await make_key(org, east.id, name="east key")
+    await make_key(org, west.id, name="west key")
+    east_viewer = await join(org, "viewer", east.id)
+    finance = await join(org, "viewer", org.root)
+    member = await join(org, "member", east.id)
     seen = await all_pages(east_viewer, f"{base}/audit", {"limit": 200})
-    assert {e["group_id"] for e in seen} == {east["id"]}
+    assert {e["group_id"] for e in seen} == {east.id}
     assert {e["action"] for e in seen} >= {"group.create", "key.create", "member.join"}
     everything = await all_pages(finance, f"{base}/audit", {"limit": 200})
-    assert {west["id"], org["root_group_id"]} <= {e["group_id"] for e in everything}
+    assert {west.id, org.root} <= {e["group_id"] for e in everything}
     error(await member.get(f"{base}/audit"), 403)
     error(await east_viewer.get(f"{base}/audit/verify"), 403)
     assert ok(await finance.get(f"{base}/audit/verify"))["intact"] is True
@@ -184,8 +166,8 @@ async def test_readers_see_their_subtree_and_members_see_nothing(
 async def test_an_sql_edit_of_one_row_is_reported_at_exactly_that_row(
     runtime: Runtime, owner: Api
 ) -> None:
-    org = ok(await owner.post("/api/v1/orgs", json={"name": "Acme"}), 201)
-    base = f"/api/v1/orgs/{org['id']}"
+    org = await make_org_as(owner)
+    base = org.base
     for i in range(5):
         ok(await owner.post(f"{base}/groups", json={"name": f"g{i}"}), 201)
     events = await all_pages(owner, f"{base}/audit")

@@ -4,7 +4,6 @@ edit made behind its back is found and named."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 from pathlib import Path
 
 import pytest
@@ -13,19 +12,11 @@ from sqlalchemy import select, update
 from sluicegate.audit.chain import REDACTED
 from sluicegate.audit.models import PLATFORM_CHAIN, AuditEvent
 from sluicegate.audit.service import RequestMeta, record, verify_chain
-from sluicegate.identity.service import actor_for, ensure_user
-from sluicegate.orgs.service import create_organization
 from sluicegate.runtime import Runtime
 from sluicegate.settings import Settings
 from tests.conftest import settings_env
+from tests.factories import make_service_org
 from tests.support import run_cli
-
-
-async def new_org(runtime: Runtime) -> str:
-    async with runtime.unit_of_work() as session:
-        owner, _ = await ensure_user(session, f"audit-{secrets.token_hex(5)}@example.com")
-        org = await create_organization(session, actor_for(owner), name="Audited")
-        return org.id
 
 
 async def append(runtime: Runtime, org_id: str, n: int) -> list[str]:
@@ -48,7 +39,7 @@ async def append(runtime: Runtime, org_id: str, n: int) -> list[str]:
 
 
 async def test_an_untouched_chain_verifies(runtime: Runtime) -> None:
-    org_id = await new_org(runtime)
+    org_id = (await make_service_org(runtime)).id
     await append(runtime, org_id, 5)
     async with runtime.sessions() as session:
         report = await verify_chain(session, org_id)
@@ -57,7 +48,7 @@ async def test_an_untouched_chain_verifies(runtime: Runtime) -> None:
 
 
 async def test_secrets_never_enter_the_trail(runtime: Runtime) -> None:
-    org_id = await new_org(runtime)
+    org_id = (await make_service_org(runtime)).id
     await append(runtime, org_id, 1)
     async with runtime.sessions() as session:
         event = await session.scalar(
@@ -68,7 +59,7 @@ async def test_secrets_never_enter_the_trail(runtime: Runtime) -> None:
 
 
 async def test_a_rolled_back_mutation_leaves_no_event(runtime: Runtime) -> None:
-    org_id = await new_org(runtime)
+    org_id = (await make_service_org(runtime)).id
     with pytest.raises(RuntimeError):
         async with runtime.unit_of_work() as session:
             await record(
@@ -90,7 +81,7 @@ async def test_a_rolled_back_mutation_leaves_no_event(runtime: Runtime) -> None:
 async def test_editing_one_row_with_sql_is_reported_at_that_row(
     runtime: Runtime, column: str
 ) -> None:
-    org_id = await new_org(runtime)
+    org_id = (await make_service_org(runtime)).id
     ids = await append(runtime, org_id, 6)
     victim = ids[3]
     async with runtime.sessions() as session, session.begin():
@@ -112,7 +103,7 @@ async def test_editing_one_row_with_sql_is_reported_at_that_row(
 
 
 async def test_deleting_a_row_is_reported(runtime: Runtime) -> None:
-    org_id = await new_org(runtime)
+    org_id = (await make_service_org(runtime)).id
     ids = await append(runtime, org_id, 4)
     async with runtime.sessions() as session, session.begin():
         await session.execute(AuditEvent.__table__.delete().where(AuditEvent.id == ids[1]))
@@ -122,7 +113,7 @@ async def test_deleting_a_row_is_reported(runtime: Runtime) -> None:
 
 
 async def test_concurrent_writers_keep_one_unbroken_line(runtime: Runtime) -> None:
-    org_id = await new_org(runtime)
+    org_id = (await make_service_org(runtime)).id
 
     async def one(i: int) -> None:
         async with runtime.unit_of_work() as session:
@@ -150,7 +141,7 @@ async def test_concurrent_writers_keep_one_unbroken_line(runtime: Runtime) -> No
 async def test_cli_verify_names_the_broken_event(
     runtime: Runtime, settings: Settings, tmp_path: Path
 ) -> None:
-    org_id = await new_org(runtime)
+    org_id = (await make_service_org(runtime)).id
     ids = await append(runtime, org_id, 3)
     env = settings_env(settings)
     intact = run_cli("audit", "verify", "--org", org_id, env=env, cwd=tmp_path)

@@ -13,13 +13,14 @@ from sluicegate.alerts.models import Alert
 from sluicegate.audit.checkpoint_task import CheckpointTask
 from sluicegate.audit.checkpoints import checkpoint_key, parse
 from sluicegate.runtime import Runtime
-from tests.audit.test_chain import append, new_org
+from tests.audit.test_chain import append
+from tests.factories import make_service_org
 
 
 async def test_each_grown_chain_is_signed_logged_and_raised_once_per_head(
     runtime: Runtime, caplog: pytest.LogCaptureFixture
 ) -> None:
-    org_id = await new_org(runtime)
+    org_id = (await make_service_org(runtime)).id
     secret = runtime.settings.secret
     task = CheckpointTask(runtime.sessions, runtime.clock, secret, 3600, announce=audit_checkpoint)
     with caplog.at_level(logging.INFO, logger="sluicegate.audit"):

@@ -24,8 +24,9 @@ from sluicegate.audit.models import AuditEvent, AuditHead
 from sluicegate.audit.service import ChainReport, checkpoint_of, verify_chain
 from sluicegate.runtime import Runtime
 from sluicegate.settings import Settings
-from tests.audit.test_chain import append, new_org
+from tests.audit.test_chain import append
 from tests.conftest import settings_env
+from tests.factories import make_service_org
 from tests.support import run_cli
 
 
@@ -49,7 +50,7 @@ async def checkpoint(runtime: Runtime, org_id: str) -> Checkpoint:
 
 
 async def test_deleting_the_last_events_and_the_head_is_detected(runtime: Runtime) -> None:
-    org_id = await new_org(runtime)
+    org_id = (await make_service_org(runtime)).id
     await append(runtime, org_id, 5)
     async with runtime.sessions() as session, session.begin():
         await session.execute(
@@ -64,7 +65,7 @@ async def test_deleting_the_last_events_and_the_head_is_detected(runtime: Runtim
 async def test_moving_the_head_back_to_a_state_it_never_had_sealed_is_detected(
     runtime: Runtime,
 ) -> None:
-    org_id = await new_org(runtime)
+    org_id = (await make_service_org(runtime)).id
     await append(runtime, org_id, 5)
     kept = (await events_of(runtime, org_id))[3]
     async with runtime.sessions() as session, session.begin():
@@ -107,7 +108,7 @@ async def rehash_unkeyed(runtime: Runtime, org_id: str, first_seq: int, **edit: 
 
 
 async def test_an_edit_relinked_from_there_is_detected_where_it_starts(runtime: Runtime) -> None:
-    org_id = await new_org(runtime)
+    org_id = (await make_service_org(runtime)).id
     await append(runtime, org_id, 5)
     victim = (await events_of(runtime, org_id))[2]
     await rehash_unkeyed(runtime, org_id, victim.seq, target_id="key_forged")
@@ -117,7 +118,7 @@ async def test_an_edit_relinked_from_there_is_detected_where_it_starts(runtime: 
 
 
 async def test_a_chain_rewritten_whole_in_the_unkeyed_form_is_detected(runtime: Runtime) -> None:
-    org_id = await new_org(runtime)
+    org_id = (await make_service_org(runtime)).id
     await append(runtime, org_id, 3)
     await rehash_unkeyed(runtime, org_id, 1, actor_user_id="usr_forged")
     # Every link now fits the unkeyed form: only the head's seal says it is not ours.
@@ -132,7 +133,7 @@ async def test_a_past_state_restored_whole_passes_alone_and_a_checkpoint_catches
     """The limit of a database-only check: the head row of an earlier moment, saved and put
     back after deleting what came since, is a state the chain really had. A checkpoint taken
     later, kept outside the database, shows what is missing."""
-    org_id = await new_org(runtime)
+    org_id = (await make_service_org(runtime)).id
     await append(runtime, org_id, 3)
     async with runtime.sessions() as session:
         saved = await session.get(AuditHead, org_id)
@@ -159,7 +160,7 @@ async def test_a_past_state_restored_whole_passes_alone_and_a_checkpoint_catches
 async def test_a_checkpoint_of_an_intact_chain_verifies_and_one_of_another_history_does_not(
     runtime: Runtime,
 ) -> None:
-    org_id = await new_org(runtime)
+    org_id = (await make_service_org(runtime)).id
     await append(runtime, org_id, 2)
     first = await checkpoint(runtime, org_id)
     await append(runtime, org_id, 2)
@@ -172,7 +173,7 @@ async def test_a_checkpoint_of_an_intact_chain_verifies_and_one_of_another_histo
 async def test_the_cli_signs_checkpoints_and_verify_compares_with_them(
     runtime: Runtime, settings: Settings, tmp_path: Path
 ) -> None:
-    org_id = await new_org(runtime)
+    org_id = (await make_service_org(runtime)).id
     await append(runtime, org_id, 2)
     env = settings_env(settings)
     taken = run_cli("audit", "checkpoint", "--org", org_id, env=env, cwd=tmp_path)
@@ -204,7 +205,7 @@ async def test_the_cli_signs_checkpoints_and_verify_compares_with_them(
 async def test_checkpoint_all_signs_every_chain_and_refuses_a_moved_head(
     runtime: Runtime, settings: Settings, tmp_path: Path
 ) -> None:
-    org_id = await new_org(runtime)
+    org_id = (await make_service_org(runtime)).id
     env = settings_env(settings)
     # Other tests of this database tamper with their chains: those are named, ours is signed.
     everything = run_cli("audit", "checkpoint", "--all", env=env, cwd=tmp_path)

@@ -6,70 +6,24 @@ and the credit_enforced setting reaching the proxy."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import httpx
 import pytest
 
 from sluicegate.app import create_app
 from sluicegate.runtime import Runtime
 from sluicegate.settings import Settings
-from tests.admin import Api, Person, error, make_person, ok, unique_address
+from tests.admin import Api, error, ok
 from tests.conftest import make_settings
+from tests.factories import Org, join, make_org
 from tests.support import free_port
 
-PASSWORD = "a long enough password"
 CHAT = "/v1/chat/completions"
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
 
 
-@dataclass
-class Org:
-    owner: Api
-    id: str
-    base: str
-    root: str
-    division: str  # level 1
-    team: str  # level 2
-
-    @property
-    def credits(self) -> str:
-        return f"{self.base}/credits"
-
-
-async def new_org(client: httpx.AsyncClient, runtime: Runtime) -> Org:
-    owner = Api(client, await make_person(runtime))
-    created = ok(await owner.post("/api/v1/orgs", json={"name": "Acme"}), 201)
-    base = f"/api/v1/orgs/{created['id']}"
-    division = ok(await owner.post(f"{base}/groups", json={"name": "division"}), 201)
-    team = ok(
-        await owner.post(f"{base}/groups", json={"name": "team", "parent_id": division["id"]}), 201
-    )
-    return Org(owner, created["id"], base, created["root_group_id"], division["id"], team["id"])
-
-
 @pytest.fixture
 async def org(runtime: Runtime, app_client: httpx.AsyncClient) -> Org:
-    return await new_org(app_client, runtime)
-
-
-async def join(org: Org, role: str, group: str) -> Api:
-    """A new person invited by the owner with `role` at `group`, joined and signed in."""
-    client = org.owner.client
-    email = unique_address(role)
-    invitation = ok(
-        await org.owner.post(
-            f"{org.base}/invitations", json={"email": email, "role": role, "group_id": group}
-        ),
-        201,
-    )
-    accepted = ok(
-        await client.post(
-            f"/api/v1/invitations/{invitation['token']}/accept",
-            json={"name": "Joiner", "password": PASSWORD},
-        )
-    )
-    return Api(client, Person(accepted["user_id"], email, accepted["token"]))
+    return await make_org(runtime, app_client, levels=2)
 
 
 async def top_up(api: Api, org: Org, amount: object, note: str | None = None) -> httpx.Response:
@@ -232,7 +186,7 @@ async def test_only_owners_adjust_and_owners_admins_viewers_read(org: Org) -> No
 async def test_another_tenants_credits_are_404(
     org: Org, runtime: Runtime, app_client: httpx.AsyncClient
 ) -> None:
-    other = await new_org(app_client, runtime)
+    other = await make_org(runtime, app_client, levels=2)
     ok(await top_up(other.owner, other, 7), 201)
     for method, path, body in (
         ("GET", other.credits, None),
@@ -298,7 +252,7 @@ async def test_the_first_top_up_makes_the_org_prepaid_unless_an_owner_chose(
     ok(await org.owner.patch(org.base, json={"credit_enforced": False}))
     ok(await top_up(org.owner, org, "1"), 201)
     assert ok(await org.owner.get(org.base))["credit_enforced"] is False
-    other = await new_org(proxy_client, runtime)
+    other = await make_org(runtime, proxy_client, levels=2)
     ok(await other.owner.patch(other.base, json={"credit_enforced": False}))
     ok(await top_up(other.owner, other, "1"), 201)
     assert ok(await other.owner.get(other.base))["credit_enforced"] is False
@@ -335,7 +289,7 @@ async def test_the_balance_reads_the_counter_store_only_when_enforced(
 async def test_enforcing_credit_reaches_the_proxy_and_a_top_up_unblocks(
     runtime: Runtime, proxy_client: httpx.AsyncClient
 ) -> None:
-    org = await new_org(proxy_client, runtime)
+    org = await make_org(runtime, proxy_client, levels=2)
     key = ok(
         await org.owner.post(f"{org.base}/keys", json={"name": "k", "group_id": org.team}), 201
     )
@@ -376,7 +330,7 @@ async def test_with_redis_down_top_ups_commit_and_the_enforced_balance_is_503(
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://gw.test") as client:
-                org = await new_org(client, runtime)
+                org = await make_org(runtime, client, levels=2)
                 ok(await org.owner.patch(org.base, json={"credit_enforced": False}))
                 entry = ok(await top_up(org.owner, org, "4"), 201)
                 assert entry["amount_usd"] == "4.000000000"

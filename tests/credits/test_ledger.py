@@ -31,7 +31,8 @@ from sluicegate.metering.models import UsageEvent
 from sluicegate.metering.writer import UsageWriter
 from sluicegate.runtime import Runtime
 from tests.admin import Api, all_pages, error, ok
-from tests.credits.test_credits_api import Org, balance, new_org, top_up
+from tests.credits.test_credits_api import balance, top_up
+from tests.factories import Org, make_org
 from tests.proxy.conftest import usage_events
 
 HOUR = timedelta(hours=1)
@@ -39,7 +40,7 @@ HOUR = timedelta(hours=1)
 
 @pytest.fixture
 async def org(runtime: Runtime, app_client: httpx.AsyncClient) -> Org:
-    return await new_org(app_client, runtime)
+    return await make_org(runtime, app_client, levels=2)
 
 
 def usage_event(org_id: str, at: datetime, cost: int, request_id: str | None = None) -> dict:
@@ -162,7 +163,7 @@ operations = st.lists(
 async def test_every_page_states_the_prefix_sums(
     runtime: Runtime, app_client: httpx.AsyncClient, ops: list, page: int, kind: str | None
 ) -> None:
-    org = await new_org(app_client, runtime)
+    org = await make_org(runtime, app_client, levels=2)
     now = datetime.now(UTC)
     usage: list[dict] = []
     total = 0
@@ -342,7 +343,8 @@ async def test_the_counter_is_rebuilt_from_the_ledger_when_missing(
 async def test_usage_debits_are_hourly_and_a_retried_batch_debits_once(
     runtime: Runtime, app_client: httpx.AsyncClient
 ) -> None:
-    first, second = await new_org(app_client, runtime), await new_org(app_client, runtime)
+    first = await make_org(runtime, app_client, levels=2)
+    second = await make_org(runtime, app_client, levels=2)
     hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - 5 * HOUR
     batch = [
         usage_event(first.id, hour + timedelta(minutes=1), 100),
@@ -402,7 +404,7 @@ async def wait_for(check: Any, timeout: float = 10.0) -> Any:
 async def test_after_mixed_traffic_the_balance_is_top_ups_minus_usage_exactly(
     runtime: Runtime, proxy_client: httpx.AsyncClient
 ) -> None:
-    org = await new_org(proxy_client, runtime)
+    org = await make_org(runtime, proxy_client, levels=2)
     owner: Api = org.owner
     ok(await owner.patch(org.base, json={"credit_enforced": True}))
     ok(await top_up(owner, org, "2.5"), 201)

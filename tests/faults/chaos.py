@@ -28,14 +28,14 @@ import httpx
 import orjson
 from sqlalchemy import text
 
-from sluicegate.guard.budget_service import put_budget
 from sluicegate.metering.stream import DRAIN_GROUP, stream_key
 from sluicegate.reconciliation import reconcile
 from sluicegate.runtime import Runtime
 from sluicegate.settings import Settings
 from tests.conftest import GatewayStarter, make_settings, settings_env
+from tests.factories import Tenant, make_tenant, put_tenant_budget
 from tests.faults.servers import RedisServer, TcpProxy
-from tests.proxy.conftest import MOCK_KEY_ENV, Tenant, make_tenant
+from tests.proxy.conftest import MOCK_KEY_ENV
 from tests.support import ServerProcess, free_port, start_process
 
 # "abcd" with max_tokens 16: the reservation is the cost (see tests/faults/conftest.py).
@@ -184,20 +184,7 @@ class Stage:
 
     async def _tenant(self, limit: int, enforcement: str) -> Tenant:
         tenant = await make_tenant(self.runtime)
-        async with self.runtime.unit_of_work() as session:
-            await put_budget(
-                session,
-                tenant.actor,
-                tenant.org_id,
-                self.runtime.counters,
-                scope_type="key",
-                scope_id=tenant.key_id,
-                limit_nusd=limit,
-                period="day",
-                enforcement=enforcement,
-                thresholds=[],
-                now=self.runtime.clock.now(),
-            )
+        await put_tenant_budget(self.runtime, tenant, limit, period="day", enforcement=enforcement)
         return tenant
 
     def start_gateway(self) -> ServerProcess:

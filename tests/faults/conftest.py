@@ -16,20 +16,13 @@ import pytest
 
 from sluicegate.app import create_app
 from sluicegate.core.clock import Clock
-from sluicegate.guard.budget_service import put_budget
 from sluicegate.providers.config import ProviderSettings
 from sluicegate.runtime import Runtime
 from sluicegate.settings import Settings
 from tests.conftest import make_settings, settings_env
+from tests.factories import Tenant, make_tenant, put_tenant_budget
 from tests.metering.books import Books, read_books
-from tests.proxy.conftest import (
-    MOCK_KEY_ENV,
-    Tenant,
-    make_tenant,
-    provider_settings,
-    providers_file,
-    providers_yaml,
-)
+from tests.proxy.conftest import MOCK_KEY_ENV, provider_settings, providers_file, providers_yaml
 from tests.support import ServerProcess
 
 __all__ = ["provider_settings", "providers_file"]
@@ -122,21 +115,10 @@ async def tenant_with_budget(
 ) -> Budgeted:
     """A tenant whose key (or org) has a daily budget of `limit_nusd`."""
     tenant = await make_tenant(runtime)
-    async with runtime.unit_of_work() as session:
-        view = await put_budget(
-            session,
-            tenant.actor,
-            tenant.org_id,
-            runtime.counters,
-            scope_type=scope,
-            scope_id=tenant.key_id if scope == "key" else tenant.org_id,
-            limit_nusd=limit_nusd,
-            period="day",
-            enforcement=enforcement,
-            thresholds=[],
-            now=runtime.clock.now(),
-        )
-    return Budgeted(tenant, view.budget.id)
+    budget_id = await put_tenant_budget(
+        runtime, tenant, limit_nusd, scope=scope, period="day", enforcement=enforcement
+    )
+    return Budgeted(tenant, budget_id)
 
 
 async def books_when(

@@ -17,9 +17,9 @@ from sqlalchemy import text
 from sluicegate.runtime import Runtime
 from tests.admin import make_person
 from tests.conftest import GatewayStarter, asyncpg_url, make_settings
+from tests.factories import make_tenant
 from tests.faults.conftest import CHAT, COST, books_when, chat_body, serve_env, tenant_with_budget
 from tests.faults.servers import TcpProxy
-from tests.proxy.conftest import make_tenant
 
 # The gateway's bounds: a silent database is reported within about connect + pool + statement.
 CONNECT, POOL, STATEMENT = 1.0, 1.0, 2.0

@@ -15,6 +15,7 @@ from sluicegate.metering.stream import registry_key, stream_key
 from sluicegate.providers.config import ProviderSettings
 from sluicegate.runtime import Runtime
 from tests.conftest import GatewayStarter
+from tests.factories import make_tenant
 from tests.faults.conftest import (
     CHAT,
     COST,
@@ -27,7 +28,6 @@ from tests.faults.conftest import (
     tenant_with_budget,
 )
 from tests.faults.servers import RedisServer
-from tests.proxy.conftest import make_tenant
 
 DRAINED_WITHIN_SECONDS = 10.0
 

@@ -3,7 +3,6 @@ and held, who may set them (never oneself), validation, deletion, and what the p
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -11,7 +10,8 @@ import httpx
 import pytest
 
 from sluicegate.runtime import Runtime
-from tests.admin import Api, Person, error, make_person, ok
+from tests.admin import Api, error, ok
+from tests.factories import add_group, join, make_key, make_org
 
 CHAT = "/v1/chat/completions"
 # The mock upstream bills "hi" as 8 prompt tokens; max_tokens 16 makes it answer 16 tokens, and
@@ -26,7 +26,10 @@ def usd(nanos: int) -> str:
 
 
 @dataclass
-class Org:
+class World:
+    """An org (Asia/Kathmandu) with team > project, an admin bound at team and a member homed at
+    project, who made the key."""
+
     owner: Api
     base: str
     org_id: str
@@ -39,41 +42,25 @@ class Org:
     key: str
 
 
-async def join(
-    owner: Api, client: httpx.AsyncClient, base: str, role: str, group: str
-) -> tuple[Api, str]:
-    email = f"p-{secrets.token_hex(5)}@example.com"
-    invited = ok(
-        await owner.post(
-            f"{base}/invitations", json={"email": email, "role": role, "group_id": group}
-        ),
-        201,
-    )
-    joined = ok(
-        await client.post(
-            f"/api/v1/invitations/{invited['token']}/accept",
-            json={"name": "P", "password": "a long enough password"},
-        )
-    )
-    return Api(client, Person(joined["user_id"], email, joined["token"])), joined["user_id"]
-
-
 @pytest.fixture
-async def org(runtime: Runtime, proxy_client: httpx.AsyncClient) -> Org:
-    owner = Api(proxy_client, await make_person(runtime))
-    created = ok(
-        await owner.post("/api/v1/orgs", json={"name": "Acme", "timezone": "Asia/Kathmandu"}), 201
-    )
-    base = f"/api/v1/orgs/{created['id']}"
-    team = ok(await owner.post(f"{base}/groups", json={"name": "team"}), 201)["id"]
-    project = ok(
-        await owner.post(f"{base}/groups", json={"name": "project", "parent_id": team}), 201
-    )["id"]
-    admin, _ = await join(owner, proxy_client, base, "admin", team)
-    member, member_id = await join(owner, proxy_client, base, "member", project)
-    key = ok(await member.post(f"{base}/keys", json={"name": "mine", "group_id": project}), 201)
-    return Org(
-        owner, base, created["id"], team, project, admin, member, member_id, key["id"], key["key"]
+async def org(runtime: Runtime, proxy_client: httpx.AsyncClient) -> World:
+    made = await make_org(runtime, proxy_client, timezone="Asia/Kathmandu")
+    team = (await add_group(made, "team")).id
+    project = (await add_group(made, "project", team)).id
+    admin = await join(made, "admin", team)
+    member = await join(made, "member", project)
+    key = await make_key(made, project, by=member, name="mine")
+    return World(
+        made.owner,
+        made.base,
+        made.id,
+        team,
+        project,
+        admin,
+        member,
+        member.user_id,
+        key.id,
+        key.secret,
     )
 
 
@@ -94,7 +81,7 @@ def budget(
 
 
 async def test_put_creates_then_replaces_keeping_the_id_and_what_was_spent(
-    org: Org, proxy_client: httpx.AsyncClient, runtime: Runtime
+    org: World, proxy_client: httpx.AsyncClient, runtime: Runtime
 ) -> None:
     created = ok(
         await org.owner.put(
@@ -126,7 +113,7 @@ async def runtime_settled(client: httpx.AsyncClient) -> None:
     await app.state.pipeline.guard.drain()
 
 
-async def test_the_period_is_the_calendar_month_in_the_org_timezone(org: Org) -> None:
+async def test_the_period_is_the_calendar_month_in_the_org_timezone(org: World) -> None:
     shown = ok(await org.owner.put(f"{org.base}/budgets", json=budget("org", None, "100")))
     start = datetime.fromisoformat(shown["period_start"])
     end = datetime.fromisoformat(shown["period_end"])
@@ -140,7 +127,7 @@ async def test_the_period_is_the_calendar_month_in_the_org_timezone(org: Org) ->
 
 
 async def test_a_hard_budget_blocks_with_402_naming_its_scope_and_recording_the_block(
-    org: Org, proxy_client: httpx.AsyncClient
+    org: World, proxy_client: httpx.AsyncClient
 ) -> None:
     ok(
         await org.owner.put(
@@ -163,12 +150,14 @@ async def test_a_hard_budget_blocks_with_402_naming_its_scope_and_recording_the_
     assert (await call(proxy_client, org.key)).status_code == 200
 
 
-async def test_a_limit_of_zero_blocks_everything(org: Org, proxy_client: httpx.AsyncClient) -> None:
+async def test_a_limit_of_zero_blocks_everything(
+    org: World, proxy_client: httpx.AsyncClient
+) -> None:
     ok(await org.owner.put(f"{org.base}/budgets", json=budget("member", org.member_id, "0")))
     assert (await call(proxy_client, org.key)).status_code == 402
 
 
-async def test_nobody_sets_their_own_limits(org: Org) -> None:
+async def test_nobody_sets_their_own_limits(org: World) -> None:
     # The admin bound at team: not team itself, only what is strictly below it.
     denied = error(
         await org.admin.put(f"{org.base}/budgets", json=budget("group", org.team, "9")), 403
@@ -185,7 +174,7 @@ async def test_nobody_sets_their_own_limits(org: Org) -> None:
     )
 
 
-async def test_who_reads_which_budgets(org: Org) -> None:
+async def test_who_reads_which_budgets(org: World) -> None:
     key_budget = ok(await org.owner.put(f"{org.base}/budgets", json=budget("key", org.key_id, "1")))
     team_budget = ok(
         await org.owner.put(f"{org.base}/budgets", json=budget("group", org.team, "5"))
@@ -223,14 +212,14 @@ async def test_who_reads_which_budgets(org: Org) -> None:
         (budget("team", "x", "1"), "scope_type"),
     ],
 )
-async def test_invalid_budgets_are_422_naming_the_field(org: Org, body: dict, field: str) -> None:
+async def test_invalid_budgets_are_422_naming_the_field(org: World, body: dict, field: str) -> None:
     assert (
         error(await org.owner.put(f"{org.base}/budgets", json=body), 422)["details"]["field"]
         == field
     )
 
 
-async def test_the_root_group_is_the_org_scope(org: Org, runtime: Runtime) -> None:
+async def test_the_root_group_is_the_org_scope(org: World, runtime: Runtime) -> None:
     root = ok(await org.owner.get(org.base))["root_group_id"]
     problem = error(
         await org.owner.put(f"{org.base}/budgets", json=budget("group", root, "1")), 422
@@ -239,15 +228,13 @@ async def test_the_root_group_is_the_org_scope(org: Org, runtime: Runtime) -> No
 
 
 async def test_unknown_and_foreign_scopes_are_404(
-    org: Org, runtime: Runtime, proxy_client: httpx.AsyncClient
+    org: World, runtime: Runtime, proxy_client: httpx.AsyncClient
 ) -> None:
-    other = Api(proxy_client, await make_person(runtime))
-    theirs = ok(await other.post("/api/v1/orgs", json={"name": "Other"}), 201)
-    their_group = ok(
-        await other.post(f"/api/v1/orgs/{theirs['id']}/groups", json={"name": "g"}), 201
-    )
+    theirs = await make_org(runtime, proxy_client, "Other")
+    other = theirs.owner
+    their_group = await add_group(theirs, "g")
     for body in (
-        budget("group", their_group["id"], "1"),
+        budget("group", their_group.id, "1"),
         budget("key", "key_unknown", "1"),
         budget("member", "usr_unknown", "1"),
     ):
@@ -258,11 +245,11 @@ async def test_unknown_and_foreign_scopes_are_404(
     mine = ok(await org.owner.put(f"{org.base}/budgets", json=budget("key", org.key_id, "1")))
     error(await other.get(f"{org.base}/budgets/{mine['id']}"), 404)
     error(await other.delete(f"{org.base}/budgets/{mine['id']}"), 404)
-    error(await other.get(f"/api/v1/orgs/{theirs['id']}/budgets/{mine['id']}"), 404)
+    error(await other.get(f"{theirs.base}/budgets/{mine['id']}"), 404)
 
 
 async def test_delete_lifts_the_limit_and_is_audited(
-    org: Org, proxy_client: httpx.AsyncClient
+    org: World, proxy_client: httpx.AsyncClient
 ) -> None:
     made = ok(await org.owner.put(f"{org.base}/budgets", json=budget("key", org.key_id, "0")))
     assert (await call(proxy_client, org.key)).status_code == 402
@@ -275,7 +262,7 @@ async def test_delete_lifts_the_limit_and_is_audited(
 
 
 async def test_the_default_member_budget_applies_to_members_without_their_own(
-    org: Org, proxy_client: httpx.AsyncClient
+    org: World, proxy_client: httpx.AsyncClient
 ) -> None:
     default = ok(
         await org.owner.put(

@@ -21,8 +21,9 @@ from sluicegate.metering.ledger import LedgerEntry
 from sluicegate.providers.config import ProviderSettings
 from sluicegate.runtime import Runtime
 from sluicegate.settings import Settings
-from tests.admin import Api, error, make_person, ok
+from tests.admin import Api, error, ok
 from tests.conftest import GatewayStarter, make_settings
+from tests.factories import Org, add_group, make_key, make_org, put_budget
 from tests.faults.conftest import in_process_gateway as gateway
 from tests.faults.conftest import redis_settings as with_redis
 from tests.faults.servers import RedisServer
@@ -50,20 +51,30 @@ def body(marker: str = "abcd") -> dict:
 
 @dataclass
 class Chain:
-    """An org whose key sits three levels down: root > l1 > l2 > l3 (the key's group)."""
+    """An org whose key sits three levels down: root > l1 > l2 > l3 (the key's group), owned by
+    the org's owner."""
 
-    owner: Api
-    base: str
-    org_id: str
-    user_id: str
+    org: Org
     groups: list[str]  # l1, l2, l3
     key_id: str
     key: str
 
+    @property
+    def owner(self) -> Api:
+        return self.org.owner
+
+    @property
+    def base(self) -> str:
+        return self.org.base
+
+    @property
+    def org_id(self) -> str:
+        return self.org.id
+
     def scope_ids(self) -> dict[str, tuple[str, str | None]]:
         return {
             "key": ("key", self.key_id),
-            "member": ("member", self.user_id),
+            "member": ("member", self.owner.user_id),
             "group level 3": ("group", self.groups[2]),
             "group level 2": ("group", self.groups[1]),
             "group level 1": ("group", self.groups[0]),
@@ -72,32 +83,17 @@ class Chain:
 
     async def budget(self, scope: str, limit_nanos: int) -> dict:
         scope_type, scope_id = self.scope_ids()[scope]
-        return ok(
-            await self.owner.put(
-                f"{self.base}/budgets",
-                json={
-                    "scope_type": scope_type,
-                    "scope_id": scope_id,
-                    "limit_usd": usd(limit_nanos),
-                    "period": "day",
-                },
-            )
-        )
+        made = await put_budget(self.org, scope_type, scope_id, usd(limit_nanos), period="day")
+        return made.body
 
 
 async def make_chain(runtime: Runtime, client: httpx.AsyncClient) -> Chain:
-    person = await make_person(runtime)
-    owner = Api(client, person)
-    org = ok(await owner.post("/api/v1/orgs", json={"name": "Chain"}), 201)
-    base = f"/api/v1/orgs/{org['id']}"
+    org = await make_org(runtime, client, "Chain")
     groups: list[str] = []
     for name in ("l1", "l2", "l3"):
-        parent = {"parent_id": groups[-1]} if groups else {}
-        groups.append(
-            ok(await owner.post(f"{base}/groups", json={"name": name, **parent}), 201)["id"]
-        )
-    key = ok(await owner.post(f"{base}/keys", json={"name": "deep", "group_id": groups[-1]}), 201)
-    return Chain(owner, base, org["id"], person.user_id, groups, key["id"], key["key"])
+        groups.append((await add_group(org, name, groups[-1] if groups else None)).id)
+    key = await make_key(org, groups[-1], name="deep")
+    return Chain(org, groups, key.id, key.secret)
 
 
 async def chat(client: httpx.AsyncClient, key: str, marker: str = "abcd") -> httpx.Response:

@@ -6,81 +6,16 @@ caps and rate limits, lifted again when a binding goes)."""
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 
-from sluicegate.identity.models import User
-from sluicegate.identity.service import issue_admin_token
 from sluicegate.runtime import Runtime
-from tests.admin import Api, Person, all_pages, error, make_person, ok, unique_address
-from tests.proxy.conftest import Tenant, make_tenant
+from tests.admin import Api, all_pages, error, make_person, ok
+from tests.factories import Org, Tenant, join, make_key, make_org, make_tenant, tenant_owner
 
 CHAT = "/v1/chat/completions"
-
-
-@dataclass
-class Org:
-    """R (root) > division > team > project, and its owner."""
-
-    owner: Api
-    id: str
-    base: str
-    root: str
-    division: str
-    team: str
-    project: str
-
-    @property
-    def client(self) -> httpx.AsyncClient:
-        return self.owner.client
-
-
-async def make_org(runtime: Runtime, client: httpx.AsyncClient, name: str = "Acme") -> Org:
-    owner = Api(client, await make_person(runtime))
-    org = ok(await owner.post("/api/v1/orgs", json={"name": name}), 201)
-    base = f"/api/v1/orgs/{org['id']}"
-    groups = []
-    parent = None
-    for label in ("division", "team", "project"):
-        group = ok(
-            await owner.post(f"{base}/groups", json={"name": label, "parent_id": parent}), 201
-        )
-        groups.append(group["id"])
-        parent = group["id"]
-    return Org(owner, org["id"], base, org["root_group_id"], *groups)
-
-
-async def join(org: Org, role: str, group: str) -> Api:
-    """A new person who accepted an invitation to `role` at `group` (and is homed there)."""
-    email = unique_address(role)
-    invitation = ok(
-        await org.owner.post(
-            f"{org.base}/invitations", json={"email": email, "role": role, "group_id": group}
-        ),
-        201,
-    )
-    joined = ok(
-        await org.client.post(
-            f"/api/v1/invitations/{invitation['token']}/accept",
-            json={"name": role.title(), "password": "a long enough password"},
-        )
-    )
-    return Api(org.client, Person(joined["user_id"], email, joined["token"]))
-
-
-def uid(api: Api) -> str:
-    assert api.person is not None
-    return api.person.user_id
-
-
-async def new_key(api: Api, org: Org, group: str, owner_user_id: str | None = None) -> dict:
-    body: dict[str, Any] = {"name": "k", "group_id": group}
-    if owner_user_id is not None:
-        body["owner_user_id"] = owner_user_id
-    return ok(await api.post(f"{org.base}/keys", json=body), 201)
 
 
 async def new_policy(api: Api, org: Org, **fields: Any) -> dict:
@@ -97,7 +32,7 @@ async def bind(api: Api, org: Org, policy_id: str, target_type: str, target_id: 
 
 @pytest.fixture
 async def org(runtime: Runtime, app_client: httpx.AsyncClient) -> Org:
-    return await make_org(runtime, app_client)
+    return await make_org(runtime, app_client, levels=3)
 
 
 # --- CRUD and validation ---------------------------------------------------------------------
@@ -211,14 +146,14 @@ async def test_a_duplicate_name_is_409(org: Org) -> None:
 
 async def test_a_policy_binds_to_a_group_a_member_and_a_key(org: Org) -> None:
     member = await join(org, "member", org.project)
-    key = await new_key(member, org, org.project)
+    key = await make_key(org, org.project, by=member)
     policy = await new_policy(org.owner, org, rpm=10)
     made = []
     for target_type, target_id in (
         ("group", org.team),
         ("group", org.root),
-        ("member", uid(member)),
-        ("key", key["id"]),
+        ("member", member.user_id),
+        ("key", key.id),
     ):
         binding = ok(await bind(org.owner, org, policy["id"], target_type, target_id), 201)
         assert binding["id"].startswith("pb_")
@@ -236,7 +171,7 @@ async def test_a_policy_binds_to_a_group_a_member_and_a_key(org: Org) -> None:
     assert len(ok(await org.owner.get(path))["bindings"]) == 3
     # Deleting the policy takes its bindings with it: the key has no policy left.
     assert (await org.owner.delete(path)).status_code == 204
-    effective = ok(await org.owner.get(f"{org.base}/keys/{key['id']}/policy"))
+    effective = ok(await org.owner.get(f"{org.base}/keys/{key.id}/policy"))
     assert effective["policies"] == []
 
 
@@ -245,26 +180,26 @@ async def test_binding_to_a_target_that_is_gone_or_unknown_is_404(
 ) -> None:
     policy = await new_policy(org.owner, org, rpm=10)
     leaving = await join(org, "member", org.project)
-    key = await new_key(org.owner, org, org.project, owner_user_id=uid(leaving))
+    key = await make_key(org, org.project, owner_user_id=leaving.user_id)
     doomed = ok(await org.owner.post(f"{org.base}/groups", json={"name": "doomed"}), 201)
     ok(await org.owner.delete(f"{org.base}/groups/{doomed['id']}"))
-    revoked = await new_key(org.owner, org, org.project)
-    assert (await org.owner.delete(f"{org.base}/keys/{revoked['id']}")).status_code == 204
-    assert (await org.owner.delete(f"{org.base}/members/{uid(leaving)}")).status_code == 204
+    revoked = await make_key(org, org.project)
+    assert (await org.owner.delete(f"{org.base}/keys/{revoked.id}")).status_code == 204
+    assert (await org.owner.delete(f"{org.base}/members/{leaving.user_id}")).status_code == 204
     stranger = await make_person(runtime)
     for target_type, target_id in (
         ("group", "grp_unknown"),
         ("group", doomed["id"]),
-        ("member", uid(leaving)),
+        ("member", leaving.user_id),
         ("member", stranger.user_id),
-        ("key", revoked["id"]),
+        ("key", revoked.id),
         ("key", "key_unknown"),
         ("key", org.team),  # an id of the wrong kind
     ):
         problem = error(await bind(org.owner, org, policy["id"], target_type, target_id), 404)
         assert problem["details"] == {"field": "target_id"}, (target_type, target_id)
     # A key of a removed member is disabled, not deleted: it may still be governed.
-    ok(await bind(org.owner, org, policy["id"], "key", key["id"]), 201)
+    ok(await bind(org.owner, org, policy["id"], "key", key.id), 201)
     bad_type = await bind(org.owner, org, policy["id"], "org", org.id)
     assert error(bad_type, 422)["details"]["field"] == "target_type"
     error(await bind(org.owner, org, "pol_unknown", "group", org.team), 404)
@@ -278,17 +213,17 @@ async def test_an_admin_governs_policies_only_strictly_below_its_group(org: Org)
     team_admin = await join(org, "admin", org.team)
     division_admin = await join(org, "admin", org.division)
     member = await join(org, "member", org.team)
-    members_key = await new_key(team_admin, org, org.team, owner_user_id=uid(member))
-    own_key = await new_key(team_admin, org, org.team)
+    members_key = await make_key(org, org.team, by=team_admin, owner_user_id=member.user_id)
+    own_key = await make_key(org, org.team, by=team_admin)
 
     mine = await new_policy(team_admin, org, max_tokens=100)
     error(await bind(team_admin, org, mine["id"], "group", org.team), 403)
     error(await bind(team_admin, org, mine["id"], "group", org.root), 403)
-    error(await bind(team_admin, org, mine["id"], "member", uid(team_admin)), 403)
-    error(await bind(team_admin, org, mine["id"], "key", own_key["id"]), 403)
+    error(await bind(team_admin, org, mine["id"], "member", team_admin.user_id), 403)
+    error(await bind(team_admin, org, mine["id"], "key", own_key.id), 403)
     ok(await bind(team_admin, org, mine["id"], "group", org.project), 201)
-    ok(await bind(team_admin, org, mine["id"], "member", uid(member)), 201)
-    ok(await bind(team_admin, org, mine["id"], "key", members_key["id"]), 201)
+    ok(await bind(team_admin, org, mine["id"], "member", member.user_id), 201)
+    ok(await bind(team_admin, org, mine["id"], "key", members_key.id), 201)
     mine_path = f"{org.base}/policies/{mine['id']}"
     ok(await team_admin.patch(mine_path, json={"max_tokens": 50}))
 
@@ -324,9 +259,9 @@ async def test_an_admin_governs_policies_only_strictly_below_its_group(org: Org)
 
 async def test_a_member_cannot_change_the_policies_of_their_own_key(org: Org) -> None:
     member = await join(org, "member", org.team)
-    key = await new_key(member, org, org.team)
+    key = await make_key(org, org.team, by=member)
     policy = await new_policy(org.owner, org, allowed_models=["gpt-4o-mini"])
-    binding = ok(await bind(org.owner, org, policy["id"], "key", key["id"]), 201)
+    binding = ok(await bind(org.owner, org, policy["id"], "key", key.id), 201)
     path = f"{org.base}/policies/{policy['id']}"
 
     error(await member.post(f"{org.base}/policies", json={"name": "mine"}), 403)
@@ -335,17 +270,17 @@ async def test_a_member_cannot_change_the_policies_of_their_own_key(org: Org) ->
     error(await member.patch(path, json={"allowed_models": None}), 403)
     error(await member.delete(path), 403)
     error(await member.delete(f"{path}/bindings/{binding['id']}"), 403)
-    error(await bind(member, org, policy["id"], "member", uid(member)), 403)
+    error(await bind(member, org, policy["id"], "member", member.user_id), 403)
     # They may see what applies to their own key, and why.
-    effective = ok(await member.get(f"{org.base}/keys/{key['id']}/policy"))
+    effective = ok(await member.get(f"{org.base}/keys/{key.id}/policy"))
     assert [p["id"] for p in effective["policies"]] == [policy["id"]]
-    other = await new_key(org.owner, org, org.team)
-    error(await member.get(f"{org.base}/keys/{other['id']}/policy"), 403)
+    other = await make_key(org, org.team)
+    error(await member.get(f"{org.base}/keys/{other.id}/policy"), 403)
 
 
 async def test_a_viewer_reads_policies_but_cannot_write(org: Org) -> None:
     viewer = await join(org, "viewer", org.root)
-    key = await new_key(org.owner, org, org.team)
+    key = await make_key(org, org.team)
     policy = await new_policy(org.owner, org, rpm=10)
     binding = ok(await bind(org.owner, org, policy["id"], "group", org.team), 201)
     path = f"{org.base}/policies/{policy['id']}"
@@ -353,7 +288,7 @@ async def test_a_viewer_reads_policies_but_cannot_write(org: Org) -> None:
     assert ok(await viewer.get(path))["bindings"][0]["id"] == binding["id"]
     listed = ok(await viewer.get(f"{org.base}/policies"))
     assert [p["id"] for p in listed["items"]] == [policy["id"]]
-    assert ok(await viewer.get(f"{org.base}/keys/{key['id']}/policy"))["key_id"] == key["id"]
+    assert ok(await viewer.get(f"{org.base}/keys/{key.id}/policy"))["key_id"] == key.id
     error(await viewer.post(f"{org.base}/policies", json={"name": "v"}), 403)
     error(await viewer.patch(path, json={"rpm": 1}), 403)
     error(await viewer.delete(path), 403)
@@ -364,11 +299,11 @@ async def test_a_viewer_reads_policies_but_cannot_write(org: Org) -> None:
 async def test_another_tenants_policies_and_targets_are_404(
     org: Org, runtime: Runtime, app_client: httpx.AsyncClient
 ) -> None:
-    other = await make_org(runtime, app_client, "Other")
+    other = await make_org(runtime, app_client, "Other", levels=3)
     theirs = await new_policy(other.owner, other, rpm=5)
     their_binding = ok(await bind(other.owner, other, theirs["id"], "group", other.team), 201)
     their_member = await join(other, "member", other.team)
-    their_key = await new_key(other.owner, other, other.team)
+    their_key = await make_key(other, other.team)
     mine = await new_policy(org.owner, org, rpm=5)
     # Org A's owner reaching for org B's policies, through either org's path.
     for base in (org.base, other.base):
@@ -381,15 +316,15 @@ async def test_another_tenants_policies_and_targets_are_404(
                 org.owner, org if base == org.base else other, theirs["id"], "group", org.team
             ),
             await org.owner.delete(f"{path}/bindings/{their_binding['id']}"),
-            await org.owner.get(f"{base}/keys/{their_key['id']}/policy"),
+            await org.owner.get(f"{base}/keys/{their_key.id}/policy"),
         ):
             assert error(response, 404)["code"] == "not_found"
     # ... nor can org A's policy be bound to org B's group, member or key.
     for target_type, target_id in (
         ("group", other.team),
         ("group", other.root),
-        ("member", uid(their_member)),
-        ("key", their_key["id"]),
+        ("member", their_member.user_id),
+        ("key", their_key.id),
     ):
         error(await bind(org.owner, org, mine["id"], target_type, target_id), 404)
     listed = ok(await org.owner.get(f"{org.base}/policies"))
@@ -404,7 +339,7 @@ async def test_another_tenants_policies_and_targets_are_404(
 
 async def test_the_effective_policy_adds_up_key_member_group_and_org_policies(org: Org) -> None:
     member = await join(org, "member", org.project)
-    key = await new_key(org.owner, org, org.project, owner_user_id=uid(member))
+    key = await make_key(org, org.project, owner_user_id=member.user_id)
     on_org = await new_policy(
         org.owner,
         org,
@@ -427,18 +362,18 @@ async def test_the_effective_policy_adds_up_key_member_group_and_org_policies(or
         (on_org, "group", org.root),
         (on_team, "group", org.team),
         (on_team_too, "group", org.team),
-        (on_member, "member", uid(member)),
-        (on_key, "key", key["id"]),
+        (on_member, "member", member.user_id),
+        (on_key, "key", key.id),
         (elsewhere, "group", sibling["id"]),
     ):
         ok(await bind(org.owner, org, policy["id"], target_type, target_id), 201)
 
-    effective = ok(await org.owner.get(f"{org.base}/keys/{key['id']}/policy"))
-    assert effective["key_id"] == key["id"]
+    effective = ok(await org.owner.get(f"{org.base}/keys/{key.id}/policy"))
+    assert effective["key_id"] == key.id
     # Narrowest scope first: the key, its owner, its groups from its own up, the org.
     assert [(p["name"], p["bound_to"]) for p in effective["policies"]] == [
-        ("key", {"target_type": "key", "target_id": key["id"]}),
-        ("member", {"target_type": "member", "target_id": uid(member)}),
+        ("key", {"target_type": "key", "target_id": key.id}),
+        ("member", {"target_type": "member", "target_id": member.user_id}),
         ("team", {"target_type": "group", "target_id": org.team}),
         ("team too", {"target_type": "group", "target_id": org.team}),
         ("org", {"target_type": "group", "target_id": org.root}),
@@ -456,7 +391,7 @@ async def test_the_effective_policy_adds_up_key_member_group_and_org_policies(or
     ]
     assert effective["max_tokens"] == {"value": 256, "policy_id": on_key["id"]}
     assert effective["rate_limits"] == [
-        {"scope": "key", "scope_id": key["id"], "rpm": 10, "tpm": None},
+        {"scope": "key", "scope_id": key.id, "rpm": 10, "tpm": None},
         {"scope": "group", "scope_id": org.team, "rpm": 300, "tpm": 50_000},
         {"scope": "org", "scope_id": org.id, "rpm": 600, "tpm": None},
     ]
@@ -464,9 +399,9 @@ async def test_the_effective_policy_adds_up_key_member_group_and_org_policies(or
 
 
 async def test_a_key_without_policies_has_an_empty_effective_policy(org: Org) -> None:
-    key = await new_key(org.owner, org, org.team)
-    assert ok(await org.owner.get(f"{org.base}/keys/{key['id']}/policy")) == {
-        "key_id": key["id"],
+    key = await make_key(org, org.team)
+    assert ok(await org.owner.get(f"{org.base}/keys/{key.id}/policy")) == {
+        "key_id": key.id,
         "policies": [],
         "allowed_models": [],
         "blocked_models": [],
@@ -514,15 +449,6 @@ async def test_every_change_writes_an_audit_event(org: Org) -> None:
 # --- through the proxy -------------------------------------------------------------------------
 
 
-async def owner_of(runtime: Runtime, client: httpx.AsyncClient, tenant: Tenant) -> Api:
-    """The tenant's owner with an admin token, speaking HTTP like any admin."""
-    async with runtime.unit_of_work() as session:
-        user = await session.get(User, tenant.user_id)
-        assert user is not None
-        _token, secret = await issue_admin_token(session, user, pepper=runtime.settings.secret)
-    return Api(client, Person(user.id, user.email, secret))
-
-
 async def chat(
     client: httpx.AsyncClient, tenant: Tenant, model: str = "gpt-4o-mini", **fields: Any
 ) -> httpx.Response:
@@ -546,7 +472,7 @@ async def test_a_blocked_model_is_refused_until_the_binding_goes(
     runtime: Runtime, proxy_client: httpx.AsyncClient
 ) -> None:
     tenant = await make_tenant(runtime)
-    owner = await owner_of(runtime, proxy_client, tenant)
+    owner = await tenant_owner(runtime, proxy_client, tenant)
     base = f"/api/v1/orgs/{tenant.org_id}"
     assert (await chat(proxy_client, tenant, "claude-3-5-haiku")).status_code == 200
     policy = ok(
@@ -578,7 +504,7 @@ async def test_an_ip_allowlist_and_a_max_tokens_cap_hold_at_the_proxy(
     runtime: Runtime, proxy_client: httpx.AsyncClient
 ) -> None:
     tenant = await make_tenant(runtime)
-    owner = await owner_of(runtime, proxy_client, tenant)
+    owner = await tenant_owner(runtime, proxy_client, tenant)
     base = f"/api/v1/orgs/{tenant.org_id}"
     org = ok(await owner.get(base))
     fence = ok(
@@ -620,7 +546,7 @@ async def test_an_rpm_policy_on_the_key_limits_its_requests(
     runtime: Runtime, proxy_client: httpx.AsyncClient
 ) -> None:
     tenant = await make_tenant(runtime)
-    owner = await owner_of(runtime, proxy_client, tenant)
+    owner = await tenant_owner(runtime, proxy_client, tenant)
     base = f"/api/v1/orgs/{tenant.org_id}"
     slow = ok(await owner.post(f"{base}/policies", json={"name": "slow", "rpm": 1}), 201)
     ok(

@@ -29,11 +29,11 @@ from sluicegate.guard.redis import RedisGuardStore
 from sluicegate.metering.stream import UsageStreams, encode_event
 from sluicegate.metering.writer import store_usage
 from sluicegate.runtime import Runtime, connect_redis
+from tests.factories import Tenant, make_tenant
 from tests.faults.servers import RedisServer
 from tests.guard.stores import Org, Seeds
 from tests.metering.test_drain import events
 from tests.metering.test_drain import pg_runtime as pg_runtime  # the fixture
-from tests.proxy.conftest import Tenant, make_tenant
 
 
 def usage(tenant: Tenant, cost: int, at: datetime) -> dict[str, Any]:

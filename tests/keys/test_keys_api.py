@@ -14,7 +14,8 @@ import pytest
 from sqlalchemy import text
 
 from sluicegate.runtime import Runtime
-from tests.admin import Api, Person, error, make_person, ok, unique_address
+from tests.admin import Api, error, make_person, ok
+from tests.factories import Org, add_group, join, make_key, make_org
 from tests.proxy.conftest import usage_events
 
 CHAT = "/v1/chat/completions"
@@ -23,27 +24,29 @@ BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
 @dataclass
 class Setup:
-    owner: Api
-    base: str
+    """An org with one group under the root, "project", where the keys are made."""
+
+    org: Org
     group: str
+
+    @property
+    def owner(self) -> Api:
+        return self.org.owner
+
+    @property
+    def base(self) -> str:
+        return self.org.base
 
 
 @pytest.fixture
 async def setup(runtime: Runtime, proxy_client: httpx.AsyncClient) -> Setup:
-    owner = Api(proxy_client, await make_person(runtime))
-    org = ok(await owner.post("/api/v1/orgs", json={"name": "Acme"}), 201)
-    base = f"/api/v1/orgs/{org['id']}"
-    group = ok(await owner.post(f"{base}/groups", json={"name": "project"}), 201)
-    return Setup(owner, base, group["id"])
+    org = await make_org(runtime, proxy_client)
+    return Setup(org, (await add_group(org, "project")).id)
 
 
 async def new_key(setup: Setup, **fields: object) -> dict:
-    return ok(
-        await setup.owner.post(
-            f"{setup.base}/keys", json={"name": "k", "group_id": setup.group, **fields}
-        ),
-        201,
-    )
+    """The creation answer of a key in the setup's group."""
+    return (await make_key(setup.org, setup.group, **fields)).body
 
 
 async def chat(client: httpx.AsyncClient, secret: str, model: str = "gpt-4o-mini") -> int:
@@ -171,33 +174,16 @@ async def test_a_frozen_owner_and_a_removed_member_stop_their_keys_at_once(
     platform = Api(proxy_client, await make_person(runtime, platform_admin=True))
     people = []
     for _ in range(2):
-        email = unique_address()
-        invitation = ok(
-            await setup.owner.post(
-                f"{setup.base}/invitations",
-                json={"email": email, "role": "member", "group_id": setup.group},
-            ),
-            201,
-        )
-        joined = ok(
-            await proxy_client.post(
-                f"/api/v1/invitations/{invitation['token']}/accept",
-                json={"name": "Member", "password": "a long enough password"},
-            )
-        )
-        member = Api(proxy_client, Person(joined["user_id"], email, joined["token"]))
-        key = ok(
-            await member.post(f"{setup.base}/keys", json={"name": "mine", "group_id": setup.group}),
-            201,
-        )
-        assert await chat(proxy_client, key["key"]) == 200
-        people.append((joined["user_id"], key["key"]))
+        member = await join(setup.org, "member", setup.group)
+        key = await make_key(setup.org, setup.group, by=member, name="mine")
+        assert await chat(proxy_client, key.secret) == 200
+        people.append((member.user_id, key.secret))
     (frozen_id, frozen_key), (removed_id, removed_key) = people
     ok(await platform.post(f"/api/v1/users/{frozen_id}/freeze"))
     assert await chat(proxy_client, frozen_key) == 403
     ok(await platform.post(f"/api/v1/users/{frozen_id}/unfreeze"))
     assert await chat(proxy_client, frozen_key) == 200
-    org_id = setup.base.rsplit("/", 1)[1]
+    org_id = setup.org.id
     before = [e for e in await usage_events(runtime, org_id, expect=2) if e.user_id == removed_id]
     assert len(before) == 1
     assert (await setup.owner.delete(f"{setup.base}/members/{removed_id}")).status_code == 204

@@ -24,8 +24,8 @@ from sluicegate.metering.stream import (
 from sluicegate.metering.writer import store_usage
 from sluicegate.runtime import Runtime
 from tests.conftest import make_settings
+from tests.factories import Tenant, make_tenant
 from tests.metering.books import read_books
-from tests.proxy.conftest import Tenant, make_tenant
 
 
 @pytest.fixture

@@ -18,8 +18,9 @@ import orjson
 from sluicegate.metering.stream import DRAIN_GROUP, stream_key
 from sluicegate.runtime import Runtime
 from tests.conftest import GatewayStarter, make_settings, settings_env
+from tests.factories import make_tenant
 from tests.metering.books import read_books
-from tests.proxy.conftest import MOCK_KEY_ENV, make_tenant
+from tests.proxy.conftest import MOCK_KEY_ENV
 from tests.support import ServerProcess, free_port, start_process
 
 CLIENTS = 8

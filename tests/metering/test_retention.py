@@ -17,9 +17,9 @@ from sluicegate.metering.writer import store_usage
 from sluicegate.migrate import upgrade
 from sluicegate.runtime import Runtime
 from tests.conftest import make_settings
+from tests.factories import make_tenant
 from tests.metering.books import read_books
 from tests.metering.test_drain import events
-from tests.proxy.conftest import make_tenant
 
 NOW = datetime(2026, 12, 15, 12, 0, tzinfo=UTC)
 MONTHS = [datetime(2026, month, 20, tzinfo=UTC) for month in (1, 10, 11, 12)]

@@ -13,9 +13,9 @@ from sluicegate.metering.models import ORG_DIMENSIONS, UsageDailyRollup, UsageOr
 from sluicegate.metering.writer import store_usage
 from sluicegate.orgs.service import update_organization
 from sluicegate.runtime import Runtime
+from tests.factories import make_tenant
 from tests.metering.books import read_books
 from tests.metering.test_drain import events
-from tests.proxy.conftest import make_tenant
 
 
 async def daily_requests(runtime: Runtime, org_id: str) -> Counter[tuple[str, date]]:

@@ -8,7 +8,7 @@ import asyncio
 from sluicegate.metering.writer import UsageWriter
 from sluicegate.runtime import Runtime
 from tests.credits.test_ledger import usage_cost, usage_event
-from tests.proxy.conftest import make_tenant
+from tests.factories import make_tenant
 
 
 async def test_until_stored_returns_once_the_event_is_in_the_database(runtime: Runtime) -> None:

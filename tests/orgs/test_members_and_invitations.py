@@ -4,7 +4,6 @@ and take back roles (never more than one holds), remove a member (keys disabled,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
 
 import httpx
@@ -13,30 +12,13 @@ from sqlalchemy import update
 
 from sluicegate.orgs.models import Invitation
 from sluicegate.runtime import Runtime
-from tests.admin import Api, Person, error, make_person, ok, unique_address
-
-PASSWORD = "a long enough password"
-
-
-@dataclass
-class Org:
-    owner: Api
-    base: str
-    root: str
-    division: str
-    team: str
+from tests.admin import Api, error, make_person, ok, unique_address
+from tests.factories import PASSWORD, Org, add_group, join, make_org
 
 
 @pytest.fixture
 async def org(runtime: Runtime, app_client: httpx.AsyncClient) -> Org:
-    owner = Api(app_client, await make_person(runtime))
-    created = ok(await owner.post("/api/v1/orgs", json={"name": "Acme"}), 201)
-    base = f"/api/v1/orgs/{created['id']}"
-    division = ok(await owner.post(f"{base}/groups", json={"name": "division"}), 201)
-    team = ok(
-        await owner.post(f"{base}/groups", json={"name": "team", "parent_id": division["id"]}), 201
-    )
-    return Org(owner, base, created["root_group_id"], division["id"], team["id"])
+    return await make_org(runtime, app_client, levels=2)
 
 
 async def invite(api: Api, org: Org, email: str, role: str, group: str) -> httpx.Response:
@@ -45,25 +27,10 @@ async def invite(api: Api, org: Org, email: str, role: str, group: str) -> httpx
     )
 
 
-async def join(
-    client: httpx.AsyncClient, org: Org, role: str = "member", group: str | None = None
-) -> Api:
-    """A new person invited by the owner and joined; returns a client signed in as them."""
-    email = unique_address("joiner")
-    invitation = ok(await invite(org.owner, org, email, role, group or org.team), 201)
-    accepted = ok(
-        await client.post(
-            f"/api/v1/invitations/{invitation['token']}/accept",
-            json={"name": "Joiner", "password": PASSWORD},
-        )
-    )
-    return Api(client, Person(accepted["user_id"], email, accepted["token"]))
-
-
 async def test_a_new_person_accepts_and_is_homed_with_the_role(
     org: Org, app_client: httpx.AsyncClient
 ) -> None:
-    member = await join(app_client, org, "viewer", org.division)
+    member = await join(org, "viewer", org.division, name="Joiner")
     assert member.person is not None
     shown = ok(await org.owner.get(f"{org.base}/members/{member.person.user_id}"))
     assert shown["home_group_id"] == org.division and shown["status"] == "active"
@@ -155,7 +122,7 @@ async def test_a_signed_in_person_accepts_without_a_password(
 
 
 async def test_inviting_a_member_again_is_409(org: Org, app_client: httpx.AsyncClient) -> None:
-    member = await join(app_client, org)
+    member = await join(org, "member", org.team)
     assert member.person is not None
     error(await invite(org.owner, org, member.person.email, "viewer", org.root), 409)
 
@@ -163,7 +130,7 @@ async def test_inviting_a_member_again_is_409(org: Org, app_client: httpx.AsyncC
 async def test_members_list_shows_roles_home_and_key_count(
     org: Org, app_client: httpx.AsyncClient
 ) -> None:
-    member = await join(app_client, org)
+    member = await join(org, "member", org.team)
     assert member.person is not None
     for name in ("one", "two"):
         ok(await member.post(f"{org.base}/keys", json={"name": name, "group_id": org.team}), 201)
@@ -175,7 +142,7 @@ async def test_members_list_shows_roles_home_and_key_count(
 
 
 async def test_the_home_group_changes(org: Org, app_client: httpx.AsyncClient) -> None:
-    member = await join(app_client, org)
+    member = await join(org, "member", org.team)
     assert member.person is not None
     moved = ok(
         await org.owner.patch(
@@ -194,7 +161,7 @@ async def test_the_home_group_changes(org: Org, app_client: httpx.AsyncClient) -
 async def test_removing_a_member_disables_their_keys_and_keeps_the_row(
     org: Org, app_client: httpx.AsyncClient
 ) -> None:
-    member = await join(app_client, org)
+    member = await join(org, "member", org.team)
     assert member.person is not None
     key = ok(await member.post(f"{org.base}/keys", json={"name": "k", "group_id": org.team}), 201)
     assert (
@@ -212,7 +179,7 @@ async def test_removing_a_member_disables_their_keys_and_keeps_the_row(
 async def test_a_removed_member_can_be_invited_back(
     org: Org, app_client: httpx.AsyncClient
 ) -> None:
-    member = await join(app_client, org)
+    member = await join(org, "member", org.team)
     assert member.person is not None
     await org.owner.delete(f"{org.base}/members/{member.person.user_id}")
     again = ok(await invite(org.owner, org, member.person.email, "viewer", org.division), 201)
@@ -230,13 +197,13 @@ async def test_a_removed_member_can_be_invited_back(
 async def test_a_member_may_leave_but_the_last_owner_may_not(
     org: Org, app_client: httpx.AsyncClient
 ) -> None:
-    member = await join(app_client, org)
+    member = await join(org, "member", org.team)
     assert member.person is not None and org.owner.person is not None
     assert (await member.delete(f"{org.base}/members/{member.person.user_id}")).status_code == 204
     body = error(await org.owner.delete(f"{org.base}/members/{org.owner.person.user_id}"), 409)
     assert "last owner" in body["message"]
     # With a second owner, the first may step down.
-    second = await join(app_client, org, "owner", org.root)
+    second = await join(org, "owner", org.root)
     assert second.person is not None
     ok(await org.owner.delete(f"{org.base}/members/{org.owner.person.user_id}"), 204)
 
@@ -244,7 +211,7 @@ async def test_a_member_may_leave_but_the_last_owner_may_not(
 async def test_roles_are_granted_and_taken_back_but_never_the_last_one(
     org: Org, app_client: httpx.AsyncClient
 ) -> None:
-    member = await join(app_client, org)
+    member = await join(org, "member", org.team)
     assert member.person is not None
     roles = f"{org.base}/members/{member.person.user_id}/roles"
     granted = ok(await org.owner.put(roles, json={"group_id": org.root, "role": "viewer"}))
@@ -262,8 +229,8 @@ async def test_roles_are_granted_and_taken_back_but_never_the_last_one(
 
 
 async def test_nobody_grants_more_than_they_hold(org: Org, app_client: httpx.AsyncClient) -> None:
-    admin = await join(app_client, org, "admin", org.division)
-    member = await join(app_client, org, "member", org.team)
+    admin = await join(org, "admin", org.division)
+    member = await join(org, "member", org.team)
     assert member.person is not None
     roles = f"{org.base}/members/{member.person.user_id}/roles"
     # An admin grants member and viewer at its own node and below, admin only strictly below.
@@ -275,7 +242,7 @@ async def test_nobody_grants_more_than_they_hold(org: Org, app_client: httpx.Asy
     error(await invite(admin, org, unique_address(), "owner", org.root), 403)
     ok(await invite(admin, org, unique_address(), "admin", org.team), 201)
     # Nor does it manage a peer admin at its own node.
-    peer = await join(app_client, org, "admin", org.division)
+    peer = await join(org, "admin", org.division)
     assert peer.person is not None
     error(await admin.delete(f"{org.base}/members/{peer.person.user_id}"), 403)
 
@@ -283,18 +250,16 @@ async def test_nobody_grants_more_than_they_hold(org: Org, app_client: httpx.Asy
 async def test_a_group_holding_someones_only_role_is_not_deleted(
     org: Org, app_client: httpx.AsyncClient
 ) -> None:
-    project = ok(
-        await org.owner.post(f"{org.base}/groups", json={"name": "p", "parent_id": org.team}), 201
-    )
-    member = await join(app_client, org, "viewer", org.team)
+    project = await add_group(org, "p", org.team)
+    member = await join(org, "viewer", org.team)
     assert member.person is not None
     roles = f"{org.base}/members/{member.person.user_id}/roles"
-    ok(await org.owner.put(roles, json={"group_id": project["id"], "role": "member"}))
+    ok(await org.owner.put(roles, json={"group_id": project.id, "role": "member"}))
     ok(await org.owner.delete(f"{roles}/{org.team}"))
     # Homed at the team, but the project holds their only role now.
-    body = error(await org.owner.delete(f"{org.base}/groups/{project['id']}"), 409)
+    body = error(await org.owner.delete(f"{org.base}/groups/{project.id}"), 409)
     assert body["details"] == {"members": [member.person.user_id]}
     ok(await org.owner.put(roles, json={"group_id": org.team, "role": "viewer"}))
-    ok(await org.owner.delete(f"{org.base}/groups/{project['id']}"))
+    ok(await org.owner.delete(f"{org.base}/groups/{project.id}"))
     shown = ok(await org.owner.get(f"{org.base}/members/{member.person.user_id}"))
     assert shown["roles"] == [{"group_id": org.team, "role": "viewer"}]

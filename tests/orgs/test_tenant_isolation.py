@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from sluicegate.runtime import Runtime
-from tests.admin import Api, make_person, ok, org_scoped_routes
+from tests.admin import Api, ok, org_scoped_routes
+from tests.factories import add_group, join, make_key, make_org, put_budget
 
 _PARAM = re.compile(r"\{([^}]+)\}")
 
@@ -51,56 +52,28 @@ class Tenant:
 
 async def make_tenant(runtime: Runtime, client: httpx.AsyncClient, name: str) -> Tenant:
     """An org made through the API: a group, a member (by invitation), a key, an invitation."""
-    api = Api(client, await make_person(runtime))
-    org = ok(await api.post("/api/v1/orgs", json={"name": name}), 201)
-    base = f"/api/v1/orgs/{org['id']}"
-    group = ok(await api.post(f"{base}/groups", json={"name": "team"}), 201)
-    invited = ok(
-        await api.post(
-            f"{base}/invitations",
-            json={
-                "email": f"m-{secrets.token_hex(4)}@example.com",
-                "role": "member",
-                "group_id": group["id"],
-            },
-        ),
-        201,
-    )
-    joined = ok(
-        await client.post(
-            f"/api/v1/invitations/{invited['token']}/accept",
-            json={"name": "Member", "password": "a long enough password"},
-        )
-    )
-    key = ok(
-        await api.post(
-            f"{base}/keys",
-            json={"name": "k", "group_id": group["id"], "owner_user_id": joined["user_id"]},
-        ),
-        201,
-    )
+    org = await make_org(runtime, client, name)
+    api, base = org.owner, org.base
+    group = await add_group(org, "team")
+    member = await join(org, "member", group.id)
+    key = await make_key(org, group.id, owner_user_id=member.user_id)
     pending = ok(
         await api.post(
             f"{base}/invitations",
             json={
                 "email": f"p-{secrets.token_hex(4)}@example.com",
                 "role": "viewer",
-                "group_id": group["id"],
+                "group_id": group.id,
             },
         ),
         201,
     )
-    budget = ok(
-        await api.put(
-            f"{base}/budgets",
-            json={"scope_type": "key", "scope_id": key["id"], "limit_usd": "5", "period": "month"},
-        )
-    )
+    budget = await put_budget(org, "key", key.id, "5")
     policy = ok(await api.post(f"{base}/policies", json={"name": "p", "rpm": 100}), 201)
     binding = ok(
         await api.post(
             f"{base}/policies/{policy['id']}/bindings",
-            json={"target_type": "group", "target_id": group["id"]},
+            json={"target_type": "group", "target_id": group.id},
         ),
         201,
     )
@@ -123,12 +96,12 @@ async def make_tenant(runtime: Runtime, client: httpx.AsyncClient, name: str) ->
     # Creating the key raised a key.created alert.
     [alert, *_] = ok(await api.get(f"{base}/alerts", params={"event": "key.created"}))["items"]
     return Tenant(
-        org["id"],
-        group["id"],
-        joined["user_id"],
-        key["id"],
+        org.id,
+        group.id,
+        member.user_id,
+        key.id,
         pending["id"],
-        budget["id"],
+        budget.id,
         policy["id"],
         binding["id"],
         channel["id"],

@@ -1,13 +1,12 @@
-"""Fixtures of the proxy tests: a providers file aimed at the mock upstream, tenants made through
-the same service functions the admin API calls, and a gateway serving them over loopback."""
+"""Fixtures of the proxy tests: a providers file aimed at the mock upstream, tenants (from
+tests/factories.py, made through the services the admin API calls), and a gateway serving them
+over loopback."""
 
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +15,13 @@ import pytest
 from sqlalchemy import select
 
 from sluicegate.app import create_app
-from sluicegate.core.actors import Actor
-from sluicegate.identity.service import actor_for, ensure_user
-from sluicegate.keys.service import create_key, update_key
+from sluicegate.keys.service import update_key
 from sluicegate.metering.models import UsageEvent
-from sluicegate.orgs.group_service import create_group
-from sluicegate.orgs.service import create_organization
 from sluicegate.providers.config import ProviderSettings, load_providers
 from sluicegate.runtime import Runtime
 from sluicegate.settings import Settings
 from tests.conftest import GatewayStarter
+from tests.factories import Tenant, make_tenant
 from tests.support import ServerProcess
 
 # Models that make the mock fail in a chosen way; priced explicitly (no catalog entry).
@@ -107,20 +103,6 @@ def provider_settings(providers_file: Path) -> ProviderSettings:
     return load_providers(providers_file, MOCK_KEY_ENV)
 
 
-@dataclass
-class Tenant:
-    org_id: str
-    group_id: str
-    user_id: str
-    key_id: str
-    key: str
-
-    @property
-    def actor(self) -> Actor:
-        """The org's owner, who also owns the key."""
-        return Actor(user_id=self.user_id, email="owner@example.com")
-
-
 async def set_key_status(runtime: Runtime, tenant: Tenant, status: str) -> None:
     """Enable or disable the tenant's key through the keys service, as the admin API does."""
     async with runtime.unit_of_work() as session:
@@ -132,27 +114,6 @@ async def set_key_status(runtime: Runtime, tenant: Tenant, status: str) -> None:
             {"status": status},
             runtime.clock.now(),
         )
-
-
-async def make_tenant(
-    runtime: Runtime, *, allowed_models: list[str] | None = None, group_name: str = "project"
-) -> Tenant:
-    async with runtime.unit_of_work() as session:
-        owner, _ = await ensure_user(session, f"owner-{secrets.token_hex(6)}@example.com")
-        actor = actor_for(owner)
-        org = await create_organization(session, actor, name="Acme")
-        group = await create_group(session, actor, org.id, name=group_name)
-        key, secret = await create_key(
-            session,
-            actor,
-            org.id,
-            pepper=runtime.settings.secret,
-            group_id=group.id,
-            name="test key",
-            allowed_models=allowed_models,
-            now=runtime.clock.now(),
-        )
-        return Tenant(org.id, group.id, owner.id, key.id, secret)
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ from sluicegate.orgs.models import Membership
 from sluicegate.providers.config import ProviderSettings
 from sluicegate.runtime import Runtime
 from sluicegate.settings import Settings
-from tests.proxy.conftest import Tenant, make_tenant, set_key_status, usage_events
+from tests.factories import Tenant, make_tenant
+from tests.proxy.conftest import set_key_status, usage_events
 
 CHAT = "/v1/chat/completions"
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.proxy.conftest import Tenant
+from tests.factories import Tenant
 from tests.support import ServerProcess
 
 json_values = st.recursive(

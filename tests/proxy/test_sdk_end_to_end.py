@@ -11,7 +11,8 @@ import pytest
 from sluicegate.mockupstream import tokens as mock_tokens
 from sluicegate.providers.catalog import default_catalog
 from sluicegate.runtime import Runtime
-from tests.proxy.conftest import Tenant, usage_events
+from tests.factories import Tenant
+from tests.proxy.conftest import usage_events
 from tests.support import ServerProcess
 
 HELLO = [

@@ -8,7 +8,8 @@ import httpx
 import orjson
 
 from sluicegate.runtime import Runtime
-from tests.proxy.conftest import Tenant, usage_events
+from tests.factories import Tenant
+from tests.proxy.conftest import usage_events
 from tests.support import ServerProcess
 
 CONCURRENT_STREAMS = 500

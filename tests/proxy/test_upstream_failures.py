@@ -12,7 +12,8 @@ import pytest
 from sluicegate.runtime import Runtime
 from sluicegate.settings import Settings
 from tests.conftest import GatewayStarter
-from tests.proxy.conftest import MOCK_KEY_ENV, Tenant, usage_events
+from tests.factories import Tenant
+from tests.proxy.conftest import MOCK_KEY_ENV, usage_events
 from tests.support import ServerProcess
 
 MESSAGES = [{"role": "user", "content": "hello there"}]
