@@ -28,6 +28,7 @@ from sluicegate.core.clock import utcnow
 from sluicegate.core.ids import new_id
 from sluicegate.core.money import nanos_to_usd
 from sluicegate.guard.counters import Crossing, decode_crossings
+from sluicegate.metering.event import UsageRecord
 
 log = logging.getLogger("sluicegate.alerts")
 
@@ -188,7 +189,7 @@ async def _recipients(
 # --- budget thresholds ------------------------------------------------------------------------
 
 
-async def record_crossings(session: AsyncSession, events: Sequence[Mapping[str, Any]]) -> int:
+async def record_crossings(session: AsyncSession, events: Sequence[UsageRecord]) -> int:
     """Raise `budget.threshold` for the crossings that stored usage events carry (their
     `crossed` field); how many alerts were new."""
     pending = [

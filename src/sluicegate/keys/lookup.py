@@ -8,6 +8,7 @@ org changes, so a disabled key is refused within a second on every worker.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -181,7 +182,7 @@ _MARK_USED = (
 )
 
 
-async def mark_keys_used(session: AsyncSession, events: list[dict[str, Any]]) -> None:
+async def mark_keys_used(session: AsyncSession, events: Sequence[Mapping[str, Any]]) -> None:
     """Stamp each key's last use from a batch of usage events: one row update per key and batch,
     off the response path (the usage writer calls this in its own transaction)."""
     latest: dict[str, datetime] = {}

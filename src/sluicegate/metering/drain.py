@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from sluicegate.core.logs import log_failure
 from sluicegate.core.metrics import USAGE_DRAIN_LAG, USAGE_DRAINED, USAGE_STREAM_BACKLOG
+from sluicegate.metering.event import UsageRecord
 from sluicegate.metering.partitions import Partitions
 from sluicegate.metering.stream import (
     CROSSED_FIELD,
@@ -43,7 +44,7 @@ from sluicegate.metering.stream import (
     stream_key,
     stream_pattern,
 )
-from sluicegate.metering.writer import CROSSED, AfterInsert, UsageRecord, store_usage
+from sluicegate.metering.writer import AfterInsert, store_usage
 
 # Entries read per stream per round; one transaction stores the round's entries.
 BATCH_SIZE = 1000
@@ -195,7 +196,7 @@ class UsageDrain:
                 try:
                     event = decode_event(fields[EVENT_FIELD])
                     if CROSSED_FIELD in fields:
-                        event[CROSSED] = fields[CROSSED_FIELD].decode()
+                        event["crossed"] = fields[CROSSED_FIELD].decode()
                     events.append(event)
                 except (KeyError, ValueError, TypeError, UnicodeDecodeError):
                     dead.append((stream, (entry_id, fields)))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+
+from sluicegate.metering.event import UsageRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,4 +13,4 @@ class BudgetThresholdsCrossed:
     nothing) whose requests crossed budget thresholds; their `crossed` field says which (the
     guard's settle step encodes them, guard/counters.py `Crossing`)."""
 
-    usage_events: tuple[Mapping[str, Any], ...]
+    usage_events: tuple[UsageRecord, ...]

@@ -10,22 +10,30 @@ the drain's consumer group (reading from the first entry) in the same atomic ste
 caller, who then registers the org again. The drain also scans the prefix for streams now and
 then (metering/drain.py), for a registration lost between the two steps.
 
-An entry is one field, `e`, holding the usage event as JSON (and `x`, the budget thresholds the
-request crossed, when it crossed any): times as RFC 3339 with
-microseconds, so the drained row has exactly the time the gateway recorded (the usage table's
-key includes it). Entries are deleted once drained, so a stream's length is its backlog.
+An entry is one field, `e`, holding the usage event as JSON with its format's version
+(metering/event.py), and `x`, the budget thresholds the request crossed, when it crossed any.
+Times are RFC 3339 with microseconds, so the drained row has exactly the time the gateway
+recorded (the usage table's key includes it). Entries are deleted once drained, so a stream's
+length is its backlog.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import orjson
 from redis.asyncio import Redis
+
+from sluicegate.metering.event import (
+    USAGE_EVENT_VERSION,
+    VERSION_KEY,
+    UsageRecord,
+    upgraded,
+)
 
 EVENT_FIELD = b"e"
 # Set by the settle script when the request crossed budget thresholds (guard/lua/settle.lua).
@@ -87,20 +95,27 @@ def dead_letter_key(prefix: str) -> str:
     return f"{prefix}:usage:dead"
 
 
-def encode_event(event: Mapping[str, Any]) -> bytes:
-    return orjson.dumps(event)
+# What opens every entry's JSON: its version first (the event's own keys follow).
+_VERSION_HEAD = b'{"' + VERSION_KEY.encode() + b'":' + str(USAGE_EVENT_VERSION).encode() + b","
 
 
-def decode_event(payload: bytes) -> dict[str, Any]:
-    """The event as UsageEvent columns; ValueError (or KeyError) when it is not one."""
-    event: dict[str, Any] = orjson.loads(payload)
-    if not isinstance(event, dict):
+def encode_event(event: UsageRecord) -> bytes:
+    # orjson writes a non-empty object as `{"request_id":...}`: the version goes in front of
+    # its first key, without building another dict on the hot path.
+    return _VERSION_HEAD + orjson.dumps(event)[1:]
+
+
+def decode_event(payload: bytes) -> UsageRecord:
+    """The event of a stream entry, of any version this release reads; ValueError (or
+    KeyError) when it is not one."""
+    fields: Any = orjson.loads(payload)
+    if not isinstance(fields, dict):
         raise ValueError("a usage entry must be a JSON object")
-    created = datetime.fromisoformat(event["created_at"])
+    created = datetime.fromisoformat(fields["created_at"])
     if created.tzinfo is None:
         raise ValueError("a usage entry's created_at must carry its offset")
-    event["created_at"] = created
-    return event
+    fields["created_at"] = created
+    return upgraded(fields)
 
 
 class UsageJournal:

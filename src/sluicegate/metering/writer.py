@@ -27,6 +27,7 @@ from sqlalchemy.sql.expression import Executable
 from sluicegate.core.db import dialect_insert
 from sluicegate.core.events import announce
 from sluicegate.core.logs import log_failure
+from sluicegate.metering.event import UsageRecord
 from sluicegate.metering.events import BudgetThresholdsCrossed
 from sluicegate.metering.ledger import debit_upsert, hourly_debits
 from sluicegate.metering.models import (
@@ -39,12 +40,11 @@ from sluicegate.metering.partitions import Partitions
 from sluicegate.metering.rollups import EVENT_COLUMNS, rollup_rows, rollup_upsert
 from sluicegate.orgs.models import Organization
 
-UsageRecord = dict[str, Any]
 # The usage event's field naming the budget thresholds its request crossed (encoded crossings).
 CROSSED = "crossed"
 # Runs after a batch is committed, in a transaction of its own (e.g. to stamp keys' last use);
 # its failure is logged and never holds back or repeats the usage rows themselves.
-AfterInsert = Callable[[AsyncSession, list[UsageRecord]], Awaitable[None]]
+AfterInsert = Callable[[AsyncSession, Sequence[UsageRecord]], Awaitable[None]]
 
 # A batch this large is written at once; smaller ones wait at most FLUSH_INTERVAL_SECONDS.
 BATCH_SIZE = 500

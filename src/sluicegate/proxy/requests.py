@@ -13,6 +13,7 @@ from starlette.requests import Request
 from sluicegate.core.ids import new_id
 from sluicegate.guard.counters import Reserved
 from sluicegate.keys.lookup import AuthContext
+from sluicegate.metering.event import UsageRecord
 from sluicegate.providers.base import Endpoint, Usage
 from sluicegate.providers.config import ModelRoute
 from sluicegate.proxy import refusals
@@ -89,8 +90,8 @@ class ProxyCall:
         error_type: str | None,
         estimated: bool,
         ttft_ms: int | None,
-    ) -> dict[str, Any]:
-        """The call's usage event (UsageEvent columns), as its settlement records it."""
+    ) -> UsageRecord:
+        """The call's usage event (metering/event.py), as its settlement records it."""
         context, route = self.context, self.route
         return {
             "request_id": self.request_id,
