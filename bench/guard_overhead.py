@@ -273,7 +273,8 @@ async def make_keys(env: dict[str, str]) -> tuple[str, str]:
     from sluicegate.keys.service import create_key
     from sluicegate.metering.ledger import LedgerEntry
     from sluicegate.migrate import upgrade
-    from sluicegate.orgs.service import create_group, create_organization
+    from sluicegate.orgs.group_service import create_group
+    from sluicegate.orgs.service import create_organization
     from sluicegate.runtime import Runtime
     from sluicegate.settings import Settings
 

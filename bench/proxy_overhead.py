@@ -219,7 +219,8 @@ async def create_tenant_key(env: dict[str, str]) -> str:
     from sluicegate.identity.service import actor_for, ensure_user
     from sluicegate.keys.service import create_key
     from sluicegate.migrate import upgrade
-    from sluicegate.orgs.service import create_group, create_organization
+    from sluicegate.orgs.group_service import create_group
+    from sluicegate.orgs.service import create_organization
     from sluicegate.runtime import Runtime
     from sluicegate.settings import Settings
 

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grimp
+
 ROOT = Path(__file__).resolve().parent.parent
 LINT = (
     "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports(no_cache=True))"
@@ -69,3 +71,31 @@ def test_a_new_package_must_be_given_a_layer(tmp_path: Path) -> None:
 
     assert result.returncode != 0
     assert "sluicegate.routing" in result.stdout + result.stderr
+
+
+def test_no_package_reaches_itself_through_others() -> None:
+    """Layers forbid cycles between layers; this also holds among the wiring's own modules
+    (siblings in one layer) and inside none: the package graph is a DAG."""
+    graph = grimp.build_graph("sluicegate", cache_dir=None)
+    top = {module.split(".")[1] for module in graph.modules if module.count(".") >= 1}
+    edges: dict[str, set[str]] = {name: set() for name in top}
+    for module in graph.modules:
+        if module.count(".") < 1:
+            continue
+        source = module.split(".")[1]
+        for imported in graph.find_modules_directly_imported_by(module):
+            if imported.count(".") >= 1 and imported.split(".")[1] != source:
+                edges[source].add(imported.split(".")[1])
+    cycles = [(a, b) for a in sorted(edges) for b in sorted(edges[a]) if a in _reachable(edges, b)]
+    assert cycles == []
+
+
+def _reachable(edges: dict[str, set[str]], start: str) -> set[str]:
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for nxt in edges.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen

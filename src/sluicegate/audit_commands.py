@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sluicegate.command_settings import settings_said
 from sluicegate.settings import Settings
 
 if TYPE_CHECKING:
@@ -64,13 +65,6 @@ def add_audit_commands(commands: Any) -> None:
     )
     target.add_argument("--all", action="store_true", help="every chain")
     checkpoint.set_defaults(command=_audit_checkpoint)
-
-
-def settings_said() -> Settings:
-    """See cli.settings_said (imported here when called: cli imports this module)."""
-    from sluicegate.cli import settings_said as said
-
-    return said()
 
 
 def _audit_verify(args: argparse.Namespace) -> int:

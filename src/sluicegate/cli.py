@@ -19,6 +19,7 @@ from datetime import date
 
 from sluicegate import __version__
 from sluicegate.audit_commands import add_audit_commands
+from sluicegate.command_settings import say_where, settings_said
 from sluicegate.core.errors import ConfigurationError
 from sluicegate.settings import (
     Settings,
@@ -264,24 +265,12 @@ def _bootstrap(args: argparse.Namespace) -> int:
     settings = settle_secret(settings)
     asyncio.run(_upgrade_database(settings))
     settings.secret  # noqa: B018 - raises ConfigurationError when the secret key is missing
-    _say_where(settings, fresh=fresh, secret_given=given, secret_kept=kept)
+    say_where(settings, fresh=fresh, secret_given=given, secret_kept=kept)
     user_id, created, secret = asyncio.run(_create_admin(settings, args.email))
     print(f"{'created' if created else 'found'} user {user_id} ({args.email.strip().lower()})")
     print("new admin token (shown once; use it as 'Authorization: Bearer <token>'):")
     print(secret)
     return 0
-
-
-def settings_said() -> Settings:
-    """The settings of a command that serves no model (no providers file read), after saying
-    on stderr which database and secret key they point at (see `_say_where`)."""
-    settings = read_settings(providers=None)
-    fresh = settings.embedded_database and not settings.database_path.expanduser().exists()
-    given = settings.secret_key is not None
-    kept = given or (settings.is_sqlite and secret_file_for(settings).exists())
-    settings = settle_secret(settings)
-    _say_where(settings, fresh=fresh, secret_given=given, secret_kept=kept)
-    return settings
 
 
 def _gateway_answers(port: int) -> bool:
@@ -292,20 +281,6 @@ def _gateway_answers(port: int) -> bool:
         return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def _say_where(settings: Settings, *, fresh: bool, secret_given: bool, secret_kept: bool) -> None:
-    """On stderr: the database and the secret key a command used, so a run in the wrong place
-    (another directory, another environment) shows at once."""
-    from sluicegate.runtime import redacted_url
-
-    database = redacted_url(settings.resolved_database_url)
-    print(f"database: {database}{' (created now)' if fresh else ''}", file=sys.stderr)
-    if secret_given:
-        source = "SLUICEGATE_SECRET_KEY"
-    else:
-        source = f"{secret_file_for(settings)}{'' if secret_kept else ' (generated now)'}"
-    print(f"secret key: {source}", file=sys.stderr)
 
 
 def _reconcile(args: argparse.Namespace) -> int:

@@ -36,7 +36,9 @@ from sluicegate.guard.counters import CounterStoreUnavailable, GuardStore
 from sluicegate.guard.memory import MemoryGuardStore
 from sluicegate.guard.redis import RedisGuardStore
 from sluicegate.handlers import event_handlers
+from sluicegate.keys.tree import KeysOnTheTree
 from sluicegate.metering.stream import UsageJournal
+from sluicegate.orgs.tree_keys import session_info as tree_keys_info
 from sluicegate.settings import Settings
 
 # Readiness answers within a load balancer's probe timeout even when a dependency hangs.
@@ -92,7 +94,7 @@ class Runtime:
         serial = asyncio.Lock() if settings.is_sqlite else None
         # Without a secret key (a Postgres deployment checking its dependencies before start-up
         # says it is missing) sessions carry no audit key, and appending to the trail fails.
-        info = session_info(event_handlers(counters))
+        info = {**session_info(event_handlers(counters)), **tree_keys_info(KeysOnTheTree())}
         if settings.secret_key:
             info[SESSION_KEY] = audit_key(settings.secret)
         sessions = make_session_factory(engine, info)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Row, or_, select
+from collections.abc import Sequence
+
+from sqlalchemy import Row, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sluicegate.core.ids import has_prefix
@@ -89,3 +91,55 @@ async def auth_row(session: AsyncSession, digest: str) -> Row[tuple[object, ...]
         AUTH_QUERY.where(or_(ApiKey.digest == digest, ApiKey.previous_digest == digest))
     )
     return result.first()  # type: ignore[return-value]
+
+
+async def count_in_group(session: AsyncSession, group_id: str) -> int:
+    """Keys in the group that are not revoked."""
+    count = await session.scalar(
+        select(func.count())
+        .select_from(ApiKey)
+        .where(ApiKey.group_id == group_id, ApiKey.status != "revoked")
+    )
+    return int(count or 0)
+
+
+async def count_per_owner(
+    session: AsyncSession, org_id: str, user_ids: Sequence[str]
+) -> dict[str, int]:
+    """Keys that are not revoked, per owner."""
+    if not user_ids:
+        return {}
+    rows = await session.execute(
+        select(ApiKey.owner_user_id, func.count())
+        .where(
+            ApiKey.org_id == org_id,
+            ApiKey.owner_user_id.in_(set(user_ids)),
+            ApiKey.status != "revoked",
+        )
+        .group_by(ApiKey.owner_user_id)
+    )
+    return {owner: int(count) for owner, count in rows}
+
+
+async def disable_active(
+    session: AsyncSession,
+    org_id: str,
+    *,
+    owner_user_id: str | None = None,
+    group_id: str | None = None,
+) -> list[str]:
+    """Disable the active keys of an owner or in a group; returns their ids."""
+    condition = [ApiKey.org_id == org_id, ApiKey.status == "active"]
+    if owner_user_id is not None:
+        condition.append(ApiKey.owner_user_id == owner_user_id)
+    if group_id is not None:
+        condition.append(ApiKey.group_id == group_id)
+    ids = list(await session.scalars(select(ApiKey.id).where(*condition)))
+    if ids:
+        await session.execute(
+            update(ApiKey)
+            .where(ApiKey.id.in_(ids))
+            .values(status="disabled")
+            .execution_options(synchronize_session=False)
+        )
+    return ids

@@ -13,7 +13,7 @@ from sluicegate.core.actors import Actor
 from sluicegate.core.db import invalidate_after_commit
 from sluicegate.core.errors import Conflict, InvalidInput
 from sluicegate.core.ids import new_id
-from sluicegate.core.invalidation import GROUP_TOPIC, KEY_TOPIC
+from sluicegate.core.invalidation import GROUP_TOPIC
 from sluicegate.orgs import repository
 from sluicegate.orgs.authorize import (
     ADMIN,
@@ -36,6 +36,7 @@ from sluicegate.orgs.service import (
     organization_of,
     path_of,
 )
+from sluicegate.orgs.tree_keys import tree_keys
 
 
 async def create_group(
@@ -187,7 +188,8 @@ async def delete_group(
             "group_id: the root group cannot be deleted; delete the organization instead",
             details={"field": "group_id"},
         )
-    children, members, keys = await repository.group_contents(session, group)
+    children, members = await repository.group_contents(session, group)
+    keys = await tree_keys(session).count_in_group(session, group.id)
     if children or members or (keys and not disable_keys):
         parts = [
             f"{count} {what if count == 1 else what + 's'}"
@@ -209,9 +211,7 @@ async def delete_group(
             "elsewhere or remove them first",
             details={"members": stranded},
         )
-    disabled = await repository.disable_keys(session, org_id, group_id=group.id)
-    for key_id in disabled:
-        invalidate_after_commit(session, KEY_TOPIC, key_id)
+    disabled = await tree_keys(session).disable(session, org_id, group_id=group.id)
     await repository.delete_rows(session, *bindings)
     await repository.close_invitations_to(session, org_id, group.id, now)
     group.deleted_at = now

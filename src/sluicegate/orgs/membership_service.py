@@ -12,11 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from sluicegate.audit.service import record_action
 from sluicegate.core.actors import Actor
-from sluicegate.core.db import invalidate_after_commit
 from sluicegate.core.errors import Conflict, InvalidInput, NotFound
 from sluicegate.core.events import announce
 from sluicegate.core.ids import new_id
-from sluicegate.core.invalidation import KEY_TOPIC
 from sluicegate.identity.models import User
 from sluicegate.orgs import repository
 from sluicegate.orgs.authorize import (
@@ -34,6 +32,7 @@ from sluicegate.orgs.authorize import (
 from sluicegate.orgs.events import MemberRemoved
 from sluicegate.orgs.models import PATH_SEPARATOR, Group, Membership, RoleBinding
 from sluicegate.orgs.service import group_of, load_access, path_of
+from sluicegate.orgs.tree_keys import tree_keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +167,7 @@ async def _record(
 
 async def key_counts(session: AsyncSession, org_id: str, user_ids: Sequence[str]) -> dict[str, int]:
     """Keys that are not revoked, per owner (for callers that have authorized the read)."""
-    return await repository.key_counts(session, org_id, user_ids)
+    return await tree_keys(session).count_per_owner(session, org_id, user_ids)
 
 
 async def _views(
@@ -179,7 +178,7 @@ async def _views(
     bindings: dict[str, list[RoleBinding]] = {}
     for row, _path in await repository.bindings_with_paths(session, org_id, user_ids):
         bindings.setdefault(row.user_id, []).append(row)
-    counts = await repository.key_counts(session, org_id, user_ids)
+    counts = await tree_keys(session).count_per_owner(session, org_id, user_ids)
     return [
         MemberView(
             m, users[m.user_id], tuple(bindings.get(m.user_id, ())), counts.get(m.user_id, 0)
@@ -304,9 +303,7 @@ async def remove_member(
         await _keep_an_owner(session, org_id)
     bindings = [row for row, _ in await repository.bindings_with_paths(session, org_id, [user_id])]
     await repository.delete_rows(session, *bindings)
-    disabled = await repository.disable_keys(session, org_id, owner_user_id=user_id)
-    for key_id in disabled:
-        invalidate_after_commit(session, KEY_TOPIC, key_id)
+    disabled = await tree_keys(session).disable(session, org_id, owner_user_id=user_id)
     membership.status, membership.removed_at = "removed", now
     await session.flush()
     await _record(

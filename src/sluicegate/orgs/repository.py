@@ -13,7 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sluicegate.core.ids import has_prefix
 from sluicegate.core.pagination import paginate
 from sluicegate.identity.models import User
-from sluicegate.keys.models import ApiKey
 from sluicegate.orgs.models import (
     PATH_SEPARATOR,
     Group,
@@ -168,8 +167,8 @@ async def move_subtree(session: AsyncSession, group: Group, new_parent: Group) -
     await session.flush()
 
 
-async def group_contents(session: AsyncSession, group: Group) -> tuple[int, int, int]:
-    """(live child groups, active members homed here, keys here that are not revoked)."""
+async def group_contents(session: AsyncSession, group: Group) -> tuple[int, int]:
+    """(live child groups, active members homed here)."""
     children = await session.scalar(
         select(func.count())
         .select_from(Group)
@@ -180,12 +179,7 @@ async def group_contents(session: AsyncSession, group: Group) -> tuple[int, int,
         .select_from(Membership)
         .where(Membership.home_group_id == group.id, Membership.status == "active")
     )
-    keys = await session.scalar(
-        select(func.count())
-        .select_from(ApiKey)
-        .where(ApiKey.group_id == group.id, ApiKey.status != "revoked")
-    )
-    return int(children or 0), int(members or 0), int(keys or 0)
+    return int(children or 0), int(members or 0)
 
 
 # --- memberships and role bindings ------------------------------------------------------------
@@ -327,46 +321,6 @@ async def list_members(
     if status is not None:
         statement = statement.where(Membership.status == status)
     return await paginate(session, statement, Membership.id, cursor=cursor, limit=limit)
-
-
-async def key_counts(session: AsyncSession, org_id: str, user_ids: Sequence[str]) -> dict[str, int]:
-    """Keys that are not revoked, per owner."""
-    if not user_ids:
-        return {}
-    rows = await session.execute(
-        select(ApiKey.owner_user_id, func.count())
-        .where(
-            ApiKey.org_id == org_id,
-            ApiKey.owner_user_id.in_(set(user_ids)),
-            ApiKey.status != "revoked",
-        )
-        .group_by(ApiKey.owner_user_id)
-    )
-    return {owner: int(count) for owner, count in rows}
-
-
-async def disable_keys(
-    session: AsyncSession,
-    org_id: str,
-    *,
-    owner_user_id: str | None = None,
-    group_id: str | None = None,
-) -> list[str]:
-    """Disable the active keys of an owner or in a group; returns their ids."""
-    condition = [ApiKey.org_id == org_id, ApiKey.status == "active"]
-    if owner_user_id is not None:
-        condition.append(ApiKey.owner_user_id == owner_user_id)
-    if group_id is not None:
-        condition.append(ApiKey.group_id == group_id)
-    ids = list(await session.scalars(select(ApiKey.id).where(*condition)))
-    if ids:
-        await session.execute(
-            update(ApiKey)
-            .where(ApiKey.id.in_(ids))
-            .values(status="disabled")
-            .execution_options(synchronize_session=False)
-        )
-    return ids
 
 
 async def users_by_id(session: AsyncSession, user_ids: Sequence[str]) -> dict[str, User]:
