@@ -1,5 +1,5 @@
-"""The admin REST API's shared HTTP plumbing: dependencies, fields, error shapes, the router.
-
-Each capability keeps its own routes (orgs/routes.py, keys/routes.py, ...); api/router.py
-mounts them all under /api/v1.
+"""The admin REST API's shared HTTP plumbing: dependencies (the unit of work, the clock, the
+settings, list parameters), fields, pages, the error shape and body limits. It imports no
+capability: each capability keeps its own routes (orgs/routes.py, keys/routes.py, ...), and
+sluicegate/admin_api.py (wiring) mounts them all under /api/v1.
 """
