@@ -69,7 +69,9 @@ class World:
 
 @pytest.fixture
 def database_url(backend: str, request: pytest.FixtureRequest) -> str:
-    return str(request.getfixturevalue("postgres_url" if backend == "postgres" else "sqlite_url"))
+    # A database of the test's own: the delivery worker takes whatever is due in it.
+    fixture = "fresh_postgres_url" if backend == "postgres" else "sqlite_url"
+    return str(request.getfixturevalue(fixture))
 
 
 def settings_for(database_url: str, **values: Any) -> Settings:
