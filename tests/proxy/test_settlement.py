@@ -3,13 +3,22 @@ authentication, it is settled exactly once, so it is metered exactly once."""
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import pytest
+from starlette.requests import Request
+from starlette.responses import Response
 
 from sluicegate.app import create_app
+from sluicegate.keys.lookup import AuthContext
+from sluicegate.providers.base import Endpoint
 from sluicegate.providers.config import ProviderSettings
+from sluicegate.proxy import refusals
+from sluicegate.proxy.requests import ProxyCall
+from sluicegate.proxy.settlement import CLIENT_GONE, CLIENT_GONE_STATUS, Settlement
 from sluicegate.runtime import Runtime
 from sluicegate.settings import Settings
 from tests.proxy.conftest import Tenant, usage_events
@@ -75,3 +84,78 @@ async def test_a_stream_whose_client_left_before_the_answer_started_is_still_met
     # The upstream was asked all the same: its prompt is billed, as an estimate.
     assert event.usage_estimated and event.prompt_tokens > 0 and event.completion_tokens == 0
     assert event.cost_nusd > 0
+
+
+# --- each way out of a Settlement, with the pipeline's two ways to settle recorded -------------
+
+
+def _call() -> ProxyCall:
+    context = AuthContext(
+        "key_1", "active", None, None, "org_1", False, "grp_1", ("grp_1",), "usr_1", "active", True
+    )
+    request = Request({"type": "http", "headers": [], "state": {"request_id": "req_1"}})
+    return ProxyCall(request, context, Endpoint.CHAT, 0.0, datetime(2026, 1, 1, tzinfo=UTC))
+
+
+class Recorder:
+    """Settles as the pipeline does (claiming the call once) and notes each settlement."""
+
+    def __init__(self) -> None:
+        self.settled: list[tuple[str, dict[str, Any]]] = []
+
+    async def now(self, call: ProxyCall, **outcome: Any) -> None:
+        if call.claim_settlement():
+            self.settled.append(("now", outcome))
+
+    def later(self, call: ProxyCall, **outcome: Any) -> None:
+        if call.claim_settlement():
+            self.settled.append(("later", outcome))
+
+
+async def test_a_refusal_is_settled_with_its_status_and_answered() -> None:
+    call, recorder = _call(), Recorder()
+    async with Settlement(call, recorder.now, recorder.later) as settlement:
+        raise refusals.MODEL_NOT_FOUND.error(model="nope")
+    assert settlement.answer is not None and settlement.answer.status_code == 404
+    assert recorder.settled == [("now", {"status": 404, "error_type": "model_not_found"})]
+
+
+async def test_an_unexpected_error_is_settled_as_500_and_raised() -> None:
+    call, recorder = _call(), Recorder()
+    with pytest.raises(RuntimeError):
+        async with Settlement(call, recorder.now, recorder.later):
+            raise RuntimeError("a bug")
+    failed = refusals.INTERNAL_ERROR
+    assert recorder.settled == [("now", {"status": failed.status, "error_type": failed.error_type})]
+
+
+async def test_a_cancelled_call_is_settled_in_the_background_as_the_client_gone() -> None:
+    call, recorder = _call(), Recorder()
+    with pytest.raises(asyncio.CancelledError):
+        async with Settlement(call, recorder.now, recorder.later):
+            raise asyncio.CancelledError
+    assert recorder.settled == [
+        ("later", {"status": CLIENT_GONE_STATUS, "error_type": CLIENT_GONE})
+    ]
+
+
+async def test_a_stream_handed_over_is_left_to_its_relay() -> None:
+    call, recorder = _call(), Recorder()
+    async with Settlement(call, recorder.now, recorder.later) as settlement:
+        settlement.hand_over(Response(status_code=200))
+    assert recorder.settled == []
+
+
+async def test_an_answer_already_settled_is_not_settled_again() -> None:
+    call, recorder = _call(), Recorder()
+    async with Settlement(call, recorder.now, recorder.later) as settlement:
+        await recorder.now(call, status=200)
+        settlement.answer = Response(status_code=200)
+    assert recorder.settled == [("now", {"status": 200})]
+
+
+async def test_an_answer_a_path_forgot_to_settle_is_settled_on_the_way_out() -> None:
+    call, recorder = _call(), Recorder()
+    async with Settlement(call, recorder.now, recorder.later) as settlement:
+        settlement.answer = Response(status_code=200)
+    assert recorder.settled == [("now", {"status": 200})]

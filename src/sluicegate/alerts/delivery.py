@@ -37,12 +37,9 @@ import contextlib
 import logging
 import random
 from collections.abc import Iterable
-from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
-from typing import Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from sluicegate.alerts import delivery_rules as rules
 from sluicegate.alerts import log_repository as repository
@@ -51,12 +48,11 @@ from sluicegate.alerts.channel_config import channel_box
 from sluicegate.alerts.mailer import AlertMailer
 from sluicegate.alerts.models import AlertAttempt, AlertDelivery
 from sluicegate.alerts.sender import AlertSender
-from sluicegate.core.clock import Clock
 from sluicegate.core.egress import Resolver, system_resolver
 from sluicegate.core.ids import new_id
 from sluicegate.core.logs import log_failure
 from sluicegate.core.sealing import SecretBox
-from sluicegate.settings import Settings
+from sluicegate.resources import Resources
 
 # An idle worker looks for due deliveries this often (wake() skips the pause).
 POLL_SECONDS = 0.5
@@ -86,19 +82,10 @@ def retry_delay(attempt: int, cap: float, rng: random.Random, retry_after: float
     return delay
 
 
-class DeliveryResources(Protocol):
-    """What the worker needs of the process's resources (sluicegate/runtime.py `Runtime`)."""
-
-    settings: Settings
-    clock: Clock
-
-    def unit_of_work(self) -> AbstractAsyncContextManager[AsyncSession]: ...
-
-
 class AlertDeliveryWorker:
     def __init__(
         self,
-        runtime: DeliveryResources,
+        runtime: Resources,
         *,
         resolve: Resolver = system_resolver,
         rng: random.Random | None = None,

@@ -8,11 +8,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert as postgres_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sluicegate.alerts.models import Alert, AlertChannel, AlertDelivery, AlertRule
+from sluicegate.core.db import dialect_insert
 from sluicegate.guard.models import Budget
 from sluicegate.identity.models import User
 from sluicegate.keys.models import ApiKey
@@ -22,9 +21,7 @@ from sluicegate.orgs.models import Group, Membership, Organization, RoleBinding
 
 
 def _insert(session: AsyncSession, table: Any) -> Any:
-    if session.get_bind().dialect.name == "postgresql":
-        return postgres_insert(table)
-    return sqlite_insert(table)
+    return dialect_insert(session.get_bind().dialect.name)(table)
 
 
 async def insert_alert(session: AsyncSession, values: dict[str, Any]) -> bool:

@@ -6,33 +6,22 @@ is identity's (identity/dependencies.py), the counter store the guard's (guard/d
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import Annotated, Protocol
+from typing import Annotated
 
 from fastapi import Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sluicegate.core.actors import RequestMeta
-from sluicegate.core.clock import Clock
 from sluicegate.core.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from sluicegate.resources import Resources
 from sluicegate.settings import Settings
 
 USER_AGENT_LIMIT = 400
 
 
-class AppResources(Protocol):
-    """What the admin API needs of the process's resources (sluicegate/runtime.py `Runtime`,
-    kept in `app.state.runtime` by the app)."""
-
-    settings: Settings
-    clock: Clock
-
-    def unit_of_work(self) -> AbstractAsyncContextManager[AsyncSession]: ...
-
-
-def runtime_of(request: Request) -> AppResources:
-    runtime: AppResources = request.app.state.runtime
+def runtime_of(request: Request) -> Resources:
+    runtime: Resources = request.app.state.runtime
     return runtime
 
 

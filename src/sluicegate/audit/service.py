@@ -9,8 +9,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as postgres_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import Executable
 
@@ -29,6 +27,7 @@ from sluicegate.audit.checkpoints import Checkpoint
 from sluicegate.audit.models import AuditEvent, AuditHead
 from sluicegate.core.actors import Actor, RequestMeta
 from sluicegate.core.clock import utcnow
+from sluicegate.core.db import dialect_insert
 from sluicegate.core.ids import new_id
 
 __all__ = [
@@ -153,9 +152,9 @@ async def record_action(
 
 def _create_head_if_missing(session: AsyncSession, org_id: str) -> Executable:
     values = {"org_id": org_id, "seq": 0, "hash": GENESIS_HASH}
-    if session.get_bind().dialect.name == "postgresql":
-        return postgres_insert(AuditHead).values(values).on_conflict_do_nothing()
-    return sqlite_insert(AuditHead).values(values).on_conflict_do_nothing()
+    insert = dialect_insert(session.get_bind().dialect.name)
+    statement: Executable = insert(AuditHead).values(values).on_conflict_do_nothing()
+    return statement
 
 
 async def verify_chain(

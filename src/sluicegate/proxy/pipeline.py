@@ -321,8 +321,7 @@ class Pipeline:
         usage: Usage | None = None,
     ) -> None:
         """Settle the call now, unless its settlement was already claimed."""
-        if not call.settled:
-            call.settled = True
+        if call.claim_settlement():
             await self._settle(call, status=status, error_type=error_type, usage=usage)
 
     async def _settle(
@@ -396,9 +395,8 @@ class Pipeline:
 
     async def settle_shielded(self, call: ProxyCall, **outcome: Any) -> None:
         """Settle and wait for it, but never let a client that leaves meanwhile cancel it."""
-        if call.settled:
+        if not call.claim_settlement():
             return
-        call.settled = True
         task = asyncio.ensure_future(self._settle(call, **outcome))
         self.guard.keep(task)
         await asyncio.shield(task)
@@ -406,8 +404,7 @@ class Pipeline:
     def settle_in_background(self, call: ProxyCall, **outcome: Any) -> None:
         """Settle without waiting (the client is gone: nothing to hold back), kept alive by the
         guard until done, so a disconnect still bills what was consumed."""
-        if not call.settled:
-            call.settled = True
+        if call.claim_settlement():
             self.guard.spawn(self._settle(call, **outcome))
 
     # --- GET /v1/models -----------------------------------------------------------------------

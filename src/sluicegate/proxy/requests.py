@@ -72,6 +72,13 @@ class ProxyCall:
         # The max_tokens the gateway set to fit the budget or credit left (the client set none).
         self.clamped: int | None = None
 
+    def claim_settlement(self) -> bool:
+        """True once: to whoever settles the call (proxy/settlement.py), before any await."""
+        if self.settled:
+            return False
+        self.settled = True
+        return True
+
     def cost_of(self, tokens: Usage) -> int:
         """What `tokens` of this call cost at its model's price, nano-USD."""
         route = self.route

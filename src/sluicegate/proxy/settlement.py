@@ -10,7 +10,7 @@ when the relay never ran (proxy/streaming.py `RelayResponse`). Should a path eve
 without doing either, the settlement settles it on the way out and logs the slip.
 
 Settling twice is impossible rather than avoided: a call's settlement is claimed once
-(`ProxyCall.settled`, set by `Pipeline.settle` and its variants before any await).
+(`ProxyCall.claim_settlement`, by `Pipeline.settle` and its variants before any await).
 """
 
 from __future__ import annotations
