@@ -33,8 +33,11 @@ START = datetime(2026, 3, 1, 12, 0, 30, tzinfo=UTC)
 def make_store(kind: str, clock: ManualClock, redis_url: str, prefix: str) -> GuardStore:
     if kind == "memory":
         return MemoryGuardStore(clock, reservation_ttl_ms=TTL_MS)
+    # A connection for every concurrent caller the tests start (up to 200): with fewer, callers
+    # queue for the pool, and on a busy machine a queued caller can outwait the pool timeout and
+    # trip the store's breaker, which is not what these tests are about.
     return RedisGuardStore(
-        connect_redis(redis_url, pool_size=8), prefix, clock, reservation_ttl_ms=TTL_MS
+        connect_redis(redis_url, pool_size=256), prefix, clock, reservation_ttl_ms=TTL_MS
     )
 
 
