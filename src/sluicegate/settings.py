@@ -111,6 +111,37 @@ class Settings(BaseSettings):
     upstream_connect_timeout: float = Field(default=5.0, gt=0)
     upstream_read_timeout: float = Field(default=120.0, gt=0)
     upstream_timeout: float = Field(default=600.0, gt=0)
+    routing_max_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=10,
+        description="Upstream attempts per request at most, fallbacks included (429, 5xx, "
+        "connect errors and timeouts before the first byte are tried on the next deployment).",
+    )
+    routing_retry_deadline_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="No new attempt starts this long after the request arrived.",
+    )
+    routing_retry_backoff_ms: int = Field(
+        default=50,
+        ge=0,
+        le=10_000,
+        description="Base of the exponential backoff with full jitter between attempts.",
+    )
+    routing_allowed_fails: int = Field(
+        default=3,
+        ge=1,
+        le=1000,
+        description="Failures of a deployment within the window that cool it down.",
+    )
+    routing_failure_window_seconds: float = Field(default=60.0, gt=0)
+    routing_cooldown_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long a failing deployment is left out (longer when its Retry-After "
+        "says so); then one request probes it.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     session_ttl_hours: int = Field(default=24, ge=1, le=24 * 90)
     guard_failure_mode: Literal["closed", "open"] = Field(
