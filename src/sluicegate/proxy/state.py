@@ -64,11 +64,13 @@ class ProxyState:
         cls, settings: Settings, runtime: ProxyResources, providers: ProviderSettings
     ) -> ProxyState:
         adapters = {name: build_adapter(config) for name, config in providers.providers.items()}
+        proxies = settings.outbound_proxies
         pools = {
             name: upstream_pool(
                 config,
                 connect=settings.upstream_connect_timeout,
                 read=settings.upstream_read_timeout,
+                proxies=proxies,
             )
             for name, config in providers.providers.items()
         }
