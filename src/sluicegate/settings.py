@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
-from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote, urlsplit
@@ -24,7 +22,9 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from sluicegate.core.egress import IPNetwork, parse_networks
 from sluicegate.core.errors import ConfigurationError
+from sluicegate.core.secret_file import kept_secret
 from sluicegate.providers.outbound_proxy import (
     PROXY_VARIABLES,
     OutboundProxies,
@@ -36,7 +36,6 @@ from sluicegate.smtp_url import SmtpServer, parse_sender, parse_smtp_url
 if TYPE_CHECKING:
     from sluicegate.providers.config import ProviderSettings
 
-IPNetwork = IPv4Network | IPv6Network
 ENV_PREFIX = "SLUICEGATE_"
 DATABASE_SCHEMES = ("postgresql+asyncpg", "sqlite+aiosqlite")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
@@ -437,19 +436,6 @@ class Settings(BaseSettings):
         return self.secret_key.get_secret_value().encode()
 
 
-def parse_networks(value: str) -> tuple[IPNetwork, ...]:
-    """'10.0.0.0/8, 192.168.1.7, ::1' as networks; ValueError naming the entry that is not one."""
-    networks = []
-    for entry in (part.strip() for part in value.split(",")):
-        if not entry:
-            continue
-        try:
-            networks.append(ip_network(entry, strict=False))
-        except ValueError:
-            raise ValueError(f"{entry!r} is not an IP address or CIDR (e.g. 10.0.0.0/8)") from None
-    return tuple(networks)
-
-
 def env_name(field: str) -> str:
     return PROXY_VARIABLES.get(field.lower()) or f"{ENV_PREFIX}{field.upper()}"
 
@@ -486,34 +472,9 @@ def settle_secret(settings: Settings) -> Settings:
     """With SQLite and no SLUICEGATE_SECRET_KEY: the key kept beside the database, generated
     there the first time."""
     if settings.secret_key is None and settings.is_sqlite:
-        settings = settings.model_copy(update={"secret_key": SecretStr(_stored_secret(settings))})
+        kept = kept_secret(secret_file_for(settings), MIN_SECRET_KEY_LENGTH)
+        settings = settings.model_copy(update={"secret_key": SecretStr(kept)})
     return settings
-
-
-def _stored_secret(settings: Settings) -> str:
-    path = secret_file_for(settings)
-    if path.exists():
-        value = path.read_text().strip()
-        if len(value) < MIN_SECRET_KEY_LENGTH:
-            raise ConfigurationError(
-                "SLUICEGATE_SECRET_KEY", f"the stored key in {path} is too short; restore it"
-            )
-        return value
-    path.parent.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(48)
-    # Write aside, then link into place: link fails if the file exists, so two processes
-    # starting at once agree on one key and nobody ever reads a half-written file.
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(value + "\n")
-    try:
-        os.link(temporary, path)
-    except FileExistsError:
-        value = path.read_text().strip()
-    finally:
-        temporary.unlink()
-    return value
 
 
 def secret_file_for(settings: Settings) -> Path:

@@ -19,7 +19,7 @@ import asyncio
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from urllib.parse import urlsplit
 
 IPAddress = IPv4Address | IPv6Address
@@ -91,3 +91,16 @@ async def check_url(
                 "address, which is not allowed here"
             )
     return CheckedURL(url, host, port, tuple(dict.fromkeys(found)))
+
+
+def parse_networks(value: str) -> tuple[IPNetwork, ...]:
+    """'10.0.0.0/8, 192.168.1.7, ::1' as networks; ValueError naming the entry that is not one."""
+    networks = []
+    for entry in (part.strip() for part in value.split(",")):
+        if not entry:
+            continue
+        try:
+            networks.append(ip_network(entry, strict=False))
+        except ValueError:
+            raise ValueError(f"{entry!r} is not an IP address or CIDR (e.g. 10.0.0.0/8)") from None
+    return tuple(networks)
