@@ -62,6 +62,13 @@ models:
     input_usd_per_mtok: 10
     output_usd_per_mtok: 20
     max_output_tokens: 1000
+  - id: cheap-b
+    provider: alpha
+    upstream_model: gpt-4.1-mini
+    input_usd_per_mtok: 1
+    output_usd_per_mtok: 2
+    max_output_tokens: 1000
+    fallbacks: [dear]
   - id: beta-only
     provider: beta
     upstream_model: gpt-4o-mini
