@@ -7,8 +7,12 @@ import asyncio
 
 import httpx
 import orjson
+from prometheus_client import REGISTRY
 
+from sluicegate.app import create_app
+from sluicegate.providers.config import ProviderSettings
 from sluicegate.runtime import Runtime
+from sluicegate.settings import Settings
 from tests.factories import Tenant
 from tests.proxy.conftest import usage_events
 from tests.routing.conftest import ALLOWED_FAILS, Mock
@@ -19,6 +23,11 @@ USD = 1_000_000_000
 
 def ask(model: str, **extra: object) -> dict[str, object]:
     return {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}
+
+
+def sample(name: str, **labels: str) -> float:
+    """A counter of this process's Prometheus registry (0 before its first increment)."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def auth(tenant: Tenant) -> dict[str, str]:
@@ -112,6 +121,7 @@ async def test_a_failing_deployment_cools_down_and_gets_no_traffic(
     alpha.fail("error-500")
     concurrency = 10
     statuses: list[int] = []
+    cooled_before = sample("sluicegate_routing_cooldowns_total", deployment="alpha/gpt-4o-mini")
 
     async def client(count: int) -> None:
         for _ in range(count):
@@ -123,6 +133,15 @@ async def test_a_failing_deployment_cools_down_and_gets_no_traffic(
     failed = alpha.requests
     assert ALLOWED_FAILS <= failed <= ALLOWED_FAILS + concurrency - 1
     assert beta.requests == 1000
+    cooled = sample("sluicegate_routing_cooldowns_total", deployment="alpha/gpt-4o-mini")
+    assert cooled - cooled_before >= 1
+    failures = sample(
+        "sluicegate_routing_attempts_total",
+        provider="alpha",
+        deployment="alpha/gpt-4o-mini",
+        outcome="500",
+    )
+    assert failures >= failed
 
 
 async def test_a_stream_falls_back_before_its_first_byte(
@@ -183,3 +202,43 @@ async def test_a_context_window_error_moves_to_a_model_with_a_larger_window(
     answer = await routed.post(CHAT, json=ask("cheap"), headers=auth(tenant))
     assert answer.status_code == 400
     assert answer.json()["error"]["code"] == "context_length_exceeded"
+
+
+async def test_after_its_cooldown_a_deployment_gets_one_probe_then_its_traffic_back(
+    routing_settings: Settings,
+    runtime: Runtime,
+    routing_providers: ProviderSettings,
+    tenant: Tenant,
+    alpha: Mock,
+    beta: Mock,
+) -> None:
+    """Sequential requests, so every count is exact whatever the machine's speed: the failing
+    deployment sees the failures that cooled it, then one probe per cooldown, each failed probe
+    cooling it again; once it answers, it serves again."""
+    quick = routing_settings.model_copy(update={"routing_cooldown_seconds": 0.2})
+    app = create_app(quick, runtime, routing_providers)
+    deployment = "alpha/gpt-4o-mini"
+    cooled_before = sample("sluicegate_routing_cooldowns_total", deployment=deployment)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
+            alpha.fail("error-500")
+            for _ in range(40):
+                answer = await client.post(CHAT, json=ask("duo"), headers=auth(tenant))
+                assert answer.status_code == 200
+                await asyncio.sleep(0.02)
+            cooldowns = sample("sluicegate_routing_cooldowns_total", deployment=deployment)
+            probes = cooldowns - cooled_before - 1
+            assert alpha.requests == ALLOWED_FAILS + probes
+            alpha.heal()
+            served: list[str] = []
+            for _ in range(500):  # until the next probe, after at most one cooldown
+                answer = await client.post(CHAT, json=ask("duo"), headers=auth(tenant))
+                served.append(answer.headers["x-sluicegate-provider"])
+                if served[-1] == "alpha":
+                    break
+                await asyncio.sleep(0.02)
+            assert served[-1] == "alpha"
+            for _ in range(3):
+                answer = await client.post(CHAT, json=ask("duo"), headers=auth(tenant))
+                assert answer.headers["x-sluicegate-provider"] == "alpha"

@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 
-from sluicegate.core.metrics import ROUTING_ATTEMPTS, ROUTING_RETRIES
+from sluicegate.core.metrics import ROUTING_ATTEMPTS, ROUTING_FALLBACKS, ROUTING_RETRIES
 from sluicegate.providers.base import UpstreamCall
 from sluicegate.providers.deployment import ModelRoute
 from sluicegate.proxy.errors import ProxyError
@@ -40,6 +40,7 @@ class Attempts:
     __slots__ = (
         "_backoff",
         "_balancer",
+        "_began",
         "_call",
         "_deadline",
         "_health",
@@ -66,6 +67,7 @@ class Attempts:
         self._deadline = call.started + deadline_seconds
         self._backoff = backoff_ms / 1000
         self._last: ProxyError | None = None
+        self._began = 0.0  # when the current attempt was sent
 
     async def next(
         self, prepare: Callable[[ModelRoute], UpstreamCall]
@@ -92,6 +94,7 @@ class Attempts:
             call.route = route
             call.in_flight = route
             self._balancer.started(route, self._health.now_ms() if route.rpm or route.tpm else 0)
+            self._began = time.perf_counter()
             return route, upstream
         last = self._last
         assert last is not None, "a call with candidates ends with a failure to report"
@@ -118,10 +121,13 @@ class Attempts:
         await asyncio.sleep(self._backoff * (2**doublings) * random.random())  # noqa: S311
 
     def answered(self, route: ModelRoute) -> None:
-        """The upstream accepted the call (2xx headers): its latency counts for balancing."""
-        ms = (time.perf_counter() - self._call.started) * 1000
-        self._balancer.answered(route, ms)
+        """The upstream accepted the call (2xx headers; a stream's first bytes follow at once):
+        the time this attempt took to get there counts for `lowest_latency`."""
+        self._balancer.answered(route, (time.perf_counter() - self._began) * 1000)
         ROUTING_ATTEMPTS.labels(route.provider.name, route.deployment, "ok").inc()
+        requested = self._call.requested_model
+        if route.id != requested:
+            ROUTING_FALLBACKS.labels(requested, route.id).inc()
 
     async def succeeded(self, route: ModelRoute) -> None:
         await self._health.succeeded(route.deployment)

@@ -138,7 +138,9 @@ class HealthBoard:
             cooldown_ms = int(min(retry_after, rules.max_cooldown_seconds) * 1000)
         probe_failed = deployment in self._cool and self.cooling_until(deployment, now) is None
         if probe_failed:
+            # The probe is over: the next cooldown's end gives the probe to someone again.
             self._probes.pop(deployment, None)
+            await self._forget_probe(deployment)
             until = await self._cool_in_redis(deployment, 1, cooldown_ms, now)
         else:
             until = await self._count(deployment, cooldown_ms, now)
@@ -146,6 +148,14 @@ class HealthBoard:
             return False
         await self._announce(deployment, until)
         return True
+
+    async def _forget_probe(self, deployment: str) -> None:
+        if self._redis is None:
+            return
+        try:
+            await self._redis.delete(f"{self._prefix}:routing:probe:{deployment}")
+        except (RedisError, OSError):
+            log.warning("could not end a probe in Redis", extra={"deployment": deployment})
 
     async def _count(self, deployment: str, cooldown_ms: int, now: int) -> int:
         rules = self.rules
