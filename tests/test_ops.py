@@ -133,7 +133,8 @@ def test_the_example_providers_file_loads_and_serves_priced_models() -> None:
 
     loaded = load_providers(ROOT / "providers.example.yaml", {"OPENAI_API_KEY": "sk-test"})
     assert {"gpt-4o-mini", "gpt-4o", "text-embedding-3-small"} <= set(loaded.models)
-    assert all(route.price.input_nusd_per_mtok > 0 for route in loaded.models.values())
+    routes = [route for served in loaded.models.values() for route in served.deployments]
+    assert all(route.price.input_nusd_per_mtok > 0 for route in routes)
 
 
 def test_compose_documents_its_version_and_the_bootstrap_step() -> None:
