@@ -24,7 +24,12 @@ from sluicegate.providers.deployment import (
     ProviderConfig,
     ServedModel,
 )
-from sluicegate.providers.model_entries import ModelEntry, check_fallbacks, resolve_model
+from sluicegate.providers.model_entries import (
+    ModelEntry,
+    check_deployment_names,
+    check_fallbacks,
+    resolve_model,
+)
 
 # The resolved shapes are defined beside the routing they serve; they are read from here too.
 __all__ = ["ModelRoute", "ProviderConfig", "ProviderSettings", "ServedModel", "load_providers"]
@@ -80,7 +85,7 @@ def load_providers(
             models[wanted.id] = resolve_model(wanted, providers, known)
         except ValueError as exc:
             raise _fail(path, f"{label}: {exc}") from None
-    wrong = check_fallbacks(models)
+    wrong = check_fallbacks(models) or check_deployment_names(models)
     if wrong is not None:
         model_id, problem = wrong
         index = list(models).index(model_id)

@@ -107,8 +107,8 @@ def resolve_model(
         names.add(route.deployment)
         if routes and route.mode != routes[0].mode:
             raise ValueError(
-                f"{where}a {route.mode} deployment of a {routes[0].mode} model; every deployment "
-                "of a model id must be of the same mode"
+                f"{where}{_a(route.mode)} deployment of {_a(routes[0].mode)} model; every "
+                "deployment of a model id must be of the same mode"
             )
         routes.append(route)
     return ServedModel(
@@ -133,9 +133,31 @@ def check_fallbacks(models: Mapping[str, ServedModel]) -> tuple[str, str] | None
                     return served.id, f"'{field}': '{target}' is not a model id of this file"
                 if other.mode != served.mode:
                     return served.id, (
-                        f"'{field}': '{target}' is a {other.mode} model, not {served.mode}"
+                        f"'{field}': '{target}' is {_a(other.mode)} model, not {served.mode}"
                     )
     return None
+
+
+def check_deployment_names(models: Mapping[str, ServedModel]) -> tuple[str, str] | None:
+    """(model id, problem) for the first deployment name that two models give to different
+    deployments. A name identifies one deployment across the file (its health, its load, its
+    rows in analytics); two model ids may share a deployment (same provider, same upstream
+    model), never a name for two."""
+    seen: dict[str, tuple[str, str, str]] = {}
+    for served in models.values():
+        for route in served.deployments:
+            target = (route.provider.name, route.upstream_model)
+            first = seen.setdefault(route.deployment, (*target, served.id))
+            if first[:2] != target:
+                return served.id, (
+                    f"the deployment name '{route.deployment}' is already model '{first[2]}''s "
+                    f"deployment on {first[0]}/{first[1]}; give this one another name"
+                )
+    return None
+
+
+def _a(mode: str) -> str:
+    return f"an {mode}" if mode[0] in "aeiou" else f"a {mode}"
 
 
 def _merged(entry: ModelEntry, wanted: DeploymentEntry) -> dict[str, Any]:

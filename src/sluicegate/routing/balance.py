@@ -7,6 +7,7 @@ go last. Load and latency are per process: each worker balances what it sends.""
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -73,7 +74,8 @@ class Balancer:
 
     def _slowness(self, route: ModelRoute) -> float:
         measured = self._of(route).tokens_per_second
-        return -1.0 if measured is None else -measured
+        # Unmeasured first, as for latency, so that they get measured.
+        return -math.inf if measured is None else -measured
 
     def _full(self, route: ModelRoute, minute: int) -> bool:
         load = self._of(route)

@@ -114,11 +114,13 @@ class HealthBoard:
             return True  # alone, each process probes for itself
 
     async def succeeded(self, deployment: str) -> None:
-        """A request was answered by the deployment. Only a recovery costs anything."""
-        self._fails.pop(deployment, None)
+        """A request was answered by the deployment. Only a recovery costs anything. Failures
+        already counted stay in their window (as they do in Redis): a deployment failing every
+        other request still cools down."""
         if deployment not in self._cool:
             return
         self._probes.pop(deployment, None)
+        self._fails.pop(deployment, None)
         if self._redis is not None:
             try:
                 await self._redis.delete(

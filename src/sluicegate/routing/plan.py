@@ -102,14 +102,17 @@ def within_ceiling(
         return candidates
     kept = [route for route in candidates if worst_cost(route) <= ceiling]
     refuse = override.override.on_cost_exceeded != "cheaper"
-    if kept and not (refuse and worst_cost(candidates[0]) > ceiling):
+    asked = worst_cost(candidates[0])
+    if kept and not (refuse and asked > ceiling):
         return kept
+    # What exceeded it: the model asked for (refuse), or even the cheapest deployment (cheaper).
+    quoted = asked if refuse else min(worst_cost(route) for route in candidates)
     group = override.source.get("max_cost_per_request_nusd", "?")
     raise NoRoute(
         "cost_ceiling",
         f"the routing override of group {group} allows at most "
         f"{nanos_to_usd(ceiling)} USD per request; this request may cost up to "
-        f"{nanos_to_usd(min(worst_cost(r) for r in candidates))} USD",
+        f"{nanos_to_usd(quoted)} USD",
     )
 
 

@@ -6,7 +6,7 @@ Unknown fields inside `provider` are ignored; a bad value is refused naming the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from typing import Any
 
 from sluicegate.core.money import NANOS_PER_USD
@@ -15,6 +15,7 @@ from sluicegate.providers.model_entries import MAX_FALLBACKS
 # A request names at most this many providers in one list; the file has at most as many.
 MAX_PROVIDER_NAMES = 32
 SORTS = ("price", "latency", "throughput")
+_NANO = Decimal("0.000000001")
 
 
 class BadPreference(ValueError):
@@ -127,4 +128,5 @@ def _usd(value: object, name: str) -> int | None:
         raise BadPreference(field, "must be a number of USD per million tokens") from None
     if not amount.is_finite() or amount < 0 or amount > 1_000_000:
         raise BadPreference(field, "must be between 0 and 1000000 USD per million tokens")
-    return int(amount * NANOS_PER_USD)
+    # Exact whatever the digits: cut to whole nano-USD before scaling (never rounded up).
+    return int(amount.quantize(_NANO, rounding=ROUND_DOWN) * NANOS_PER_USD)
