@@ -63,14 +63,14 @@ def test_an_upward_import_breaks_the_layers_contract(tmp_path: Path) -> None:
 
 def test_a_new_package_must_be_given_a_layer(tmp_path: Path) -> None:
     source = _copy_of_the_package(tmp_path)
-    newcomer = source / "sluicegate" / "routing"
+    newcomer = source / "sluicegate" / "newcomer"
     newcomer.mkdir()
-    (newcomer / "__init__.py").write_text('"""Somewhere to route requests."""\n')
+    (newcomer / "__init__.py").write_text('"""A package no layer names yet."""\n')
 
     result = _lint(source)
 
     assert result.returncode != 0
-    assert "sluicegate.routing" in result.stdout + result.stderr
+    assert "sluicegate.newcomer" in result.stdout + result.stderr
 
 
 def test_no_package_reaches_itself_through_others() -> None:

@@ -3,16 +3,18 @@ from pathlib import Path
 import pytest
 
 from sluicegate.core.errors import ConfigurationError
+from sluicegate.providers.outbound_proxy import PROXY_VARIABLES, OutboundProxy
 from sluicegate.settings import load_settings, secret_file_for
 
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Each test starts from no SLUICEGATE_* variable, in an empty directory (no .env)."""
+    """Each test starts from no SLUICEGATE_* variable nor outbound proxy variable, in an empty
+    directory (no .env)."""
     import os
 
     for name in list(os.environ):
-        if name.startswith("SLUICEGATE_"):
+        if name.startswith("SLUICEGATE_") or name.lower() in PROXY_VARIABLES:
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
 
@@ -228,3 +230,75 @@ def test_empty_smtp_values_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SLUICEGATE_SMTP_URL", "")
     monkeypatch.setenv("SLUICEGATE_SMTP_FROM", "")
     assert load_settings().smtp is None
+
+
+# --- outbound proxy -----------------------------------------------------------------------------
+
+PROXY_PASSWORD = "pr0xy-very-secret"
+
+
+def test_the_standard_proxy_variables_are_read_in_either_spelling(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", f"http://gateway:{PROXY_PASSWORD}@proxy.corp:3128")
+    monkeypatch.setenv("http_proxy", "proxy.corp:8080")
+    monkeypatch.setenv("NO_PROXY", "localhost,.internal.example")
+    settings = load_settings()
+    proxies = settings.outbound_proxies
+    assert proxies.https is not None
+    assert (proxies.https.url, proxies.https.variable) == ("http://proxy.corp:3128", "HTTPS_PROXY")
+    assert (proxies.https.authorization or "").startswith("Basic ")
+    assert proxies.http == OutboundProxy("proxy.corp", 8080, "HTTP_PROXY")
+    assert proxies.for_origin("https", "api.openai.com", 443) == proxies.https
+    assert proxies.for_origin("https", "vllm.internal.example", 443) is None
+    assert proxies.for_origin("http", "localhost", 11434) is None
+    # The password is in none of the ways settings are shown or logged.
+    for shown in (repr(settings), str(settings), repr(proxies), str(settings.model_dump())):
+        assert PROXY_PASSWORD not in shown
+
+
+def test_no_proxy_variable_means_direct_connections() -> None:
+    proxies = load_settings().outbound_proxies
+    assert proxies.for_origin("https", "api.openai.com", 443) is None
+    assert proxies.for_origin("http", "127.0.0.1", 8080) is None
+
+
+def test_the_lowercase_spelling_wins_when_both_are_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://upper.corp:3128")
+    monkeypatch.setenv("https_proxy", "http://lower.corp:3128")
+    monkeypatch.setenv("NO_PROXY", "upper.example")
+    monkeypatch.setenv("no_proxy", "lower.example")
+    settings = load_settings()
+    proxies = settings.outbound_proxies
+    assert proxies.https is not None and proxies.https.host == "lower.corp"
+    assert settings.no_proxy == "lower.example"
+
+
+def test_an_empty_proxy_variable_means_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "")
+    monkeypatch.setenv("HTTP_PROXY", "")
+    settings = load_settings()
+    assert settings.https_proxy is None and settings.http_proxy is None
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "fragment"),
+    [
+        ("HTTPS_PROXY", "https://proxy.corp:3128", "only http:// proxy URLs are supported"),
+        ("https_proxy", "socks5://proxy.corp:1080", "must be an http:// proxy URL"),
+        ("HTTP_PROXY", f"http://gateway:{PROXY_PASSWORD}@proxy.corp:99999", "port"),
+        ("HTTP_PROXY", f"http://gateway:{PROXY_PASSWORD}@proxy.corp:3128/x", "without a path"),
+        ("NO_PROXY", "localhost,10.0.0.0/33", "'10.0.0.0/33' is neither a host name"),
+        ("no_proxy", "api.example.com:https", "has a port that is not a number"),
+    ],
+)
+def test_a_bad_proxy_setting_stops_start_up_naming_the_variable_never_the_password(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, fragment: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert caught.value.setting == variable.upper()
+    assert fragment in caught.value.problem
+    assert PROXY_PASSWORD not in str(caught.value)
+    assert "\n" not in str(caught.value)

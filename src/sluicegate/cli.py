@@ -112,7 +112,8 @@ def _parser() -> argparse.ArgumentParser:
         "mock-upstream",
         help="run the mock OpenAI/Anthropic upstream for tests and demos",
         description="Serve the mock upstream: OpenAI chat, completions, embeddings, models and "
-        "Anthropic messages, with deterministic tokens and failure modes chosen per request.",
+        "Anthropic messages, with deterministic tokens and failure modes chosen per request or "
+        "programmed server-wide with PUT /_mock/behavior (see docs/proxy.md).",
     )
     mock.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     mock.add_argument("--port", type=int, default=18080, help="port (default 18080)")

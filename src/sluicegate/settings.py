@@ -9,10 +9,28 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from sluicegate.core.errors import ConfigurationError
+from sluicegate.providers.outbound_proxy import (
+    PROXY_VARIABLES,
+    OutboundProxies,
+    parse_no_proxy,
+    parse_proxy_url,
+)
 from sluicegate.smtp_url import SmtpServer, parse_sender, parse_smtp_url
 
 if TYPE_CHECKING:
@@ -111,6 +129,37 @@ class Settings(BaseSettings):
     upstream_connect_timeout: float = Field(default=5.0, gt=0)
     upstream_read_timeout: float = Field(default=120.0, gt=0)
     upstream_timeout: float = Field(default=600.0, gt=0)
+    routing_max_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=10,
+        description="Upstream attempts per request at most, fallbacks included (429, 5xx, "
+        "connect errors and timeouts before the first byte are tried on the next deployment).",
+    )
+    routing_retry_deadline_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="No new attempt starts this long after the request arrived.",
+    )
+    routing_retry_backoff_ms: int = Field(
+        default=50,
+        ge=0,
+        le=10_000,
+        description="Base of the exponential backoff with full jitter between attempts.",
+    )
+    routing_allowed_fails: int = Field(
+        default=3,
+        ge=1,
+        le=1000,
+        description="Failures of a deployment within the window that cool it down.",
+    )
+    routing_failure_window_seconds: float = Field(default=60.0, gt=0)
+    routing_cooldown_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long a failing deployment is left out (longer when its Retry-After "
+        "says so); then one request probes it.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     session_ttl_hours: int = Field(default=24, ge=1, le=24 * 90)
     guard_failure_mode: Literal["closed", "open"] = Field(
@@ -169,6 +218,37 @@ class Settings(BaseSettings):
         description="The From of alert mail: alerts@example.com, or Sluicegate "
         "<alerts@example.com>; required with SLUICEGATE_SMTP_URL.",
     )
+    https_proxy: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("https_proxy", "HTTPS_PROXY"),
+        description="HTTPS_PROXY: http://[user:password@]host:port of the proxy that connections "
+        "to https providers go through (a CONNECT tunnel); unset: direct.",
+    )
+    http_proxy: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("http_proxy", "HTTP_PROXY"),
+        description="HTTP_PROXY: the same, for http:// providers.",
+    )
+    no_proxy: str = Field(
+        default="",
+        validation_alias=AliasChoices("no_proxy", "NO_PROXY"),
+        description="NO_PROXY: providers reached directly although a proxy is set: host names "
+        "(with their subdomains), IP addresses, CIDR ranges, each with an optional :port, or *.",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment once more, names matched exactly, so that of HTTPS_PROXY and
+        # https_proxy the lowercase one wins (as with curl and urllib), not whichever came last.
+        exact = EnvSettingsSource(settings_cls, case_sensitive=True)
+        return init_settings, exact, env_settings, dotenv_settings, file_secret_settings
 
     @field_validator(
         "database_url",
@@ -178,6 +258,8 @@ class Settings(BaseSettings):
         "smtp_url",
         "smtp_from",
         "metrics_token",
+        "https_proxy",
+        "http_proxy",
         mode="before",
     )
     @classmethod
@@ -254,6 +336,19 @@ class Settings(BaseSettings):
             parse_smtp_url(value.get_secret_value())
         return value
 
+    @field_validator("https_proxy", "http_proxy")
+    @classmethod
+    def _proxy_url(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is not None:
+            parse_proxy_url(value.get_secret_value(), env_name(info.field_name or ""))
+        return value
+
+    @field_validator("no_proxy")
+    @classmethod
+    def _no_proxy(cls, value: str) -> str:
+        parse_no_proxy(value)
+        return value
+
     @field_validator("smtp_from")
     @classmethod
     def _smtp_from(cls, value: str | None, info: ValidationInfo) -> str | None:
@@ -321,6 +416,16 @@ class Settings(BaseSettings):
         )
 
     @property
+    def outbound_proxies(self) -> OutboundProxies:
+        """HTTPS_PROXY, HTTP_PROXY and NO_PROXY, parsed (checked at start-up)."""
+        https, http = self.https_proxy, self.http_proxy
+        return OutboundProxies(
+            https=parse_proxy_url(https.get_secret_value(), "HTTPS_PROXY") if https else None,
+            http=parse_proxy_url(http.get_secret_value(), "HTTP_PROXY") if http else None,
+            no_proxy=parse_no_proxy(self.no_proxy),
+        )
+
+    @property
     def secret(self) -> bytes:
         """The pepper for digests and the root of encryption keys; load_settings guarantees it."""
         if self.secret_key is None:
@@ -346,7 +451,7 @@ def parse_networks(value: str) -> tuple[IPNetwork, ...]:
 
 
 def env_name(field: str) -> str:
-    return f"{ENV_PREFIX}{field.upper()}"
+    return PROXY_VARIABLES.get(field.lower()) or f"{ENV_PREFIX}{field.upper()}"
 
 
 def load_settings(**overrides: Any) -> Settings:

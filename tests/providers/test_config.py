@@ -5,12 +5,11 @@ import pytest
 from sluicegate.core.errors import ConfigurationError
 from sluicegate.providers.config import (
     DEFAULT_AZURE_API_VERSION,
-    DEFAULT_CONTEXT_WINDOW,
     DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_OUTPUT_TOKENS,
     ProviderSettings,
     load_providers,
 )
+from sluicegate.providers.model_entries import DEFAULT_CONTEXT_WINDOW, DEFAULT_MAX_OUTPUT_TOKENS
 
 ENVIRON = {"MOCK_API_KEY": "x"}
 
@@ -72,7 +71,7 @@ def test_the_contract_example_loads(tmp_path: Path) -> None:
     )
     assert provider.max_connections == DEFAULT_MAX_CONNECTIONS
     assert provider.timeout_seconds is None and provider.headers == ()
-    route = settings.models["gpt-4o-mini"]
+    route = settings.models["gpt-4o-mini"].primary
     assert route.provider is provider
     assert (route.mode, route.upstream_model, route.catalog_id) == (
         "chat",
@@ -89,7 +88,7 @@ def test_the_contract_example_loads(tmp_path: Path) -> None:
 
 def test_upstream_model_defaults_to_id_and_catalog_fills_the_rest(tmp_path: Path) -> None:
     settings = _load(tmp_path, PROVIDER + "  - id: claude-3-5-haiku-latest\n    provider: p\n")
-    route = settings.models["claude-3-5-haiku-latest"]
+    route = settings.models["claude-3-5-haiku-latest"].primary
     assert route.upstream_model == "claude-3-5-haiku-latest"
     assert route.catalog_id == "claude-3-5-haiku-20241022"
     assert route.mode == "chat"
@@ -105,9 +104,9 @@ def test_catalog_is_found_by_upstream_model_then_by_id(tmp_path: Path) -> None:
         + "  - id: cheap\n    provider: p\n    upstream_model: gpt-4.1-nano\n"
         + "  - id: gpt-4o\n    provider: p\n    upstream_model: my-deployment\n",
     )
-    assert settings.models["cheap"].catalog_id == "gpt-4.1-nano"
-    assert settings.models["gpt-4o"].catalog_id == "gpt-4o"
-    assert settings.models["gpt-4o"].upstream_model == "my-deployment"
+    assert settings.models["cheap"].primary.catalog_id == "gpt-4.1-nano"
+    assert settings.models["gpt-4o"].primary.catalog_id == "gpt-4o"
+    assert settings.models["gpt-4o"].primary.upstream_model == "my-deployment"
     assert list(settings.models) == ["cheap", "gpt-4o"]
 
 
@@ -125,7 +124,7 @@ def test_explicit_prices_and_limits_override_the_catalog(tmp_path: Path) -> None
     max_output_tokens: 1000
 """,
     )
-    route = settings.models["gpt-4o"]
+    route = settings.models["gpt-4o"].primary
     assert route.price.input_nusd_per_mtok == 2_000_000_000
     assert route.price.output_nusd_per_mtok == 8_000_000_000
     assert route.price.cached_input_nusd_per_mtok == 1
@@ -149,7 +148,7 @@ def test_unknown_model_with_a_price_takes_default_limits(tmp_path: Path) -> None
     input_usd_per_mtok: 0.01
 """,
     )
-    chat, embed = settings.models["house-model"], settings.models["house-embed"]
+    chat, embed = settings.models["house-model"].primary, settings.models["house-embed"].primary
     assert chat.catalog_id is None
     assert (chat.context_window, chat.max_output_tokens) == (
         DEFAULT_CONTEXT_WINDOW,
@@ -198,7 +197,8 @@ def test_secrets_never_appear_in_repr(tmp_path: Path) -> None:
         PROVIDER.replace("models:", "    headers: {api-key: hdr-secret}\nmodels:")
         + "  - id: gpt-4o\n    provider: p\n",
     )
-    for text in (repr(settings.providers["p"]), repr(settings.models["gpt-4o"]), repr(settings)):
+    route = settings.models["gpt-4o"].primary
+    for text in (repr(settings.providers["p"]), repr(route), repr(settings)):
         assert "sk-secret-value" not in text
         assert "hdr-secret" not in text
 
@@ -340,7 +340,7 @@ def test_a_custom_catalog_can_be_passed(tmp_path: Path) -> None:
         ENVIRON,
         catalog={},
     )
-    assert settings.models["gpt-4o"].catalog_id is None
+    assert settings.models["gpt-4o"].primary.catalog_id is None
 
 
 @pytest.mark.parametrize(
@@ -370,7 +370,7 @@ models:
     provider: claude
 """,
     )
-    route = settings.models["claude-sonnet-4-5-20250929"]
+    route = settings.models["claude-sonnet-4-5-20250929"].primary
     adapter = AnthropicAdapter(settings.providers["claude"])
     body = {"model": route.id, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
     call = adapter.prepare(Endpoint.CHAT, body, route, False)
@@ -397,8 +397,8 @@ models:
     output_usd_per_mtok: 2
 """,
     )
-    assert settings.models["gpt-4o"].catalog_id == "gpt-4o"  # priced from the catalog by id
-    corp = settings.models["corp-chat"]
+    assert settings.models["gpt-4o"].primary.catalog_id == "gpt-4o"  # priced from the catalog by id
+    corp = settings.models["corp-chat"].primary
     assert (corp.mode, corp.price.output_nusd_per_mtok) == ("chat", 2_000_000_000)
     error = _error(
         tmp_path,

@@ -212,7 +212,7 @@ async def test_an_unexpected_failure_is_an_openai_shaped_500(
     def broken(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(Pipeline, "route_for", broken)
+    monkeypatch.setattr(Pipeline, "routing_for", broken)
     error = error_of(await proxy_client.post(CHAT, json=BODY, headers=auth(tenant)), 500)
     assert error["code"] == "internal_error" and "x-request-id" in error["message"]
     (event,) = await usage_events(runtime, tenant.org_id, expect=1)

@@ -3,16 +3,20 @@ served normally."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import httpx
 import orjson
 import pytest
+from pydantic import SecretStr
 
+from sluicegate.providers.config import ProviderSettings
 from sluicegate.runtime import Runtime
 from sluicegate.settings import Settings
 from tests.conftest import GatewayStarter
 from tests.factories import Tenant
+from tests.outbound_proxy import connect_proxy
 from tests.proxy.conftest import MOCK_KEY_ENV, usage_events
 from tests.support import ServerProcess
 
@@ -242,3 +246,51 @@ async def test_a_connection_dropped_before_any_answer_is_retried_once(
         )
     assert response.status_code == 200, response.text
     assert connections == 2
+
+
+@pytest.mark.parametrize(
+    ("credentials", "status"),
+    [(None, 200), ("Basic bm90LXRoZXNlLW9uZXM=", 502)],
+    ids=["tunnelled", "tunnel-refused"],
+)
+async def test_calls_go_through_the_outbound_proxy_whose_refusal_is_a_502(
+    settings: Settings,
+    runtime: Runtime,
+    tenant: Tenant,
+    provider_settings: ProviderSettings,
+    mock_upstream: ServerProcess,
+    credentials: str | None,
+    status: int,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With HTTP_PROXY set the gateway reaches the provider through a CONNECT tunnel; a proxy
+    that will not open one (407: credentials it does not accept) is an unreachable provider,
+    and the operator's log says what the proxy answered."""
+    from sluicegate.app import create_app
+
+    caplog.set_level(logging.WARNING, logger="sluicegate.proxy")
+    async with connect_proxy(credentials=credentials) as proxy:
+        proxied = settings.model_copy(update={"http_proxy": SecretStr(f"http://{proxy.address}")})
+        app = create_app(proxied, runtime, provider_settings)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://gw.test"
+            ) as client,
+        ):
+            response = await client.post(
+                "/v1/chat/completions",
+                json={"model": "gpt-4o-mini", "messages": MESSAGES},
+                headers={"authorization": f"Bearer {tenant.key}"},
+            )
+    if status == 200:
+        assert response.status_code == 200, response.text
+    else:
+        error = assert_openai_error(response, 502, "upstream_unreachable")
+        assert "407" not in error["message"]  # the proxy is the operator's business
+        [warning] = [r.getMessage() for r in caplog.records if r.name == "sluicegate.proxy"]
+        assert f"the outbound proxy http://{proxy.address} (HTTP_PROXY)" in warning
+        assert "407 Proxy Authentication Required" in warning
+    assert [connect.target for connect in proxy.seen] == [
+        mock_upstream.base_url.removeprefix("http://")
+    ]

@@ -54,6 +54,26 @@ UPSTREAM_ERRORS = Counter(
     "Failed calls to an upstream provider, by provider and kind (status, timeout, connect, ...).",
     ["provider", "kind"],
 )
+ROUTING_ATTEMPTS = Counter(
+    "sluicegate_routing_attempts_total",
+    "Upstream attempts, by provider, deployment and outcome (ok, or the failure's kind).",
+    ["provider", "deployment", "outcome"],
+)
+ROUTING_RETRIES = Counter(
+    "sluicegate_routing_retries_total",
+    "Attempts made after another failed for the same request, by provider and deployment.",
+    ["provider", "deployment"],
+)
+ROUTING_FALLBACKS = Counter(
+    "sluicegate_routing_fallbacks_total",
+    "Requests answered by a fallback model instead of the one asked for, by asked and served.",
+    ["requested_model", "served_model"],
+)
+ROUTING_COOLDOWNS = Counter(
+    "sluicegate_routing_cooldowns_total",
+    "Times a deployment was cooled down after failing (counted where the cooldown started).",
+    ["deployment"],
+)
 
 USAGE_DRAINED = Counter(
     "sluicegate_usage_events_drained_total",

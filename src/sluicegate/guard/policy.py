@@ -128,6 +128,10 @@ class EffectivePolicy:
         return self.model_denial(model) is None
 
 
+# The policy of a key nothing is bound to.
+NO_POLICY = EffectivePolicy(())
+
+
 def client_address(
     peer: str | None, forwarded_for: str | None, trusted: tuple[IPNetwork, ...]
 ) -> str | None:

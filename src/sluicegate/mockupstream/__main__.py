@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from sluicegate.mockupstream.control import BEHAVIORS
 from sluicegate.mockupstream.server import DEFAULT_HOST, DEFAULT_PORT, run
 
 
@@ -11,8 +12,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m sluicegate.mockupstream",
         description="Mock OpenAI- and Anthropic-compatible upstream for tests, benchmarks and "
-        "demos. Failure modes via model 'mock-<behavior>' or header x-mock-behavior: "
-        "error-500, error-429, slow, cut, invalid-json, no-usage.",
+        "demos. Failure modes via header x-mock-behavior, model 'mock-<behavior>' or rules "
+        f"programmed with PUT /_mock/behavior: {', '.join(BEHAVIORS)}. Counters at "
+        "GET /_mock/stats.",
     )
     parser.add_argument(
         "--host", default=DEFAULT_HOST, help=f"bind address (default {DEFAULT_HOST})"

@@ -28,9 +28,11 @@ class BadRequestError(Exception):
     """The request is well-formed JSON but not a valid API call (answered with a 400)."""
 
 
-def openai_error(message: str, kind: str, code: str | None = None) -> bytes:
+def openai_error(
+    message: str, kind: str, code: str | None = None, param: str | None = None
+) -> bytes:
     """OpenAI's error body."""
-    return orjson.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}})
+    return orjson.dumps({"error": {"message": message, "type": kind, "param": param, "code": code}})
 
 
 def anthropic_error(message: str, kind: str) -> bytes:

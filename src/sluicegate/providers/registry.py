@@ -11,6 +11,7 @@ from sluicegate.providers.anthropic import AnthropicAdapter
 from sluicegate.providers.base import Adapter
 from sluicegate.providers.config import ProviderConfig
 from sluicegate.providers.openai import AzureAdapter, OpenAIAdapter
+from sluicegate.providers.outbound_proxy import OutboundProxies
 from sluicegate.providers.transport import Pool, Timeouts
 
 # Idle upstream connections are kept this long; providers' load balancers drop them after ~60 s.
@@ -27,14 +28,22 @@ def build_adapter(provider: ProviderConfig) -> Adapter:
     return OpenAIAdapter(provider)
 
 
-def upstream_pool(provider: ProviderConfig, *, connect: float, read: float) -> Pool:
-    """The provider's keep-alive pool for the life of the process (never one per request)."""
+def upstream_pool(
+    provider: ProviderConfig,
+    *,
+    connect: float,
+    read: float,
+    proxies: OutboundProxies | None = None,
+) -> Pool:
+    """The provider's keep-alive pool for the life of the process (never one per request),
+    connecting through the outbound proxy when `proxies` cover the provider's origin."""
     return Pool(
         provider.base_url,
         max_connections=provider.max_connections,
         timeouts=Timeouts(connect=connect, read=read, write=WRITE_TIMEOUT_SECONDS, pool=connect),
         keepalive_seconds=KEEPALIVE_SECONDS,
         tls=_tls(),
+        proxies=proxies,
     )
 
 

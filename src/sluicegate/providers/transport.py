@@ -8,9 +8,11 @@ bookkeeping, a byte-at-a-time protocol state machine and anyio's stream wrappers
 sends a request as one write, parses the answer in C and hands the body over chunk by chunk.
 It does what the proxy needs, no more: POST with a body, HTTP/1.1 with keep-alive, TLS, chunked
 and sized bodies, timeouts for connect, write, read and waiting for a pooled connection, flow
-control on the read side, and one more try when a connection is closed before any answer (a
-kept-alive connection the upstream dropped). No redirects, cookies, proxies or content
-decoding (it asks for `identity`). httpx stays the client of everything else.
+control on the read side, one more try when a connection is closed before any answer (a
+kept-alive connection the upstream dropped), and an outbound HTTP proxy (a CONNECT tunnel,
+providers/proxy_tunnel.py) for origins the operator's HTTPS_PROXY/HTTP_PROXY cover. No
+redirects, cookies or content decoding (it asks for `identity`). httpx stays the client of
+everything else.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import httptools
+
+from sluicegate.providers.outbound_proxy import OutboundProxies
+from sluicegate.providers.proxy_tunnel import Tunnel, TunnelError
 
 # Above this many unread body bytes of one answer the socket stops being read until the
 # consumer (the client of the gateway) catches up: a slow client never makes us buffer a
@@ -306,6 +311,7 @@ class Pool:
         timeouts: Timeouts,
         keepalive_seconds: float,
         tls: ssl.SSLContext | None,
+        proxies: OutboundProxies | None = None,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -317,6 +323,9 @@ class Pool:
         host_header = f"[{self.host}]" if ":" in self.host else self.host
         self.host_header = host_header if default_port else f"{host_header}:{self.port}"
         self.tls = (tls or ssl.create_default_context()) if parts.scheme == "https" else None
+        # Decided once for the pool: its connections go through the outbound proxy, or not.
+        via = proxies.for_origin(parts.scheme, self.host, self.port) if proxies else None
+        self.tunnel = Tunnel(via, self.host, self.port) if via is not None else None
         self.max_connections = max_connections
         self.timeouts = timeouts
         self.keepalive_seconds = keepalive_seconds
@@ -401,6 +410,8 @@ class Pool:
             raise
 
     async def _connect(self) -> _Connection:
+        if self.tunnel is not None:
+            return await self._connect_through(self.tunnel)
         try:
             async with asyncio.timeout(self.timeouts.connect):
                 _transport, connection = await self.loop.create_connection(
@@ -414,6 +425,31 @@ class Pool:
             raise UpstreamTimeout("the upstream connect timed out") from None
         except (OSError, ssl.SSLError) as exc:
             raise UpstreamConnectError(f"{type(exc).__name__}: {exc}") from exc
+        return connection
+
+    async def _connect_through(self, tunnel: Tunnel) -> _Connection:
+        """The connect timeout covers reaching the proxy, its answer and the TLS handshake."""
+        try:
+            async with asyncio.timeout(self.timeouts.connect):
+                sock = await tunnel.open(self.loop)
+                # From here the loop owns the socket: it closes it if this fails (asyncio and
+                # uvloop alike; closing it here too could close a descriptor reused since).
+                _transport, connection = await self.loop.create_connection(
+                    lambda: _Connection(self),
+                    sock=sock,
+                    ssl=self.tls,
+                    server_hostname=self.host if self.tls else None,
+                )
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"the upstream connect through the outbound proxy {tunnel.proxy.url} timed out"
+            ) from None
+        except TunnelError as exc:
+            raise UpstreamConnectError(str(exc)) from None
+        except (OSError, ssl.SSLError) as exc:
+            raise UpstreamConnectError(
+                f"{type(exc).__name__} through the outbound proxy {tunnel.proxy.url}: {exc}"
+            ) from exc
         return connection
 
     def release(self, connection: _Connection) -> None:

@@ -7,7 +7,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from fnmatch import fnmatchcase
 from functools import partial
 from typing import Any
 
@@ -23,13 +22,12 @@ from sluicegate.guard.counters import (
     Reserved,
     encode_crossings,
 )
-from sluicegate.guard.policy import client_address
+from sluicegate.guard.policy import NO_POLICY, EffectivePolicy, client_address
 from sluicegate.guard.rules import KeyRules, OrgRules
 from sluicegate.keys.lookup import AuthContext
 from sluicegate.metering.stream import encode_event
 from sluicegate.providers import estimate
 from sluicegate.providers.base import (
-    Adapter,
     Endpoint,
     InvalidUpstreamResponse,
     StreamReader,
@@ -38,14 +36,18 @@ from sluicegate.providers.base import (
     Usage,
 )
 from sluicegate.providers.config import ModelRoute
-from sluicegate.providers.transport import Pool, UpstreamError, UpstreamResponse, UpstreamTimeout
+from sluicegate.providers.transport import UpstreamError, UpstreamResponse, UpstreamTimeout
 from sluicegate.proxy import guardrails, refusals, upstream_errors
+from sluicegate.proxy.attempts import ATTEMPTS_HEADER, MODEL_HEADER, PROVIDER_HEADER, Attempts
 from sluicegate.proxy.errors import ProxyError
 from sluicegate.proxy.guardrails import rate_headers
 from sluicegate.proxy.requests import ProxyCall, read_body, validate_body
+from sluicegate.proxy.route import key_allows, refusal_of
 from sluicegate.proxy.settlement import CLIENT_GONE, CLIENT_GONE_STATUS, Settlement
 from sluicegate.proxy.state import ProxyState
 from sluicegate.proxy.streaming import RelayResponse
+from sluicegate.routing.overrides import NO_OVERRIDE, EffectiveRouting
+from sluicegate.routing.plan import NoRoute, within_ceiling, worst_case
 
 _JSON = "application/json"
 # A call sent with a smaller max_tokens than the model's limit, to fit the budget or credit left
@@ -54,7 +56,6 @@ _JSON = "application/json"
 CLAMPED_HEADER = "x-sluicegate-max-tokens-clamped"
 CLAMP_ATTEMPTS = 4
 log = logging.getLogger("sluicegate.proxy")
-_MODE_OF = {Endpoint.CHAT: "chat", Endpoint.COMPLETIONS: "chat", Endpoint.EMBEDDINGS: "embedding"}
 
 
 class Pipeline:
@@ -63,6 +64,7 @@ class Pipeline:
         self.settings = state.settings
         self.clock = state.runtime.clock
         self.guard = state.guard
+        self.planner = state.planner
         self.trusted_proxies = state.settings.trusted_proxy_networks
 
     # --- 1. authenticate ----------------------------------------------------------------------
@@ -102,12 +104,13 @@ class Pipeline:
         async with Settlement(call, self.settle, self.settle_in_background) as settlement:
             body = validate_body(endpoint, await read_body(request, self.settings.max_body_bytes))
             call.requested_model = body["model"]
-            call.route = self.route_for(context, endpoint, body["model"])
+            routing = await self.routing_for(context)
+            self.planner.plan(call, body, routing)
             call.stream = body.get("stream") is True
             options = body.get("stream_options")
             call.include_usage = isinstance(options, dict) and options.get("include_usage") is True
             call.prompt_estimate = _prompt_estimate(endpoint, body)
-            await self.reserve(request, call, body)
+            await self.reserve(request, call, body, routing)
             if call.stream:
                 settlement.hand_over(await self.forward_stream(call, body))
             else:
@@ -117,17 +120,15 @@ class Pipeline:
 
     # --- 3. policy ----------------------------------------------------------------------------
 
-    def route_for(self, context: AuthContext, endpoint: Endpoint, model: str) -> ModelRoute:
-        route = self.state.routes.get(model)
-        if route is None:
-            raise refusals.MODEL_NOT_FOUND.error(model=model)
-        if not key_allows(context, model):
-            raise refusals.MODEL_NOT_ALLOWED_FOR_KEY.error(model=model)
-        if route.mode != _MODE_OF[endpoint]:
-            raise refusals.MODEL_OF_OTHER_MODE.error(
-                model=model, mode=route.mode, endpoint=endpoint
-            )
-        return route
+    async def routing_for(self, context: AuthContext) -> EffectiveRouting:
+        """The routing override in force for the key's group (nearest group wins per field)."""
+        overrides = self.state.overrides
+        if overrides is None:
+            return NO_OVERRIDE
+        try:
+            return (await overrides.get(context.org_id)).for_chain(context.group_chain)
+        except DatabaseUnavailable:
+            raise refusals.DATABASE_UNAVAILABLE.error() from None
 
     async def rules_for(self, context: AuthContext) -> tuple[OrgRules, KeyRules] | None:
         """The org's guardrail rules (cached per worker) and what they make of this key."""
@@ -141,16 +142,14 @@ class Pipeline:
 
     # --- 4. reserve ---------------------------------------------------------------------------
 
-    async def reserve(self, request: Request, call: ProxyCall, body: dict[str, Any]) -> None:
-        """Policies along the key's chain, then one atomic reservation over every budget, rate
-        limit and the credit (402 / 429 / 403 / 503). Keys without any guardrail skip it."""
-        route = call.route
-        assert route is not None
+    async def reserve(
+        self, request: Request, call: ProxyCall, body: dict[str, Any], routing: EffectiveRouting
+    ) -> None:
+        """Policies along the key's chain, the group's cost ceiling, then one atomic reservation
+        over every budget, rate limit and the credit (402 / 429 / 403 / 503), sized for the
+        dearest deployment the call may reach. Keys without any guardrail skip it."""
         found = await self.rules_for(call.context)
-        if found is None:
-            return
-        rules, key_rules = found
-        policy = key_rules.policy
+        policy = found[1].policy if found is not None else NO_POLICY
         if not policy.empty:
             address = None
             if policy.ip_rules:
@@ -158,11 +157,26 @@ class Pipeline:
                 forwarded = request.headers.get("x-forwarded-for")
                 address = client_address(peer, forwarded, self.trusted_proxies)
             guardrails.check_policy(policy, call.requested_model, address)
+            # A fallback never reaches a model a policy on the key's chain denies.
+            call.candidates = [r for r in call.candidates if policy.allows_models(r.id)]
+            call.context_candidates = [
+                r for r in call.context_candidates if policy.allows_models(r.id)
+            ]
         asked = guardrails.asked_for_output(body)
+        if not routing.empty:
+            try:
+                call.candidates = within_ceiling(
+                    call.candidates, lambda r: self.worst_cost(call, body, r, policy), routing
+                )
+            except NoRoute as exc:
+                raise refusal_of(exc) from None
+            call.route = call.candidates[0]
+        route = worst_case(call.candidates + call.context_candidates)
         output = guardrails.output_tokens(call.endpoint, body, route, policy)
-        if key_rules.empty:
+        if found is None or found[1].empty:
             return
-        result, amount, tokens = await self.reserve_output(call, key_rules, output)
+        rules, key_rules = found
+        result, amount, tokens = await self.reserve_output(call, key_rules, route, output)
         if isinstance(result, Blocked) and not asked and call.endpoint is not Endpoint.EMBEDDINGS:
             # No max_tokens and the worst case does not fit: ask for what does, if enough does.
             choices = body.get("n") or 1
@@ -171,19 +185,27 @@ class Pipeline:
                 if fits < self.settings.min_clamped_output_tokens or fits * choices >= output:
                     break
                 body["max_tokens"] = call.clamped = output = fits
-                result, amount, tokens = await self.reserve_output(call, key_rules, fits * choices)
+                result, amount, tokens = await self.reserve_output(
+                    call, key_rules, route, fits * choices
+                )
                 if not isinstance(result, Blocked):
                     break
         if isinstance(result, Blocked):
             raise guardrails.blocked(result, rules, amount, tokens)
         call.reserved = result
 
+    def worst_cost(
+        self, call: ProxyCall, body: dict[str, Any], route: ModelRoute, policy: EffectivePolicy
+    ) -> int:
+        """The most the call may cost on `route` (for a group's per-request cost ceiling)."""
+        output = guardrails.output_tokens(call.endpoint, body, route, policy)
+        return route.price.cost_nanos(call.prompt_estimate, output)
+
     async def reserve_output(
-        self, call: ProxyCall, key_rules: KeyRules, output: int
+        self, call: ProxyCall, key_rules: KeyRules, route: ModelRoute, output: int
     ) -> tuple[Reserved | Blocked, int, int]:
-        """One reservation for the prompt and `output` tokens: (result, nano-USD, tokens)."""
-        route = call.route
-        assert route is not None
+        """One reservation for the prompt and `output` tokens at `route`'s price: (result,
+        nano-USD, tokens)."""
         tokens = call.prompt_estimate + output
         amount = route.price.cost_nanos(call.prompt_estimate, output)
         plan = key_rules.plan(call.request_id, amount, tokens, call.received_at)
@@ -196,56 +218,96 @@ class Pipeline:
 
     # --- 5. forward ---------------------------------------------------------------------------
 
-    def upstream_call(
-        self, call: ProxyCall, body: dict[str, Any], *, stream: bool
-    ) -> tuple[ModelRoute, Adapter, Pool, UpstreamCall]:
-        route = call.route
-        assert route is not None
-        adapter = self.state.adapters[route.provider.name]
-        return (
-            route,
-            adapter,
-            self.state.pools[route.provider.name],
-            _prepare(adapter.prepare, call.endpoint, body, route, stream=stream),
+    def attempts(self, call: ProxyCall) -> Attempts:
+        settings = self.settings
+        return Attempts(
+            call,
+            self.state.health,
+            self.state.balancer,
+            max_attempts=settings.routing_max_attempts,
+            deadline_seconds=settings.routing_retry_deadline_seconds,
+            backoff_ms=settings.routing_retry_backoff_ms,
         )
 
+    def preparer(
+        self, call: ProxyCall, body: dict[str, Any], *, stream: bool
+    ) -> Callable[[ModelRoute], UpstreamCall]:
+        adapters = self.state.adapters
+
+        def prepare(route: ModelRoute) -> UpstreamCall:
+            adapter = adapters[route.provider.name]
+            return _prepare(adapter.prepare, call.endpoint, body, route, stream=stream)
+
+        return prepare
+
     async def forward(self, call: ProxyCall, body: dict[str, Any]) -> Response:
-        route, adapter, pool, upstream = self.upstream_call(call, body, stream=False)
-        try:
-            async with asyncio.timeout(
-                route.provider.timeout_seconds or self.settings.upstream_timeout
-            ):
-                response = await pool.post(upstream.url, upstream.headers, upstream.content)
-                await response.aread()  # closes the response, whatever happens
-        except (TimeoutError, UpstreamTimeout):
-            raise upstream_errors.timed_out(route) from None
-        except UpstreamError as exc:
-            raise upstream_errors.unreachable(route, exc) from None
-        if response.status_code >= 400:
-            raise self.refused(route, response.status_code, response.content, response.headers)
+        attempts, prepare = self.attempts(call), self.preparer(call, body, stream=False)
+        while True:
+            route, upstream = await attempts.next(prepare)
+            pool = self.state.pools[route.provider.name]
+            try:
+                async with asyncio.timeout(
+                    route.provider.timeout_seconds or self.settings.upstream_timeout
+                ):
+                    response = await pool.post(upstream.url, upstream.headers, upstream.content)
+                    await response.aread()  # closes the response, whatever happens
+            except (TimeoutError, UpstreamTimeout):
+                await attempts.failed(route, upstream_errors.timed_out(route), "timeout")
+                continue
+            except UpstreamError as exc:
+                await attempts.failed(route, upstream_errors.unreachable(route, exc), "connect")
+                continue
+            status = response.status_code
+            if status >= 400:
+                error = self.refused(route, status, response.content, response.headers)
+                await attempts.refused(
+                    route, status, error, response.headers, call.context_candidates
+                )
+                continue
+            attempts.answered(route)
+            break
+        adapter = self.state.adapters[route.provider.name]
         try:
             content, usage = adapter.read(call.endpoint, response.content, route)
         except InvalidUpstreamResponse as exc:
+            # Not tried elsewhere: the provider answered 2xx, and may have billed for it.
             raise upstream_errors.invalid(route, exc) from None
+        await attempts.succeeded(route)
         headers = _answer_headers(call)
         await self.settle(call, status=200, usage=usage)
         return Response(content, media_type=_JSON, headers=headers)
 
     async def forward_stream(self, call: ProxyCall, body: dict[str, Any]) -> Response:
-        route, adapter, pool, upstream = self.upstream_call(call, body, stream=True)
-        try:
-            response = await pool.post(upstream.url, upstream.headers, upstream.content)
-        except UpstreamTimeout:
-            raise upstream_errors.timed_out(route) from None
-        except UpstreamError as exc:
-            raise upstream_errors.unreachable(route, exc) from None
-        if response.status_code >= 400:
+        attempts, prepare = self.attempts(call), self.preparer(call, body, stream=True)
+        while True:
+            route, upstream = await attempts.next(prepare)
+            pool = self.state.pools[route.provider.name]
             try:
-                content = await response.aread()
-            except UpstreamError:
-                content = b""
-            raise self.refused(route, response.status_code, content, response.headers)
-        reader = adapter.stream_reader(call.endpoint, route, call.include_usage)
+                response = await pool.post(upstream.url, upstream.headers, upstream.content)
+            except UpstreamTimeout:
+                await attempts.failed(route, upstream_errors.timed_out(route), "timeout")
+                continue
+            except UpstreamError as exc:
+                await attempts.failed(route, upstream_errors.unreachable(route, exc), "connect")
+                continue
+            status = response.status_code
+            if status >= 400:
+                try:
+                    content = await response.aread()
+                except UpstreamError:
+                    content = b""
+                error = self.refused(route, status, content, response.headers)
+                await attempts.refused(
+                    route, status, error, response.headers, call.context_candidates
+                )
+                continue
+            attempts.answered(route)
+            break
+        # From here the stream is this deployment's: nothing relayed can be taken back.
+        await attempts.succeeded(route)
+        reader = self.state.adapters[route.provider.name].stream_reader(
+            call.endpoint, route, call.include_usage
+        )
         headers = _answer_headers(call)
 
         async def never_relayed() -> None:
@@ -350,6 +412,9 @@ class Pipeline:
             tokens, cost, status=status, error_type=error_type, estimated=estimated, ttft_ms=ttft_ms
         )
         used = tokens.prompt_tokens + tokens.completion_tokens
+        if call.in_flight is not None:
+            ran_on, call.in_flight = call.in_flight, None
+            self.state.balancer.finished(ran_on, used, time.perf_counter() - call.started)
         streams = self.state.streams
         if streams is None:
             # No Redis: the counters are in this process, so settling costs no I/O.
@@ -414,8 +479,13 @@ class Pipeline:
         found = await self.rules_for(context)
         policy = found[1].policy if found is not None else None
         data = [
-            {"id": route_id, "object": "model", "created": 0, "owned_by": route.provider.name}
-            for route_id, route in self.state.routes.items()
+            {
+                "id": route_id,
+                "object": "model",
+                "created": 0,
+                "owned_by": served.primary.provider.name,
+            }
+            for route_id, served in self.state.models.items()
             if key_allows(context, route_id) and (policy is None or policy.allows_models(route_id))
         ]
         return Response(orjson.dumps({"object": "list", "data": data}), media_type=_JSON)
@@ -432,16 +502,16 @@ def _stream_outcome(
     return {**outcome, "usage": reader.usage}
 
 
-def _answer_headers(call: ProxyCall) -> dict[str, str] | None:
+def _answer_headers(call: ProxyCall) -> dict[str, str]:
     headers = rate_headers(call.reserved) if call.reserved is not None else {}
     if call.clamped is not None:
         headers[CLAMPED_HEADER] = str(call.clamped)
-    return headers or None
-
-
-def key_allows(context: AuthContext, model: str) -> bool:
-    allowed = context.allowed_models
-    return allowed is None or any(fnmatchcase(model, pattern) for pattern in allowed)
+    route = call.route
+    assert route is not None
+    headers[MODEL_HEADER] = route.id
+    headers[PROVIDER_HEADER] = route.provider.name
+    headers[ATTEMPTS_HEADER] = str(call.attempts)
+    return headers
 
 
 def _presented_key(request: Request) -> str | None:

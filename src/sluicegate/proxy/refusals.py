@@ -381,6 +381,41 @@ def MONEY_CHECKS_UNAVAILABLE() -> str:
     )
 
 
+# --- route ------------------------------------------------------------------------------------
+
+
+@refusal(400, _INVALID, None, param_from="field", error_type="invalid_request")
+def ROUTING_FIELD_INVALID(*, field: str, problem: str) -> str:
+    """A bad `models` array or `provider` object (routing/preferences.py)."""
+    return f"{problem}."
+
+
+@refusal(403, _PERMISSION, "no_compliant_provider")
+def NO_COMPLIANT_PROVIDER(*, requirement: str) -> str:
+    return (
+        f"No provider serving this model meets {requirement}; nothing was sent upstream. Ask "
+        "for another model, or an admin for a provider that qualifies."
+    )
+
+
+@refusal(403, _PERMISSION, "cost_ceiling_exceeded")
+def COST_CEILING_EXCEEDED(*, reason: str) -> str:
+    return f"{reason}. Lower max_tokens or shorten the prompt, or ask for a cheaper model."
+
+
+@refusal(
+    503,
+    _UPSTREAM,
+    "deployments_cooling_down",
+    headers=lambda **f: {"retry-after": str(f["retry_after"])},
+)
+def DEPLOYMENTS_COOLING_DOWN(*, reason: str, retry_after: int) -> str:
+    return (
+        f"No deployment can take the request now: {reason} after repeated failures. Retry in "
+        f"{retry_after} s."
+    )
+
+
 # --- forward -----------------------------------------------------------------------------------
 
 

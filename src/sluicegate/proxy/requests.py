@@ -29,9 +29,13 @@ class ProxyCall:
 
     __slots__ = (
         "app",
+        "attempts",
+        "candidates",
         "clamped",
         "context",
+        "context_candidates",
         "endpoint",
+        "in_flight",
         "include_usage",
         "prompt_estimate",
         "received_at",
@@ -62,7 +66,14 @@ class ProxyCall:
         app = headers.get("x-title") or headers.get("http-referer")
         self.app: str | None = app[:APP_NAME_LIMIT] if app else None
         self.requested_model = ""
+        # The deployment of the current (at the end: the last) attempt; the candidates to try in
+        # order, and those to try instead on a context-window error (routing/plan.py).
         self.route: ModelRoute | None = None
+        self.candidates: list[ModelRoute] = []
+        self.context_candidates: list[ModelRoute] = []
+        self.attempts = 0
+        # The deployment a call is running on now, for the balancer's in-flight count.
+        self.in_flight: ModelRoute | None = None
         self.reserved: Reserved | None = None
         # Claimed by the one settlement of this call (proxy/settlement.py).
         self.settled = False
@@ -121,8 +132,23 @@ class ProxyCall:
             "error_type": error_type,
             "stream": self.stream,
             "usage_estimated": estimated,
-            "routing": None,
+            "routing": self.routing() if route is not None and self.attempts else None,
         }
+
+    def routing(self) -> dict[str, Any]:
+        """How the call was routed, for its usage event: the deployment that served (or last
+        failed), the attempts made, and whether a fallback served."""
+        route = self.route
+        assert route is not None
+        first = self.candidates[0] if self.candidates else route
+        routing: dict[str, Any] = {
+            "deployment": route.deployment,
+            "attempts": self.attempts,
+            "fallback": route is not first,
+        }
+        if route.id != self.requested_model:
+            routing["fallback_model"] = route.id
+        return routing
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -19,9 +19,14 @@ from sluicegate.keys.lookup import KeyResolver, mark_keys_used
 from sluicegate.metering.stream import UsageJournal, UsageStreams
 from sluicegate.metering.writer import UsageWriter
 from sluicegate.providers.base import Adapter
-from sluicegate.providers.config import ModelRoute, ProviderSettings
+from sluicegate.providers.config import ProviderSettings, ServedModel
 from sluicegate.providers.registry import build_adapter, upstream_pool
 from sluicegate.providers.transport import Pool
+from sluicegate.proxy.route import RoutePlanner
+from sluicegate.routing.balance import Balancer
+from sluicegate.routing.health import HealthBoard, HealthRules
+from sluicegate.routing.overrides import OverrideSource
+from sluicegate.routing.plan import Router
 from sluicegate.settings import Settings
 
 
@@ -40,7 +45,7 @@ class ProxyResources(Protocol):
 class ProxyState:
     settings: Settings
     runtime: ProxyResources
-    routes: dict[str, ModelRoute]
+    models: dict[str, ServedModel]
     adapters: dict[str, Adapter]
     pools: dict[str, Pool]
     resolver: KeyResolver
@@ -48,17 +53,24 @@ class ProxyState:
     guard: Guard
     # The durable usage log (Redis); None in the embedded mode, where the writer is the log.
     streams: UsageStreams | None
+    health: HealthBoard
+    balancer: Balancer
+    planner: RoutePlanner
+    # The groups' routing overrides, cached per org; None until an override store is wired.
+    overrides: OverrideSource | None = None
 
     @classmethod
     def build(
         cls, settings: Settings, runtime: ProxyResources, providers: ProviderSettings
     ) -> ProxyState:
         adapters = {name: build_adapter(config) for name, config in providers.providers.items()}
+        proxies = settings.outbound_proxies
         pools = {
             name: upstream_pool(
                 config,
                 connect=settings.upstream_connect_timeout,
                 read=settings.upstream_read_timeout,
+                proxies=proxies,
             )
             for name, config in providers.providers.items()
         }
@@ -74,10 +86,24 @@ class ProxyState:
             events_stored=writer.caught_up,
         )
         runtime.bus.subscribe(guard.rules.invalidate)
+        health = HealthBoard(
+            HealthRules(
+                allowed_fails=settings.routing_allowed_fails,
+                window_seconds=settings.routing_failure_window_seconds,
+                cooldown_seconds=settings.routing_cooldown_seconds,
+            ),
+            runtime.clock,
+            runtime.bus,
+            runtime.redis,
+            settings.redis_prefix,
+        )
+        runtime.bus.subscribe(health.on_message)
+        balancer = Balancer()
+        models = dict(providers.models)
         return cls(
             settings,
             runtime,
-            dict(providers.models),
+            models,
             adapters,
             pools,
             resolver,
@@ -86,6 +112,9 @@ class ProxyState:
             UsageStreams(runtime.redis, settings.redis_prefix, runtime.journal)
             if runtime.redis
             else None,
+            health,
+            balancer,
+            RoutePlanner(models, Router(health, balancer)),
         )
 
     async def start(self) -> None:
@@ -95,6 +124,7 @@ class ProxyState:
     async def close(self) -> None:
         self.runtime.bus.unsubscribe(self.resolver.invalidate)
         self.runtime.bus.unsubscribe(self.guard.rules.invalidate)
+        self.runtime.bus.unsubscribe(self.health.on_message)
         await self.guard.close()
         await self.guard.drain()
         await self.writer.close()

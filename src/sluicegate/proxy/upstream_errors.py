@@ -16,6 +16,7 @@ from typing import Any
 
 from sluicegate.core.metrics import UPSTREAM_ERRORS
 from sluicegate.providers.config import ModelRoute
+from sluicegate.providers.transport import UpstreamConnectError
 from sluicegate.proxy import refusals
 from sluicegate.proxy.errors import ProxyError
 
@@ -50,7 +51,11 @@ def invalid(route: ModelRoute, exc: Exception) -> ProxyError:
 
 def unreachable(route: ModelRoute, exc: Exception) -> ProxyError:
     kind = type(exc).__name__
-    _failed(route, "connect", f"unreachable or cut off ({kind})")
+    # A connect failure's message is the transport's own (an address, or what the outbound proxy
+    # answered, never its credentials): the operator needs it to tell a refused connection from
+    # a proxy asking for credentials. The client is told the kind only.
+    detail = f"{kind}: {exc}" if isinstance(exc, UpstreamConnectError) else kind
+    _failed(route, "connect", f"unreachable or cut off ({detail})")
     return refusals.UPSTREAM_UNREACHABLE.error(provider=route.provider.name, cause=kind)
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from typing import Literal
+from typing import Literal, Protocol
 
-# What a provider can promise about the data it is sent (providers file, `data_policy`).
-DATA_POLICIES = ("zdr", "no_training", "no_prompt_logging")
-CERTIFICATIONS = ("soc2", "iso27001", "gdpr", "hipaa")
+from sluicegate.providers.deployment import CERTIFICATIONS, DATA_POLICIES
+
+__all__ = ["CERTIFICATIONS", "DATA_POLICIES", "EffectiveRouting", "RoutingOverride", "effective"]
+
 CostAction = Literal["refuse", "cheaper"]
 
 
@@ -60,3 +61,15 @@ def effective(chain: Sequence[tuple[str, RoutingOverride]]) -> EffectiveRouting:
     if not source:
         return NO_OVERRIDE
     return EffectiveRouting(RoutingOverride(**values), source)  # type: ignore[arg-type]
+
+
+class ChainOverrides(Protocol):
+    """One org's overrides, as the proxy reads them (routing/cache.py)."""
+
+    def for_chain(self, group_chain: tuple[str, ...]) -> EffectiveRouting:
+        """The override in force for a key whose group chain (root first) is `group_chain`."""
+        ...
+
+
+class OverrideSource(Protocol):
+    async def get(self, org_id: str) -> ChainOverrides: ...
