@@ -1,6 +1,6 @@
 """What a routing override may say: bounded lists and strings, known data policies and
 certifications, an exact positive ceiling, and, when the gateway has a providers file, only
-providers and fallback models it configures. Every refusal is a 422 naming the field."""
+providers, fallback models and regions it configures. Every refusal is a 422 naming the field."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ PROVIDERS_YAML = """providers:
     type: openai
     base_url: http://127.0.0.1:9/v1
     api_key: test-key
+    region: eu
   - name: anthropic
     type: anthropic
     base_url: http://127.0.0.1:9/v1
@@ -63,8 +64,8 @@ def test_the_api_spells_the_same_policies_and_certifications_as_the_routing() ->
         ({"required_policies": ["zdr", "gdpr"]}, "required_policies.1"),
         ({"required_certifications": ["pci"]}, "required_certifications.0"),
         ({"allowed_regions": []}, "allowed_regions"),
-        ({"allowed_regions": ["eu west"]}, "allowed_regions.0"),
-        ({"allowed_regions": ["r" * 65]}, "allowed_regions.0"),
+        ({"allowed_regions": ["eu\x00"]}, "allowed_regions.0"),
+        ({"allowed_regions": ["r" * 33]}, "allowed_regions.0"),
         ({"fallbacks": [f"m{i}" for i in range(11)]}, "fallbacks"),
         ({"fallbacks": ["gpt\x07"]}, "fallbacks.0"),
         ({"max_cost_per_request_usd": "0"}, "max_cost_per_request_usd"),
@@ -94,7 +95,11 @@ async def test_invalid_input_is_422_naming_the_field(
 async def test_without_a_providers_file_any_name_is_taken(org: Org) -> None:
     """A gateway without a providers file serves nothing yet: there is nothing to check names
     against, and the operator may be about to add the file."""
-    body = {"allowed_providers": ["whatever"], "fallbacks": ["some-model"]}
+    body = {
+        "allowed_providers": ["whatever"],
+        "fallbacks": ["some-model"],
+        "allowed_regions": ["x"],
+    }
     ok(await org.owner.put(f"{org.base}/groups/{org.team}/routing", json=body))
 
 
@@ -119,6 +124,7 @@ async def configured(
         ({"allowed_providers": ["OpenAI"]}, "allowed_providers", "OpenAI"),
         ({"ignored_providers": ["azure"]}, "ignored_providers", "azure"),
         ({"fallbacks": ["gpt-4o-mini", "gpt-4o-mni"]}, "fallbacks", "gpt-4o-mni"),
+        ({"allowed_regions": ["eu", "EU"]}, "allowed_regions", "EU"),
     ],
 )
 async def test_an_unknown_provider_or_model_is_422_naming_it(
@@ -129,10 +135,8 @@ async def test_an_unknown_provider_or_model_is_422_naming_it(
     problem = error(answer, 422)
     assert problem["details"] == {"field": field, "entry": entry}
     assert f"'{entry}'" in problem["message"]
-    configured_names = (
-        "gpt-4o-mini, claude-3-5-haiku" if field == "fallbacks" else "openai, anthropic"
-    )
-    assert problem["message"].endswith(f"(configured: {configured_names})")
+    listed = {"fallbacks": "gpt-4o-mini, claude-3-5-haiku", "allowed_regions": "eu"}
+    assert problem["message"].endswith(f"(configured: {listed.get(field, 'openai, anthropic')})")
 
 
 async def test_configured_providers_and_models_are_taken(
@@ -144,6 +148,7 @@ async def test_configured_providers_and_models_are_taken(
         "allowed_providers": ["openai", "anthropic"],
         "ignored_providers": ["anthropic"],
         "fallbacks": ["claude-3-5-haiku", "gpt-4o-mini"],
+        "allowed_regions": ["eu"],
     }
     made = ok(await org.owner.put(f"{org.base}/groups/{org.division}/routing", json=body))
     assert {field: made[field] for field in body} == body

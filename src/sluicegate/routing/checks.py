@@ -1,6 +1,6 @@
 """What a routing override must be before it is stored: it sets something, its cost ceiling says
-what happens beyond it, and every provider and fallback model it names is one the providers file
-configures (a typo would otherwise block or misroute requests without a word)."""
+what happens beyond it, and every provider, fallback model and region it names is one the
+providers file configures (a typo would otherwise block or misroute requests without a word)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,19 @@ def check_override(override: RoutingOverride, providers: ProviderSettings) -> Ro
             _known(field, names, providers.providers, "provider")
     if providers.models:
         _known("fallbacks", override.fallbacks or (), providers.models, "model")
+    if providers.providers and override.allowed_regions is not None:
+        _known("allowed_regions", override.allowed_regions, declared_regions(providers), "region")
     return override
+
+
+def declared_regions(providers: ProviderSettings) -> dict[str, None]:
+    """The regions the providers file declares, its providers' and its deployments' own, in the
+    order it names them."""
+    regions = [config.policy.region for config in providers.providers.values()]
+    regions += [
+        route.region for served in providers.models.values() for route in served.deployments
+    ]
+    return {region: None for region in regions if region is not None}
 
 
 def _known(field: str, names: tuple[str, ...], configured: Mapping[str, object], kind: str) -> None:
@@ -49,6 +61,6 @@ def _known(field: str, names: tuple[str, ...], configured: Mapping[str, object],
                 shown += ", ..."
             raise InvalidInput(
                 f"{field}: '{name}' is not a {kind} of this gateway's providers file "
-                f"(configured: {shown})",
+                f"(configured: {shown or 'none'})",
                 details={"field": field, "entry": name},
             )

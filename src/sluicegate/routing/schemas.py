@@ -36,6 +36,12 @@ def _unique(values: list[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
 
+def _printable(value: str) -> str:
+    if not value.isprintable():
+        raise ValueError("must not contain control characters")
+    return value
+
+
 def _named(values: list[str]) -> list[str]:
     if not values:
         raise ValueError("must name at least one; null (or leaving it out) inherits it instead")
@@ -45,11 +51,11 @@ def _named(values: list[str]) -> list[str]:
 # A provider's name in the providers file; a model id clients send as "model".
 ProviderName = Label
 ModelId = ModelPattern
+# As the providers file spells a region (providers' and deployments' `region`).
 Region = Annotated[
     str,
-    StringConstraints(
-        strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
-    ),
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=32),
+    AfterValidator(_printable),
     Field(examples=["eu", "us-east-1"]),
 ]
 Providers = Annotated[list[ProviderName], Field(max_length=MAX_PROVIDERS), AfterValidator(_unique)]
