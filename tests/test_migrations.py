@@ -58,6 +58,7 @@ EXPECTED_TABLES = {
     "usage_rollups",
     "usage_daily_rollups",
     "usage_org_daily_rollups",
+    "routing_overrides",
 }
 
 

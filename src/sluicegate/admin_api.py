@@ -19,6 +19,7 @@ from sluicegate.identity import routes as identity_routes
 from sluicegate.keys import routes as keys_routes
 from sluicegate.orgs import me_routes
 from sluicegate.orgs import routes as orgs_routes
+from sluicegate.routing import routes as routing_routes
 
 PREFIX = "/api/v1"
 
@@ -33,6 +34,7 @@ def _admin_router() -> APIRouter:
         audit_routes,
         budget_routes,
         policy_routes,
+        routing_routes,
         credits_routes,
         analytics_routes,
         feed_routes,

@@ -61,9 +61,12 @@ def create_app(
         owned = runtime is None
         active = runtime or Runtime.build(settings)
         await active.start()
-        proxy = ProxyState.build(settings, active, providers or load_provider_settings(settings))
+        loaded = providers or load_provider_settings(settings)
+        proxy = ProxyState.build(settings, active, loaded)
         await proxy.start()
         app.state.runtime = active
+        # The admin API checks the provider names and model ids it is given against these.
+        app.state.providers = loaded
         app.state.pipeline = Pipeline(proxy)
         worker = UsageWorker(active) if settings.run_worker else None
         app.state.worker = worker

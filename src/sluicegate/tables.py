@@ -9,6 +9,7 @@ from sluicegate.keys import models as keys_models
 from sluicegate.metering import ledger as ledger_models
 from sluicegate.metering import models as metering_models
 from sluicegate.orgs import models as orgs_models
+from sluicegate.routing import models as routing_models
 
 metadata = Base.metadata
 
@@ -22,4 +23,5 @@ __all__ = [
     "metadata",
     "metering_models",
     "orgs_models",
+    "routing_models",
 ]

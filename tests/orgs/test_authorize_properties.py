@@ -116,6 +116,19 @@ def test_nobody_but_an_owner_governs_their_own_limits(
         assert any(strictly_below(target, b.path) for b in held if b.role == ADMIN)
 
 
+@settings(max_examples=500)
+@given(held_roles, nodes())
+def test_an_admin_never_sets_the_routing_of_its_own_group_or_above(
+    held: list[Binding], node: Path
+) -> None:
+    """A group's routing override (cost ceilings, compliance requirements among its fields) is
+    set from strictly above the group, as its budgets are."""
+    access = access_of(held)
+    if access.is_owner or not allowed(access, Action.ROUTING_MANAGE, node):
+        return
+    assert any(strictly_below(node, b.path) for b in held if b.role == ADMIN)
+
+
 TARGETS = {
     Action.ORG_READ: st.none(),
     Action.ORG_UPDATE: st.none(),
@@ -147,6 +160,9 @@ TARGETS = {
     Action.ALERT_MANAGE: nodes(),
     Action.CHANNEL_READ: st.none(),
     Action.CHANNEL_MANAGE: st.none(),
+    Action.ROUTING_READ: nodes(),
+    Action.ROUTING_LIST: st.none(),
+    Action.ROUTING_MANAGE: nodes(),
 }
 
 

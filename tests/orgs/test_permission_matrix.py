@@ -44,6 +44,7 @@ from sluicegate.keys.models import ApiKey
 from sluicegate.metering.ledger import LedgerEntry
 from sluicegate.metering.writer import store_usage
 from sluicegate.orgs.models import Group, Invitation, Membership, Organization, RoleBinding
+from sluicegate.routing.models import RoutingOverrideRow
 from sluicegate.runtime import Runtime
 from tests.admin import org_scoped_routes
 
@@ -90,6 +91,11 @@ policy.delete      ok   404 | 403  ok  403  403 404 | 403  403 403  403 404 | 40
 policy.bind        ok   404 | ok   ok  403  403 404 | 403  403 403  403 404 | 403  403 403  403 404
 policy.unbind      ok   404 | 403  ok  403  403 404 | 403  403 403  403 404 | 403  403 403  403 404
 key.policy         ok   404 | ok   ok  403  403 404 | ok   ok  403  403 404 | 403  403 403  403 404
+routing.put        ok   404 | 403  ok  403  403 404 | 403  403 403  403 404 | 403  403 403  403 404
+routing.get        ok   404 | ok   ok  403  403 404 | ok   ok  403  403 404 | 403  403 403  403 404
+routing.delete     ok   404 | 403  ok  403  403 404 | 403  403 403  403 404 | 403  403 403  403 404
+routing.list       ok+  404 | ok+  ok+ ok-  ok- 404 | ok+  ok+ ok-  ok- 404 | 403  403 403  403 404
+key.routing        ok   404 | ok   ok  403  403 404 | ok   ok  403  403 404 | 403  403 403  403 404
 budget.put.org     ok   404 | 403  -   403  -   404 | 403  -   403  -   404 | 403  -   403  -   404
 budget.put.group   ok   404 | 403  ok  403  403 404 | 403  403 403  403 404 | 403  403 403  403 404
 budget.put.member  ok   404 | ok   ok  403  403 404 | 403  403 403  403 404 | 403  403 403  403 404
@@ -174,6 +180,9 @@ class World:
     # --- credits: a top-up in org A's ledger (the ledger rows' listed item)
     ledger_entry: str = ""
     # --- end credits
+    # --- routing: the routing override of group T (the list's item)
+    routing_override: str = ""
+    # --- end routing
     # --- budgets: a budget on group T
     budget: str = "{budget_id}"
     # --- end budgets
@@ -334,6 +343,22 @@ def _calls() -> dict[str, tuple[str, Callable[[World], Call]]]:
         ),
         "ledger.csv": ("R", lambda w: Call("GET", f"{w.org}/credits/ledger.csv")),
         # --- end credits ---
+        # --- routing (a group's override is set from above the group and read by its
+        # subtree's owners, admins and viewers; a key's routing by whoever reads the key) ---
+        "routing.put": (
+            "T",
+            lambda w: Call(
+                "PUT", f"{w.org}/groups/{g(w, 'T')}/routing", {"provider_order": ["openai"]}
+            ),
+        ),
+        "routing.get": ("T", lambda w: Call("GET", f"{w.org}/groups/{g(w, 'T')}/routing")),
+        "routing.delete": ("T", lambda w: Call("DELETE", f"{w.org}/groups/{g(w, 'T')}/routing")),
+        "routing.list": (
+            "T",
+            lambda w: Call("GET", f"{w.org}/routing", params=every, item=w.routing_override),
+        ),
+        "key.routing": ("T", lambda w: Call("GET", f"{w.org}/keys/{w.key}/routing")),
+        # --- end routing ---
         # --- budgets (who governs a scope: from above it; who reads: its subtree) ---
         "budget.put.org": ("R", lambda w: Call("PUT", f"{w.org}/budgets", _budget("org", None))),
         "budget.put.group": (
@@ -623,6 +648,18 @@ async def build_world(runtime: Runtime, role: str, position: str, target: str) -
         session.add(ledger_entry)
         await session.flush()
         # --- end credits ---
+        # --- routing: an override at group T ---
+        routing_override = RoutingOverrideRow(
+            id=new_id("rto"),
+            org_id=org_a.id,
+            group_id=nodes["T"].id,
+            provider_order=["openai"],
+            max_cost_per_request_nusd=10**8,
+            on_cost_exceeded="refuse",
+        )
+        session.add(routing_override)
+        await session.flush()
+        # --- end routing ---
         # --- budgets: one on group T ---
         budget = Budget(
             id=new_id("bud"),
@@ -717,6 +754,7 @@ async def build_world(runtime: Runtime, role: str, position: str, target: str) -
             policy_binding=policy_binding.id,
             free_policy=free_policy.id,
             budget=budget.id,
+            routing_override=routing_override.id,
             usage_event=usage_event,
             channel=channel_id,
             rule=alert_rule.id,

@@ -69,6 +69,7 @@ async def make_tenant(runtime: Runtime, client: httpx.AsyncClient, name: str) ->
         201,
     )
     budget = await put_budget(org, "key", key.id, "5")
+    ok(await api.put(f"{base}/groups/{group.id}/routing", json={"provider_order": ["a"]}))
     policy = ok(await api.post(f"{base}/policies", json={"name": "p", "rpm": 100}), 201)
     binding = ok(
         await api.post(
@@ -146,6 +147,7 @@ def body_for(method: str, template: str, ids: dict[str, str]) -> Any:
             "target_type": "key",
             "target_id": ids["key_id"],
         },
+        ("PUT", "/orgs/{org_id}/groups/{group_id}/routing"): {"provider_order": ["stolen"]},
         ("POST", "/orgs/{org_id}/credits/topups"): {"amount_usd": "1000"},
         ("POST", "/orgs/{org_id}/alerts/channels"): {
             "name": f"c-{secrets.token_hex(3)}",
@@ -234,6 +236,7 @@ async def test_lists_never_show_another_tenants_rows(tenants: tuple[Tenant, Tena
         "audit",
         "budgets",
         "policies",
+        "routing",
         "credits/ledger",
         "activity",
         "alerts",

@@ -1,6 +1,7 @@
 """FastAPI dependencies of the admin API: the request's unit of work, the clock, the settings,
-the request's metadata and the list parameters every collection takes. The authenticated actor
-is identity's (identity/dependencies.py), the counter store the guard's (guard/dependencies.py).
+the providers file the app serves, the request's metadata and the list parameters every
+collection takes. The authenticated actor is identity's (identity/dependencies.py), the counter
+store the guard's (guard/dependencies.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from sluicegate.core.actors import RequestMeta
 from sluicegate.core.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from sluicegate.providers.config import ProviderSettings
 from sluicegate.resources import Resources
 from sluicegate.settings import Settings
 
@@ -44,8 +46,16 @@ def settings(request: Request) -> Settings:
     return runtime_of(request).settings
 
 
+def provider_settings(request: Request) -> ProviderSettings:
+    """The providers and models of the providers file, as the app's lifespan loaded them (once,
+    at start-up, for the proxy and the admin API alike)."""
+    loaded: ProviderSettings = request.app.state.providers
+    return loaded
+
+
 Now = Annotated[datetime, Depends(now)]
 CurrentSettings = Annotated[Settings, Depends(settings)]
+Providers = Annotated[ProviderSettings, Depends(provider_settings)]
 
 
 def request_meta(request: Request) -> RequestMeta:

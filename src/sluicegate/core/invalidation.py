@@ -25,6 +25,7 @@ USER_TOPIC = "user"
 ORG_TOPIC = "org"
 GROUP_TOPIC = "group"  # a group moved or was deleted: contexts of keys in its subtree
 GUARD_TOPIC = "guard"  # an org's budgets, policies or guard settings changed; payload: org id
+ROUTING_TOPIC = "routing"  # an org's routing overrides changed; payload: org id
 # How long a lost subscriber waits before reconnecting; short, because invalidations are urgent.
 RECONNECT_DELAY_SECONDS = 0.5
 # The listener wakes this often to notice a stop request; reads are client-side waits, not polls

@@ -20,6 +20,12 @@ owners and admins who manage its owner, never by the key's owner as such. So nob
 own limits. Credits: owners and admins and viewers read the balance; owners and admins bound at
 level <= the org's `topup_max_level` top up; only owners adjust or refund.
 
+Routing overrides follow the guardrails: a group's override is set by owners and by admins
+strictly above the group (an admin never sets the routing of its own group, whose overrides
+may carry cost ceilings and compliance requirements placed on it), and read by the owners,
+admins and viewers covering the group. The routing a key is served with is read by whoever
+reads the key.
+
 Alerts: rules for a subtree are managed by owners and the admins covering it, and read by its
 admins and viewers too (so are the alerts raised there and their delivery log); the org's
 channels are managed by owners and admins, read by viewers too, their secrets shown to nobody.
@@ -153,6 +159,9 @@ class Action(StrEnum):
     ALERT_MANAGE = "alert.manage"  # rules for a node's subtree; target: the node
     CHANNEL_READ = "channel.read"  # the org's alert channels (never their secrets)
     CHANNEL_MANAGE = "channel.manage"  # create, change, delete, rotate, test-send
+    ROUTING_READ = "routing.read"  # a group's routing override; target: the group
+    ROUTING_LIST = "routing.list"  # the overrides of the subtrees the caller reads
+    ROUTING_MANAGE = "routing.manage"  # put or delete a group's override; target: the group
 
 
 def can_grant(access: OrgAccess, role: str, node: Path) -> bool:
@@ -324,6 +333,17 @@ def _alert_manage(access: OrgAccess, target: Target) -> bool:
     return access.is_owner or access.covers(_node(target), ADMIN)
 
 
+def _routing_read(access: OrgAccess, target: Target) -> bool:
+    return access.is_owner or access.covers(_node(target), ADMIN, VIEWER)
+
+
+def _routing_manage(access: OrgAccess, target: Target) -> bool:
+    node = _node(target)
+    return access.is_owner or any(
+        strictly_below(node, binding.path) for binding in access.holding(ADMIN)
+    )
+
+
 def _holds(*roles: str) -> Rule:
     def rule(access: OrgAccess, _target: Target) -> bool:
         return access.is_owner or any(access.holding(*roles))
@@ -404,6 +424,15 @@ RULES: dict[Action, tuple[Rule, str]] = {
     Action.ALERT_MANAGE: (_alert_manage, "the owner or admin role at this node or above it"),
     Action.CHANNEL_READ: (_holds(ADMIN, VIEWER), "the owner, admin or viewer role"),
     Action.CHANNEL_MANAGE: (_holds(ADMIN), "the owner or admin role"),
+    Action.ROUTING_READ: (
+        _routing_read,
+        "the owner role, or the admin or viewer role at this group or above it",
+    ),
+    Action.ROUTING_LIST: (_holds(ADMIN, VIEWER), "the owner, admin or viewer role"),
+    Action.ROUTING_MANAGE: (
+        _routing_manage,
+        "the owner role, or the admin role strictly above this group",
+    ),
 }
 
 

@@ -1,6 +1,6 @@
 """What the proxy keeps for the life of the process: routes, adapters, upstream pools, the
-key resolver, the guard (rules cache and counter store) and the usage writer. Built in the app's
-lifespan, closed with it."""
+key resolver, the guard (rules cache and counter store), the groups' routing overrides (cached
+per org) and the usage writer. Built in the app's lifespan, closed with it."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from sluicegate.providers.registry import build_adapter, upstream_pool
 from sluicegate.providers.transport import Pool
 from sluicegate.proxy.route import RoutePlanner
 from sluicegate.routing.balance import Balancer
+from sluicegate.routing.cache import OverrideCache
 from sluicegate.routing.health import HealthBoard, HealthRules
 from sluicegate.routing.overrides import OverrideSource
 from sluicegate.routing.plan import Router
@@ -56,7 +57,7 @@ class ProxyState:
     health: HealthBoard
     balancer: Balancer
     planner: RoutePlanner
-    # The groups' routing overrides, cached per org; None until an override store is wired.
+    # The groups' routing overrides, cached per org (routing/cache.py); None: none apply.
     overrides: OverrideSource | None = None
 
     @classmethod
@@ -98,6 +99,8 @@ class ProxyState:
             settings.redis_prefix,
         )
         runtime.bus.subscribe(health.on_message)
+        overrides = OverrideCache(runtime.sessions, runtime.clock)
+        runtime.bus.subscribe(overrides.invalidate)
         balancer = Balancer()
         models = dict(providers.models)
         return cls(
@@ -115,6 +118,7 @@ class ProxyState:
             health,
             balancer,
             RoutePlanner(models, Router(health, balancer)),
+            overrides,
         )
 
     async def start(self) -> None:
@@ -125,6 +129,8 @@ class ProxyState:
         self.runtime.bus.unsubscribe(self.resolver.invalidate)
         self.runtime.bus.unsubscribe(self.guard.rules.invalidate)
         self.runtime.bus.unsubscribe(self.health.on_message)
+        if isinstance(self.overrides, OverrideCache):
+            self.runtime.bus.unsubscribe(self.overrides.invalidate)
         await self.guard.close()
         await self.guard.drain()
         await self.writer.close()
