@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from sluicegate.app import create_app
 from sluicegate.providers.config import ProviderSettings, load_providers
@@ -164,16 +165,31 @@ def routing_providers(routing_providers_file: Path) -> ProviderSettings:
 
 
 @pytest.fixture
-def routing_settings(settings: Settings) -> Settings:
+def routing_settings(settings: Settings) -> Iterator[Settings]:
     """No backoff (nothing to wait for), a cooldown longer than any test: what the tests count
     does not depend on how fast the machine is."""
-    return settings.model_copy(
+    forget_health(settings)
+    yield settings.model_copy(
         update={
             "routing_retry_backoff_ms": 0,
             "routing_allowed_fails": ALLOWED_FAILS,
             "routing_cooldown_seconds": 3600.0,
         }
     )
+    forget_health(settings)
+
+
+def forget_health(settings: Settings) -> None:
+    """Deployment health lives in Redis under the session's prefix, as long as a cooldown or a
+    failure window lasts: each test starts with every deployment healthy."""
+    if settings.redis_url is None:
+        return
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        for key in client.scan_iter(match=f"{settings.redis_prefix}:routing:*", count=1000):
+            client.delete(key)
+    finally:
+        client.close()
 
 
 @pytest.fixture

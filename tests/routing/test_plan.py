@@ -215,15 +215,33 @@ def test_a_refusal_names_the_filter_that_emptied_the_set_not_an_earlier_one() ->
     )
 
 
-def test_the_nearest_group_setting_a_field_is_the_one_named() -> None:
+def test_the_nearest_group_narrowing_a_list_is_the_one_named() -> None:
+    """A team narrows the org's regions to what both allow; it cannot widen them."""
     routing = effective(
         [
-            ("grp_org", RoutingOverride(allowed_regions=("us", "eu"))),
-            ("grp_team", RoutingOverride(allowed_regions=("apac",))),
+            ("grp_org", RoutingOverride(allowed_regions=("us", "apac"))),
+            ("grp_team", RoutingOverride(allowed_regions=("apac", "eu"))),
         ]
     )
+    assert routing.override.allowed_regions == ("apac",)
     refused = refusal([GPT], NO_PREFERENCES, routing)
     assert refused.requirement == "the routing override of group grp_team: allowed_regions ['apac']"
+
+
+def test_a_requirement_is_named_after_the_group_that_first_set_it() -> None:
+    routing = effective(
+        [
+            ("grp_org", RoutingOverride(required_certifications=frozenset({"hipaa"}))),
+            ("grp_team", RoutingOverride(required_policies=frozenset({"zdr"}))),
+            # A project cannot drop what the org requires.
+            ("grp_project", RoutingOverride(required_certifications=frozenset())),
+        ]
+    )
+    assert routing.override.required_certifications == frozenset({"hipaa"})
+    refused = refusal([GPT, CLAUDE], NO_PREFERENCES, routing)
+    assert refused.requirement == (
+        "the routing override of group grp_org: required_certifications hipaa"
+    )
 
 
 def test_a_request_cannot_reach_a_provider_the_override_ignores() -> None:

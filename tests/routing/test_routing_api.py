@@ -79,7 +79,7 @@ async def test_an_override_at_the_team_applies_to_the_keys_of_its_projects(org: 
 
 async def test_a_projects_own_override_wins_field_by_field(org: Org) -> None:
     key = await make_key(org, org.project)
-    await put(org.owner, org, org.root, required_policies=["zdr"], allowed_regions=["eu"])
+    await put(org.owner, org, org.root, required_policies=["zdr"], allowed_regions=["eu", "us"])
     await put(
         org.owner,
         org,
@@ -106,6 +106,33 @@ async def test_a_projects_own_override_wins_field_by_field(org: Org) -> None:
     assert shown["override"]["provider_order"] == ["anthropic"]
     assert shown["override"]["max_cost_per_request_usd"] is None
     assert shown["effective"] == {key: effective[key] for key in shown["effective"]}
+
+
+async def test_a_project_cannot_loosen_what_the_org_requires(org: Org) -> None:
+    """Restrictions only tighten down the tree: requirements add up, allowed lists narrow, the
+    lowest ceiling holds."""
+    key = await make_key(org, org.project)
+    await put(
+        org.owner,
+        org,
+        org.root,
+        required_policies=["zdr"],
+        allowed_regions=["eu"],
+        max_cost_per_request_usd=1,
+    )
+    await put(
+        org.owner,
+        org,
+        org.project,
+        required_policies=["no_training"],
+        allowed_regions=["eu", "us"],
+        max_cost_per_request_usd=5,
+    )
+    effective = ok(await org.owner.get(key_routing(org, key.id)))
+    assert sorted(effective["required_policies"]) == ["no_training", "zdr"]
+    assert effective["allowed_regions"] == ["eu"]
+    assert effective["max_cost_per_request_usd"] == "1.000000000"
+    assert effective["source"]["max_cost_per_request_usd"] == org.root
 
 
 async def test_deleting_an_override_restores_inheritance(org: Org) -> None:

@@ -1,11 +1,18 @@
-"""A group's routing override and how overrides along a key's chain combine: the nearest group
-that sets a field wins that field (org -> divisions -> teams -> projects)."""
+"""A group's routing override and how overrides along a key's chain combine (org -> divisions
+-> teams -> projects).
+
+Preferences are inherited and overridden: the nearest group that sets `provider_order`,
+`fallbacks` or `on_cost_exceeded` wins that field. Restrictions only tighten on the way down, so
+a group can add to what the groups above it require and never take it away: required data
+policies, certifications and ignored providers add up; allowed providers and regions are what
+every group that sets them allows; the cost ceiling is the lowest one set (with the action of
+the group that set it, unless a nearer group says otherwise)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from sluicegate.providers.deployment import CERTIFICATIONS, DATA_POLICIES
 
@@ -30,15 +37,19 @@ class RoutingOverride:
 
 
 OVERRIDE_FIELDS = tuple(f.name for f in fields(RoutingOverride))
+_ADDED_UP = frozenset({"ignored_providers", "required_policies", "required_certifications"})
+_NARROWED = frozenset({"allowed_providers", "allowed_regions"})
 
 
 @dataclass(frozen=True, slots=True)
 class EffectiveRouting:
-    """The override in force for one group: each field from the nearest group that sets it,
-    and which group that was (`source`, field -> group id), so a refusal can name it."""
+    """The override in force for one group, with the nearest group that set each field
+    (`source`, field -> group id) and the group that first required each data policy or
+    certification (`origin`, requirement -> group id), so a refusal can name them."""
 
     override: RoutingOverride = RoutingOverride()
     source: dict[str, str] = field(default_factory=dict)
+    origin: dict[str, str] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -50,17 +61,54 @@ NO_OVERRIDE = EffectiveRouting()
 
 def effective(chain: Sequence[tuple[str, RoutingOverride]]) -> EffectiveRouting:
     """Combine the overrides of a chain of groups given root first: (group id, override)."""
-    values: dict[str, object] = {}
+    values: dict[str, Any] = {}
     source: dict[str, str] = {}
+    origin: dict[str, str] = {}
+    ceiling_action: object = None
     for group_id, override in chain:
         for name in OVERRIDE_FIELDS:
             value = getattr(override, name)
-            if value is not None:
-                values[name] = value
-                source[name] = group_id
+            if value is None:
+                continue
+            held = values.get(name)
+            if held is not None and name in _ADDED_UP:
+                value = held | value if isinstance(value, frozenset) else _union(held, value)
+            elif held is not None and name in _NARROWED:
+                value = tuple(item for item in value if item in held)
+            elif held is not None and name == "max_cost_per_request_nusd" and held <= value:
+                continue  # a higher ceiling below a lower one changes nothing
+            if name == "max_cost_per_request_nusd":
+                ceiling_action = override.on_cost_exceeded
+            values[name] = value
+            source[name] = group_id
+        for requirement in (
+            (override.required_policies or ()),
+            (override.required_certifications or ()),
+        ):
+            for item in requirement:
+                origin.setdefault(item, group_id)
     if not source:
         return NO_OVERRIDE
-    return EffectiveRouting(RoutingOverride(**values), source)  # type: ignore[arg-type]
+    if ceiling_action is not None and source.get("on_cost_exceeded") != source.get(
+        "max_cost_per_request_nusd"
+    ):
+        # The ceiling in force comes with its own group's action, unless a nearer group set one.
+        nearest = source.get("on_cost_exceeded")
+        ceiling_group = source["max_cost_per_request_nusd"]
+        if nearest is None or _above(chain, nearest, ceiling_group):
+            values["on_cost_exceeded"] = ceiling_action
+            source["on_cost_exceeded"] = ceiling_group
+    return EffectiveRouting(RoutingOverride(**values), source, origin)
+
+
+def _union(held: tuple[str, ...], value: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys((*held, *value)))
+
+
+def _above(chain: Sequence[tuple[str, RoutingOverride]], group: str, other: str) -> bool:
+    """Whether `group` comes before `other` in the chain (is an ancestor of it)."""
+    order = [group_id for group_id, _ in chain]
+    return order.index(group) < order.index(other)
 
 
 class ChainOverrides(Protocol):

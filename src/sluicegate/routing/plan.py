@@ -155,11 +155,16 @@ def _filters(override: EffectiveRouting, preferences: Preferences) -> list[_Filt
     if wanted.ignored_providers:
         ignored = frozenset(wanted.ignored_providers)
         rules.append(_Filter(named("ignored_providers"), lambda r: r.provider.name not in ignored))
+
+    def required(field: str, item: str) -> str:
+        group = override.origin.get(item, override.source.get(field, "?"))
+        return f"the routing override of group {group}: {field} {item}"
+
     for policy in sorted(wanted.required_policies or ()):
-        rules.append(_Filter(f"{named('required_policies')} {policy}", _meets(policy)))
+        rules.append(_Filter(required("required_policies", policy), _meets(policy)))
     for certification in sorted(wanted.required_certifications or ()):
         rules.append(
-            _Filter(f"{named('required_certifications')} {certification}", _meets(certification))
+            _Filter(required("required_certifications", certification), _meets(certification))
         )
     if wanted.allowed_regions is not None:
         regions = frozenset(wanted.allowed_regions)
