@@ -59,9 +59,12 @@ DIMENSION_COLUMNS = {
     "member": "user_id",
     "provider": "provider",
     "app": "app",
+    "deployment": "deployment",
 }
 METRICS = ("cost", "requests", "tokens")
-FILTERS = ("group_path", "user_id", "model", "key_id", "provider", "app")
+FILTERS = ("group_path", "user_id", "model", "key_id", "provider", "app", "deployment")
+# Filters that take several values (any of them matches).
+LISTED_FILTERS = ("provider", "deployment")
 # Every dimension's org-wide rows sum to the whole usage: a query that needs none reads these.
 ANY_DIMENSION = "model"
 
@@ -142,7 +145,8 @@ class Source:
 
 @dataclass(frozen=True, slots=True)
 class Scope:
-    """Whose usage a query sums: the org's, limited to what the caller reads, and the filters."""
+    """Whose usage a query sums: the org's, limited to what the caller reads, and the filters
+    (provider and deployment: any of the values given)."""
 
     org_id: str
     visibility: UsageVisibility
@@ -150,8 +154,9 @@ class Scope:
     user_id: str | None = None
     model: str | None = None
     key_id: str | None = None
-    provider: str | None = None
+    provider: tuple[str, ...] | None = None  # any of these
     app: str | None = None
+    deployment: tuple[str, ...] | None = None  # any of these
 
     @property
     def unfiltered(self) -> bool:
@@ -238,10 +243,14 @@ def _conditions(source: Source, scope: Scope) -> list[ColumnElement[bool]]:
             Group.org_id == scope.org_id, in_subtrees(Group.path, [scope.group_path])
         )
         conditions.append(table.group_id.in_(subtree))
-    for name in ("user_id", "model", "key_id", "provider", "app"):
+    for name in ("user_id", "model", "key_id", "app"):
         value = getattr(scope, name)
         if value is not None:
             conditions.append(_column(source, name) == value)
+    for name in LISTED_FILTERS:
+        values = getattr(scope, name)
+        if values is not None:
+            conditions.append(_column(source, name).in_(sorted(values)))
     return conditions
 
 

@@ -76,8 +76,9 @@ class Filters:
     user_id: str | None = None
     model: str | None = None
     key_id: str | None = None
-    provider: str | None = None
+    provider: tuple[str, ...] | None = None  # any of these
     app: str | None = None
+    deployment: tuple[str, ...] | None = None  # any of these
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,8 +391,9 @@ async def _scope(session: AsyncSession, reader: Reader, filters: Filters) -> Sco
         user_id=filters.user_id,
         model=filters.model,
         key_id=filters.key_id,
-        provider=filters.provider,
+        provider=filters.provider or None,
         app=filters.app,
+        deployment=filters.deployment or None,
     )
 
 
