@@ -13,7 +13,8 @@ from typing import NamedTuple
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sluicegate.analytics import repository
-from sluicegate.analytics.repository import Scope, Source, Sums
+from sluicegate.analytics.repository import Scope, Source
+from sluicegate.analytics.sums import Sums
 from sluicegate.analytics.windows import Window
 from sluicegate.orgs import service as orgs
 from sluicegate.orgs.authorize import OrgAccess, UsageVisibility

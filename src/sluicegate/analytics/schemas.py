@@ -9,7 +9,6 @@ from typing import Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from sluicegate.analytics.repository import Sums
 from sluicegate.analytics.service import (
     Activity,
     Cards,
@@ -23,6 +22,7 @@ from sluicegate.analytics.service import (
     error_rate,
     member_label,
 )
+from sluicegate.analytics.sums import Sums
 from sluicegate.core.money import nanos_to_usd
 
 GroupBy = Literal["model", "project", "key", "member", "provider", "app", "deployment"]

@@ -36,7 +36,8 @@ from sluicegate.analytics.pivots import (
     pivot_of,
     top_of,
 )
-from sluicegate.analytics.repository import DIMENSION_COLUMNS, METRICS, Scope, Source, Sums
+from sluicegate.analytics.repository import DIMENSION_COLUMNS, METRICS, Scope, Source
+from sluicegate.analytics.sums import Sums
 from sluicegate.analytics.windows import Window, resolve_window
 from sluicegate.core.actors import Actor
 from sluicegate.core.errors import InvalidInput, NotFound
