@@ -1169,11 +1169,13 @@ MEASURE_SQL = {
 }
 assert tuple(MEASURE_SQL) == MEASURES
 # rollups.py keys rows by the requested model (the column holds at most the 200 characters
-# rollups keep), with '' for an absent provider or app.
+# rollups keep), with '' for an absent provider or app, and by the deployment the routing names
+# ('' for none; at most 200 characters).
 DIMENSION_SQL = (
-    "group_id, key_id, user_id, requested_model, coalesce(provider, ''), coalesce(app, '')"
+    "group_id, key_id, user_id, requested_model, coalesce(provider, ''), coalesce(app, ''), "
+    "coalesce(left(routing ->> 'deployment', 200), '')"
 )
-DIMENSION_NAMES = "group_id, key_id, user_id, model, provider, app"
+DIMENSION_NAMES = "group_id, key_id, user_id, model, provider, app, deployment"
 QUARTER_SQL = "date_bin('15 minutes', created_at, TIMESTAMPTZ '2000-01-01 00:00:00+00')"
 HOUR_SQL = "date_bin('1 hour', created_at, TIMESTAMPTZ '2000-01-01 00:00:00+00')"
 MEASURE_LIST = ", ".join(MEASURE_SQL.values())
@@ -1183,13 +1185,13 @@ QUARTER_ROLLUPS = f"""
 INSERT INTO usage_rollups (org_id, bucket_start, {DIMENSION_NAMES}, {MEASURE_NAMES})
 SELECT org_id, {QUARTER_SQL}, {DIMENSION_SQL}, {MEASURE_LIST}
 FROM usage_events WHERE org_id = $1 AND created_at >= $3 AND created_at < $4
-GROUP BY 1, 2, 3, 4, 5, 6, 7, 8 ORDER BY 1, 2, 3, 4, 5, 6, 7, 8
+GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9 ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9
 """  # noqa: S608 - constants only
 DAILY_ROLLUPS = f"""
 INSERT INTO usage_daily_rollups (org_id, zone, day, {DIMENSION_NAMES}, {MEASURE_NAMES})
 SELECT org_id, $3::text, (created_at AT TIME ZONE $3::text)::date, {DIMENSION_SQL}, {MEASURE_LIST}
 FROM usage_events WHERE org_id = $1
-GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9 ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9
+GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
 """  # noqa: S608 - constants only
 # rollups._rebuild_org_days in SQL: the daily rollups summed per day and one dimension.
 ORG_DAILY_ROLLUPS = [

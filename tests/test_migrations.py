@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tomllib
 from collections.abc import Callable
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -299,6 +300,143 @@ async def test_0008_seals_existing_audit_chains_once_and_needs_the_secret_key(
         async with runtime.sessions() as session:
             mixed = await verify_chain(session, "org_legacy")
         assert mixed.intact and mixed.checked == 4
+    finally:
+        await runtime.close()
+        await engine.dispose()
+
+
+_DIMENSIONS = ("group_id", "key_id", "user_id", "model", "provider", "app")
+_MEASURES = (
+    "requests",
+    "errors",
+    "blocked",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cost_nusd",
+    "latency_ms_sum",
+    "ttft_ms_sum",
+    "ttft_count",
+)
+# Each rollup table and the columns before its dimensions.
+_ROLLUPS = {
+    "usage_rollups": ("org_id", "bucket_start"),
+    "usage_daily_rollups": ("org_id", "zone", "day"),
+}
+_SUMS = "count(*), sum(requests), sum(cost_nusd), sum(prompt_tokens)"
+
+
+def _rollup_state(connection: Connection) -> dict[str, tuple[int, ...]]:
+    """Per rollup table: its rows and its sums of requests, cost and prompt tokens; the same
+    per dimension of the org-wide daily rollups; and per table, how many rows it would hold
+    without the deployment."""
+    from sqlalchemy import text
+
+    state: dict[str, tuple[int, ...]] = {}
+    for table, head in _ROLLUPS.items():
+        row = connection.execute(text(f"SELECT {_SUMS} FROM {table}")).one()
+        state[table] = tuple(int(value or 0) for value in row)
+        key = ", ".join((*head, *_DIMENSIONS))
+        distinct = text(f"SELECT count(*) FROM (SELECT DISTINCT {key} FROM {table}) AS keys")
+        state[f"{table} without deployment"] = (int(connection.execute(distinct).scalar_one()),)
+    rows = connection.execute(
+        text(f"SELECT dimension, {_SUMS} FROM usage_org_daily_rollups GROUP BY dimension")
+    )
+    for dimension, *values in rows:
+        state[f"org-wide {dimension}"] = tuple(int(value) for value in values)
+    return state
+
+
+def _write_rollups_of_0008(connection: Connection) -> None:
+    """Rollup rows as a release before 0010 wrote them: two quarters, two days, the org-wide."""
+    from sqlalchemy import column, table
+
+    measures = dict(zip(_MEASURES, (2, 0, 0, 10, 5, 0, 7, 30, 0, 0), strict=True))
+    dimensions = {"group_id": "grp_a", "key_id": "key_a", "user_id": "usr_a", "model": "m"}
+    for name, head in _ROLLUPS.items():
+        target = table(name, *(column(c) for c in (*head, *_DIMENSIONS, *_MEASURES)))
+        first = (
+            {"org_id": "org_old", "bucket_start": datetime(2026, 3, 1, 10, tzinfo=UTC)}
+            if name == "usage_rollups"
+            else {"org_id": "org_old", "zone": "UTC", "day": date(2026, 3, 1)}
+        )
+        rows = [
+            {**first, **dimensions, "provider": provider, "app": "", **measures}
+            for provider in ("p0", "p1")
+        ]
+        connection.execute(target.insert(), rows)
+    org_wide = table(
+        "usage_org_daily_rollups",
+        *(column(c) for c in ("org_id", "zone", "dimension", "day", "value", *_MEASURES)),
+    )
+    doubled = {name: 2 * value for name, value in measures.items()}
+    connection.execute(
+        org_wide.insert(),
+        [
+            {"org_id": "org_old", "zone": "UTC", "dimension": name, "day": date(2026, 3, 1)}
+            | {"value": "v", **doubled}
+            for name in ("model", "group_id", "user_id", "provider", "app")
+        ],
+    )
+
+
+async def test_0010_keys_rollups_by_deployment_and_a_downgrade_folds_them_back(
+    empty_database_url: str,
+) -> None:
+    """Rollups stored before 0010 keep every sum, under deployment '', and the org-wide rollups
+    gain the deployment's rows; usage two deployments served is then two rows where it was
+    one; downgrading folds the rows that differ only by deployment into one, every sum kept;
+    upgrading again keeps them too."""
+    from sqlalchemy import text
+
+    from sluicegate.metering.writer import store_usage
+    from sluicegate.runtime import Runtime
+    from tests.conftest import make_settings
+    from tests.factories import make_tenant
+    from tests.metering.test_drain import events
+
+    engine = make_engine(empty_database_url, pool_size=1)
+    runtime = Runtime.build(make_settings(database_url=empty_database_url))
+    try:
+        await upgrade(engine, "0008")
+        async with engine.begin() as conn:
+            await conn.run_sync(_write_rollups_of_0008)
+            before = await conn.run_sync(_rollup_state)
+
+        await upgrade(engine)
+        async with engine.connect() as conn:
+            upgraded = await conn.run_sync(_rollup_state)
+            deployments = await conn.execute(text("SELECT DISTINCT deployment FROM usage_rollups"))
+            assert deployments.scalars().all() == [""]
+        assert upgraded == {**before, "org-wide deployment": (1, 4, 14, 20)}
+
+        tenant = await make_tenant(runtime)
+        batch = events(tenant, 8)  # every 7 minutes: two or three requests a quarter hour
+        for n, event in enumerate(batch):
+            event["routing"] = {"deployment": f"dep-{n % 2}", "attempts": 1, "fallback": False}
+        async with runtime.unit_of_work() as session:
+            await store_usage(session, batch)
+        async with engine.connect() as conn:
+            routed = await conn.run_sync(_rollup_state)
+        for table in _ROLLUPS:
+            assert routed[table][0] > routed[f"{table} without deployment"][0]
+
+        await downgrade(engine, "0008")
+        async with engine.connect() as conn:
+            folded = await conn.run_sync(_rollup_state)
+        for table in _ROLLUPS:
+            assert folded[table] == (routed[f"{table} without deployment"][0], *routed[table][1:])
+        assert folded == {
+            **{name: sums for name, sums in routed.items() if name != "org-wide deployment"},
+            **{table: folded[table] for table in _ROLLUPS},
+        }
+
+        await upgrade(engine)
+        async with engine.connect() as conn:
+            again = await conn.run_sync(_rollup_state)
+        deployment = again.pop("org-wide deployment")
+        assert again == folded
+        assert deployment[1:] == folded["usage_daily_rollups"][1:]  # every sum, under ''
     finally:
         await runtime.close()
         await engine.dispose()

@@ -116,6 +116,7 @@ def event(
     status: int = 200,
     error_type: str | None = None,
     latency: int = 100,
+    routing: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A usage event as the proxy records it (a dict of UsageEvent columns)."""
     return {
@@ -139,7 +140,7 @@ def event(
         "error_type": error_type,
         "stream": False,
         "usage_estimated": False,
-        "routing": None,
+        "routing": routing,
     }
 
 
@@ -153,12 +154,27 @@ TOTAL_COST = 3 * 1_000_000 + 2 * 5_000_000 + 4 * 2_000_000 + 7_000_000
 TOTAL_REQUESTS = 12
 MEMBER1_COST = 3 * 1_000_000 + 2 * 5_000_000
 MEMBER2_COST = 4 * 2_000_000
+# The deployments that served it (see usage_of): (cost, requests); '' reached none.
+EU, US, CLAUDE = "openai-eu/gpt-4o-mini", "openai-us/gpt-4o-mini", "anthropic/claude-sonnet"
+DEPLOYMENT_USAGE = {
+    EU: (2 * 1_000_000, 3),
+    US: (1_000_000 + 4 * 2_000_000, 5),
+    CLAUDE: (2 * 5_000_000, 2),
+    "": (7_000_000, 2),
+}
+
+
+def routed(deployment: str, attempts: int = 1, *, fallback: bool = False) -> dict[str, Any]:
+    """The routing the proxy records for a request `deployment` served."""
+    return {"deployment": deployment, "attempts": attempts, "fallback": fallback}
 
 
 def usage_of(w: World) -> list[dict[str, Any]]:
     """Member 1: K1 3 calls of gpt-4o-mini (app-x) on day 1, one failed and one blocked call;
     K1b 2 calls of claude (anthropic, no app) on day 2. Member 2: K2 4 calls of gpt-4o-mini
-    (app-y), 2 each day. Owner: K0 one call of llama (no provider, no app) on day 2."""
+    (app-y), 2 each day. Owner: K0 one call of llama (no provider, no app) on day 2.
+    Deployments: K1's first two calls and its failed one (after 3 attempts) EU, its third US
+    after a fallback; K2's calls US; K1b's CLAUDE; the blocked call and the owner's none."""
     one = (w.org_id, w.project_a, w.key1, w.member1_id)
     one_b = (w.org_id, w.project_a, w.key1b, w.member1_id)
     two = (w.org_id, w.team_b, w.key2, w.member2_id)
@@ -166,10 +182,25 @@ def usage_of(w: World) -> list[dict[str, Any]]:
     hour = timedelta(hours=1)
     return [
         *(
-            event(*one, DAY_1 + i * hour, app="app-x", cost=1_000_000, prompt=100, completion=50)
+            event(
+                *one,
+                DAY_1 + i * hour,
+                app="app-x",
+                cost=1_000_000,
+                prompt=100,
+                completion=50,
+                routing=routed(EU) if i < 2 else routed(US, 2, fallback=True),
+            )
             for i in range(3)
         ),
-        event(*one, DAY_1, app="app-x", status=502, error_type="upstream_error"),
+        event(
+            *one,
+            DAY_1,
+            app="app-x",
+            status=502,
+            error_type="upstream_error",
+            routing=routed(EU, 3),
+        ),
         event(*one, DAY_1, app="app-x", status=402, error_type="budget_exceeded"),
         *(
             event(
@@ -180,11 +211,20 @@ def usage_of(w: World) -> list[dict[str, Any]]:
                 cost=5_000_000,
                 prompt=1000,
                 completion=200,
+                routing=routed(CLAUDE),
             )
             for i in range(2)
         ),
         *(
-            event(*two, day, app="app-y", cost=2_000_000, prompt=300, completion=100)
+            event(
+                *two,
+                day,
+                app="app-y",
+                cost=2_000_000,
+                prompt=300,
+                completion=100,
+                routing=routed(US),
+            )
             for day in (DAY_1, DAY_1 + hour, DAY_2, DAY_2 + hour)
         ),
         event(*mine, DAY_2, model="llama-3", provider=None, cost=7_000_000, prompt=10),

@@ -15,11 +15,15 @@ from sluicegate.core.actors import Actor
 from sluicegate.core.money import nanos_to_usd
 from tests.admin import error, ok
 from tests.analytics.conftest import (
+    CLAUDE,
     DAY_1,
+    DEPLOYMENT_USAGE,
+    EU,
     MEMBER1_COST,
     MEMBER2_COST,
     TOTAL_COST,
     TOTAL_REQUESTS,
+    US,
     WINDOW,
     World,
     event,
@@ -34,7 +38,7 @@ def costs(body: dict) -> dict[str, str]:
 
 async def test_activity_pivots_by_every_dimension_with_names_largest_first(world: World) -> None:
     answers = {}
-    for dimension in ("model", "project", "key", "member", "provider", "app"):
+    for dimension in ("model", "project", "key", "member", "provider", "app", "deployment"):
         body = ok(
             await world.owner.get(world.api("activity"), params={**WINDOW, "groupBy": dimension})
         )
@@ -75,6 +79,11 @@ async def test_activity_pivots_by_every_dimension_with_names_largest_first(world
     assert labels["key"][world.key1].startswith("one (sk-sg-")
     assert labels["member"][world.member1_id].startswith("Member One <member-one-")
     assert labels["provider"] == {"openai": "openai", "anthropic": "anthropic", "": "(no provider)"}
+    assert labels["deployment"] == {US: US, CLAUDE: CLAUDE, EU: EU, "": "(no deployment)"}
+    assert costs(answers["deployment"]) == {
+        name: nanos_to_usd(cost) for name, (cost, _) in DEPLOYMENT_USAGE.items()
+    }
+    assert [g["id"] for g in answers["deployment"]["groups"]] == [CLAUDE, US, "", EU]
     assert costs(answers["app"]) == {
         "app-y": "0.008000000",
         "": "0.017000000",
@@ -132,7 +141,10 @@ FILTERS = [
     ("key_id", "key1b", 10_000_000),
     ("model", "gpt-4o-mini", 11_000_000),
     ("provider", "anthropic", 10_000_000),
+    ("provider", "anthropic,openai", 21_000_000),
     ("app", "app-x", 3_000_000),
+    ("deployment", "openai-us/gpt-4o-mini", 9_000_000),
+    ("deployment", "openai-eu/gpt-4o-mini,anthropic/claude-sonnet", 12_000_000),
 ]
 
 
@@ -239,7 +251,7 @@ async def test_the_two_ways_of_pivoting_give_the_same_answer(
     above, the database ranks them and sums the rest. Both must agree to the nano-USD."""
     queries = [
         {**WINDOW, "groupBy": dimension, "metric": metric, "limit": limit, **extra}
-        for dimension in ("model", "key", "member", "project", "provider", "app")
+        for dimension in ("model", "key", "member", "project", "provider", "app", "deployment")
         for metric, limit in (("cost", 2), ("requests", 20), ("tokens", 1))
         for extra in ({}, {"granularity": "hour"}, {"timezone": "Asia/Kolkata"})
     ]

@@ -1,12 +1,12 @@
 """Analytics are exact, in every timezone: for random usage stored by the usage writer around a
 DST change, the totals of any window are the sums of its events (to the nano-USD and the token)
 and of the ledger's usage debits, the series add up to the totals, each local day's bucket holds
-exactly the events of that day (computed here with zoneinfo), and the daily rollups (and the
-org-wide daily rollups) answer exactly what the 15-minute rollups answer."""
+exactly the events of that day (computed here with zoneinfo), each provider's and each
+deployment's sums (pivoted or filtered) are exactly their events', and the daily rollups (and
+the org-wide daily rollups) answer exactly what the 15-minute rollups answer."""
 
 from __future__ import annotations
 
-import secrets
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -22,18 +22,13 @@ from sqlalchemy import select
 
 from sluicegate.analytics import service
 from sluicegate.analytics.service import Activity, Filters, WindowQuery
-from sluicegate.core.actors import Actor
-from sluicegate.core.digests import secret_digest
-from sluicegate.core.ids import new_id
 from sluicegate.core.money import usd_to_nanos
-from sluicegate.identity.models import User
-from sluicegate.identity.service import issue_admin_token
-from sluicegate.keys.models import ApiKey
+from sluicegate.metering.event import deployment_of
 from sluicegate.metering.ledger import LedgerEntry
-from sluicegate.orgs.models import Group, Membership, Organization, RoleBinding
 from sluicegate.runtime import Runtime
-from tests.admin import Api, Person, ok, unique_address
+from tests.admin import ok
 from tests.analytics.conftest import event, store
+from tests.analytics.tenant_rows import Tenant, make_tenant
 
 # Each org lives in a DST zone and its usage surrounds one of that zone's DST changes.
 SCENARIOS = [
@@ -59,6 +54,23 @@ OUTCOMES = [
 ]
 BLOCKED = {"budget_exceeded", "rate_limited"}
 HOUR = timedelta(hours=1)
+PROVIDERS = [None, "openai", "anthropic", "azure"]
+# Deployment ids up to the 200 characters the rollups keep (a longer one is keyed by those).
+DEPLOYMENTS = ["openai-eu/gpt-4o-mini", "openai-us/gpt-4o-mini", "anthropic/claude", "d" * 210]
+# What the proxy records of how a request was served: none (blocked before any deployment), a
+# deployment with its attempts and fallback, or attempts that reached none.
+ROUTINGS = st.one_of(
+    st.none(),
+    st.fixed_dictionaries(
+        {
+            "deployment": st.sampled_from(DEPLOYMENTS),
+            "attempts": st.integers(1, 5),
+            "fallback": st.booleans(),
+        },
+        optional={"fallback_model": st.sampled_from(MODELS)},
+    ),
+    st.fixed_dictionaries({"attempts": st.integers(0, 3)}),
+)
 
 
 @pytest.fixture
@@ -137,75 +149,6 @@ def instant_near_boundaries(zone: str, dst_day: date) -> st.SearchStrategy[datet
     return st.one_of(near, anywhere)
 
 
-@dataclass
-class Tenant:
-    org_id: str
-    zone: str
-    owner: Actor
-    api: Api
-    # (group, key, user) a request may come from
-    sources: list[tuple[str, str, str]]
-
-
-async def make_tenant(runtime: Runtime, client: httpx.AsyncClient, zone: str) -> Tenant:
-    """An org in `zone` written straight to the database (over the API it takes ten calls per
-    example): the root and a team, the owner with a key at each, a member of the team with a
-    key there."""
-    pepper = runtime.settings.secret
-    async with runtime.unit_of_work() as session:
-        org = Organization(id=new_id("org"), name="Exact", timezone=zone)
-        owner = User(id=new_id("usr"), email=unique_address("owner"))
-        member = User(id=new_id("usr"), email=unique_address("member"))
-        session.add_all([org, owner, member])
-        await session.flush()
-        root_id, team_id = new_id("grp"), new_id("grp")
-        session.add(Group(id=root_id, org_id=org.id, name="Exact", level=0, path=root_id))
-        await session.flush()
-        team = Group(
-            id=team_id,
-            org_id=org.id,
-            parent_id=root_id,
-            name="Team",
-            level=1,
-            path=f"{root_id}/{team_id}",
-        )
-        session.add(team)
-        await session.flush()
-        for user, home, role in ((owner, root_id, "owner"), (member, team_id, "member")):
-            session.add(
-                Membership(id=new_id("mem"), org_id=org.id, user_id=user.id, home_group_id=home)
-            )
-            session.add(
-                RoleBinding(
-                    id=new_id("rb"), org_id=org.id, group_id=home, user_id=user.id, role=role
-                )
-            )
-        sources = [(root_id, owner.id), (team_id, owner.id), (team_id, member.id)]
-        keys = [
-            ApiKey(
-                id=new_id("key"),
-                org_id=org.id,
-                group_id=group_id,
-                owner_user_id=user_id,
-                name=f"key {index}",
-                prefix="sk-sg-exact0",
-                digest=secret_digest(pepper, secrets.token_hex(16)),
-            )
-            for index, (group_id, user_id) in enumerate(sources)
-        ]
-        session.add_all(keys)
-        await session.flush()
-        _token, secret = await issue_admin_token(session, owner, pepper=pepper)
-    api = Api(client, Person(owner.id, owner.email, secret))
-    return Tenant(
-        org.id,
-        zone,
-        Actor(owner.id, owner.email),
-        api,
-        [(key.group_id, key.id, key.owner_user_id) for key in keys],
-    )
-
-
 @st.composite
 def scenarios(draw: st.DrawFn) -> dict[str, Any]:
     zone, dst_day = draw(st.sampled_from(SCENARIOS))
@@ -221,6 +164,8 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
                     "prompt": st.integers(0, 10**6),
                     "completion": st.integers(0, 10**5),
                     "cached": st.integers(0, 1000),
+                    "provider": st.sampled_from(PROVIDERS),
+                    "routing": ROUTINGS,
                 }
             ),
             min_size=1,
@@ -233,7 +178,14 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
         "usage": usage,
         "query_zone": draw(st.sampled_from(QUERY_ZONES)),
         "granularity": draw(st.sampled_from(["hour", "day"])),
-        "group_by": draw(st.sampled_from([None, "model", "key", "member", "project"])),
+        "group_by": draw(
+            st.sampled_from([None, "model", "key", "member", "project", "provider", "deployment"])
+        ),
+        # The values a provider and a deployment filter name.
+        "provider_filter": draw(st.lists(st.sampled_from(PROVIDERS[1:]), min_size=1, unique=True)),
+        "deployment_filter": draw(
+            st.lists(st.sampled_from([d[:200] for d in DEPLOYMENTS]), min_size=1, unique=True)
+        ),
         "limit": draw(st.integers(1, 3)),
         "metric": draw(st.sampled_from(["cost", "requests", "tokens"])),
         # The org may move to another zone halfway (its daily rollups are summed again).
@@ -253,6 +205,7 @@ async def activity(
     limit: int = service.DEFAULT_GROUPS,
     prefer_daily: bool = True,
     prefer_org_wide: bool = True,
+    filters: Filters = Filters(),
 ) -> Activity:
     async with runtime.sessions() as session:
         return await service.activity(
@@ -260,7 +213,7 @@ async def activity(
             tenant.owner,
             tenant.org_id,
             when,
-            Filters(),
+            filters,
             group_by=group_by,
             metric=metric,
             limit=limit,
@@ -288,6 +241,44 @@ async def usage_debits(runtime: Runtime, org_id: str) -> list[LedgerEntry]:
         return list(await session.scalars(statement))
 
 
+async def assert_exact_by_routing(
+    runtime: Runtime, tenant: Tenant, when: WindowQuery, inside: list[Any], case: dict[str, Any]
+) -> None:
+    """By deployment and by provider, from the daily and the 15-minute rollups: each value's
+    sums are its events' exactly, and a filter naming some values sums exactly their events."""
+    keys = {
+        "deployment": lambda e: deployment_of(e["routing"]),
+        "provider": lambda e: e["provider"] or "",
+    }
+    for dimension, key_of in keys.items():
+        by_value: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for e in inside:
+            by_value[key_of(e)].append(e)
+        expected = {value: total(events) for value, events in by_value.items()}
+        for prefer_daily in (True, False):
+            view = await activity(
+                runtime,
+                tenant,
+                when,
+                group_by=dimension,
+                limit=service.MAX_GROUPS,
+                prefer_daily=prefer_daily,
+            )
+            assert {g.id: as_expected(g.sums) for g in view.groups} == expected, dimension
+            chosen = tuple(case[f"{dimension}_filter"])
+            only = await activity(
+                runtime,
+                tenant,
+                when,
+                prefer_daily=prefer_daily,
+                filters=Filters(**{dimension: chosen}),
+            )
+            wanted = [e for e in inside if key_of(e) in chosen]
+            assert as_expected(only.view.cards.sums) == total(wanted), (dimension, chosen)
+            points = sum((p.sums for p in only.series), service.Sums())
+            assert as_expected(points) == total(wanted)
+
+
 @settings(
     max_examples=25,
     deadline=None,
@@ -313,6 +304,8 @@ async def test_totals_series_and_days_are_the_events_exactly(
                 cached=drawn["cached"],
                 status=status,
                 error_type=error_type,
+                provider=drawn["provider"],
+                routing=drawn["routing"],
             )
         )
     half = len(events) // 2
@@ -418,6 +411,8 @@ async def test_totals_series_and_days_are_the_events_exactly(
             runtime, tenant, org_days, group_by=dimension, limit=2, prefer_org_wide=False
         )
         assert answer(lean) == answer(full), dimension
+
+    await assert_exact_by_routing(runtime, tenant, when, inside, case)
 
     # Everything stored is in the ledger's hourly usage debits, and in a window holding it all.
     debits = await usage_debits(runtime, tenant.org_id)

@@ -205,6 +205,10 @@ async def test_the_feed_is_newest_first_with_each_requests_metadata(world: World
         "latency_ms": 120,
         "ttft_ms": 40,
         "usage_estimated": False,
+        "deployment": None,
+        "attempts": None,
+        "fallback": None,
+        "fallback_model": None,
     }
     assert item["key"]["prefix"].startswith("sk-")
     blocked = next(i for i in page["items"] if i["request_id"] == events[3]["request_id"])
@@ -361,6 +365,10 @@ def as_csv(item: dict[str, Any]) -> dict[str, str]:
         "latency_ms": str(item["latency_ms"]),
         "ttft_ms": cell(item["ttft_ms"]),
         "usage_estimated": cell(item["usage_estimated"]),
+        "deployment": cell(item["deployment"]),
+        "attempts": cell(item["attempts"]),
+        "fallback": cell(item["fallback"]),
+        "fallback_model": cell(item["fallback_model"]),
     }
 
 

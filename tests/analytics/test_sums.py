@@ -8,7 +8,7 @@ from functools import reduce
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sluicegate.analytics.repository import MEASURES, Sums
+from sluicegate.analytics.sums import MEASURES, Sums
 
 sums = st.builds(Sums, *(st.integers(0, 10**15) for _ in MEASURES))
 

@@ -80,6 +80,11 @@ async def test_an_entry_of_an_unknown_version_goes_to_the_dead_letter_stream(
 _TEXT = st.text(min_size=1, max_size=40)
 _OPTIONAL_TEXT = st.none() | _TEXT
 _COUNT = st.integers(min_value=0, max_value=2**31 - 1)
+# What the proxy records of how a request was served (metering/event.py), or None.
+_ROUTING = st.none() | st.fixed_dictionaries(
+    {"deployment": _TEXT, "attempts": st.integers(1, 10), "fallback": st.booleans()},
+    optional={"fallback_model": _TEXT},
+)
 
 
 @given(
@@ -109,7 +114,7 @@ _COUNT = st.integers(min_value=0, max_value=2**31 - 1)
             "error_type": _OPTIONAL_TEXT,
             "stream": st.booleans(),
             "usage_estimated": st.booleans(),
-            "routing": st.none(),
+            "routing": _ROUTING,
         }
     )
 )

@@ -18,6 +18,7 @@ from sluicegate.analytics.feed_repository import FeedFilters
 from sluicegate.core.actors import Actor
 from sluicegate.core.errors import InvalidInput, SluicegateError
 from sluicegate.core.timezones import zone
+from sluicegate.metering.event import routing_of
 from sluicegate.metering.rollups import BLOCKED_ERROR_TYPES
 from sluicegate.orgs import service as orgs
 from sluicegate.orgs.authorize import Action, UsageVisibility, authorize, usage_visibility
@@ -54,6 +55,8 @@ class FeedQuery:
     status_code: int | None = None
     since: Bound | None = None
     until: Bound | None = None
+    provider: tuple[str, ...] | None = None  # any of these
+    deployment: tuple[str, ...] | None = None  # any of these
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +86,12 @@ class FeedEntry:
     latency_ms: int
     ttft_ms: int | None
     usage_estimated: bool
+    # How the request was served (metering/event.py `Routing`); None where the event does not
+    # say, as for a request that reached no deployment.
+    deployment: str | None
+    attempts: int | None
+    fallback: bool | None
+    fallback_model: str | None
 
 
 @dataclass(slots=True)
@@ -112,6 +121,7 @@ class _Names:
     def entry(self, row: Any) -> FeedEntry:
         key_name, key_prefix = self.keys.get(row.key_id, (None, None))
         member_name, member_email = self.members.get(row.user_id, (None, None))
+        routing = routing_of(row.routing)
         return FeedEntry(
             request_id=row.request_id,
             created_at=row.created_at,
@@ -138,6 +148,10 @@ class _Names:
             latency_ms=row.latency_ms or 0,
             ttft_ms=row.ttft_ms,
             usage_estimated=bool(row.usage_estimated),
+            deployment=routing.deployment,
+            attempts=routing.attempts,
+            fallback=routing.fallback,
+            fallback_model=routing.fallback_model,
         )
 
 
@@ -254,6 +268,8 @@ def resolve_filters(query: FeedQuery, timezone: str) -> FeedFilters:
         status_code=query.status_code,
         since=since,
         until=until,
+        provider=query.provider or None,
+        deployment=query.deployment or None,
     )
 
 

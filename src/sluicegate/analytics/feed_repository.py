@@ -31,7 +31,8 @@ _MICROSECOND = timedelta(microseconds=1)
 FIRST_ERROR_STATUS = 400
 _BLOCKED = sorted(BLOCKED_ERROR_TYPES)
 
-# What a feed row reads: metadata only (never content, never routing internals).
+# What a feed row reads: metadata only (never content). Of the routing, the feed shows the
+# fields metering/event.py `routing_of` reads.
 FEED_COLUMNS = (
     UsageEvent.request_id,
     UsageEvent.created_at,
@@ -52,7 +53,10 @@ FEED_COLUMNS = (
     UsageEvent.latency_ms,
     UsageEvent.ttft_ms,
     UsageEvent.usage_estimated,
+    UsageEvent.routing,
 )
+# The deployment that served, read from the routing (a JSON field on either backend).
+_DEPLOYMENT = UsageEvent.routing["deployment"].as_string()
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +68,8 @@ class FeedFilters:
     status_code: int | None = None
     since: datetime | None = None  # at or after
     until: datetime | None = None  # before
+    provider: tuple[str, ...] | None = None  # any of these
+    deployment: tuple[str, ...] | None = None  # any of these
 
 
 # --- cursors -------------------------------------------------------------------------------------
@@ -145,6 +151,10 @@ def _conditions(
         conditions.append(_outcome(filters.outcome))
     if filters.status_code is not None:
         conditions.append(UsageEvent.status_code == filters.status_code)
+    if filters.provider is not None:
+        conditions.append(UsageEvent.provider.in_(sorted(filters.provider)))
+    if filters.deployment is not None:
+        conditions.append(_DEPLOYMENT.in_(sorted(filters.deployment)))
     if filters.since is not None:
         conditions.append(UsageEvent.created_at >= filters.since)
     if filters.until is not None:

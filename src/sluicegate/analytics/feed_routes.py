@@ -12,7 +12,7 @@ from sluicegate.analytics.feed import FeedQuery
 from sluicegate.analytics.feed_schemas import DayOrInstant, FeedEntryOut, Outcome, activity_csv
 from sluicegate.api.deps import DEFAULT_PAGE, Cursor, DbSession
 from sluicegate.api.errors import STANDARD_ERRORS
-from sluicegate.api.fields import Id, ModelPattern
+from sluicegate.api.fields import Id, ModelPattern, ValueList
 from sluicegate.api.pages import Page
 from sluicegate.identity.dependencies import CurrentActor
 
@@ -39,8 +39,26 @@ def _query(
         DayOrInstant | None,
         Query(alias="to", description="a date (to its end, inclusive) or an instant (before)"),
     ] = None,
+    provider: Annotated[
+        ValueList | None,
+        Query(description="the provider that served; several: a comma list, or repeated"),
+    ] = None,
+    deployment: Annotated[
+        ValueList | None,
+        Query(description="the deployment that served; several: a comma list, or repeated"),
+    ] = None,
 ) -> FeedQuery:
-    return FeedQuery(key_id, user_id, model, status, status_code, since, until)
+    return FeedQuery(
+        key_id,
+        user_id,
+        model,
+        status,
+        status_code,
+        since,
+        until,
+        None if provider is None else tuple(provider),
+        None if deployment is None else tuple(deployment),
+    )
 
 
 Filters = Annotated[FeedQuery, Depends(_query)]
@@ -56,9 +74,10 @@ async def list_activity(
     cursor: Cursor = None,
     limit: FeedLimit = DEFAULT_PAGE,
 ) -> Page[FeedEntryOut]:
-    """Every proxied request, newest first, with its key, member, models, outcome, tokens, cost
-    and timings (never content). Owners see the whole org, admins and viewers their subtrees,
-    members their own requests (or the whole org when the org opens its feed to members)."""
+    """Every proxied request, newest first, with its key, member, models, provider and
+    deployment (attempts, fallback), outcome, tokens, cost and timings (never content). Owners
+    see the whole org, admins and viewers their subtrees, members their own requests (or the
+    whole org when the org opens its feed to members)."""
     entries, next_cursor = await feed.list_activity(
         session, actor, org_id, filters, cursor=cursor, limit=limit
     )

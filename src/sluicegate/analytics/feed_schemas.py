@@ -108,6 +108,17 @@ class FeedEntryOut(BaseModel):
     latency_ms: int
     ttft_ms: int | None = Field(description="time to the first token (streams)")
     usage_estimated: bool = Field(description="tokens estimated: the provider reported none")
+    deployment: str | None = Field(
+        description="the deployment that served (e.g. openai-eu/gpt-4o-mini); null when the "
+        "request reached none"
+    )
+    attempts: int | None = Field(description="upstream attempts made, retries and fallbacks too")
+    fallback: bool | None = Field(
+        description="true when the deployment that served was not the requested model's first"
+    )
+    fallback_model: str | None = Field(
+        description="the model that served when a fallback model did; else null"
+    )
 
     @classmethod
     def of(cls, entry: FeedEntry) -> FeedEntryOut:
@@ -134,6 +145,10 @@ class FeedEntryOut(BaseModel):
             latency_ms=entry.latency_ms,
             ttft_ms=entry.ttft_ms,
             usage_estimated=entry.usage_estimated,
+            deployment=entry.deployment,
+            attempts=entry.attempts,
+            fallback=entry.fallback,
+            fallback_model=entry.fallback_model,
         )
 
 
@@ -165,6 +180,10 @@ CSV_COLUMNS = (
     "latency_ms",
     "ttft_ms",
     "usage_estimated",
+    "deployment",
+    "attempts",
+    "fallback",
+    "fallback_model",
 )
 # The last line of an export the database cut short: a reader (or a person) sees the file is
 # incomplete instead of taking a truncated file for the whole history.
@@ -211,6 +230,10 @@ def csv_row(entry: FeedEntry) -> tuple[object, ...]:
         entry.latency_ms,
         "" if entry.ttft_ms is None else entry.ttft_ms,
         _flag(entry.usage_estimated),
+        text_cell(entry.deployment),
+        "" if entry.attempts is None else entry.attempts,
+        "" if entry.fallback is None else _flag(entry.fallback),
+        text_cell(entry.fallback_model),
     )
 
 

@@ -13,7 +13,8 @@ from typing import NamedTuple
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sluicegate.analytics import repository
-from sluicegate.analytics.repository import Scope, Source, Sums
+from sluicegate.analytics.repository import Scope, Source
+from sluicegate.analytics.sums import Sums
 from sluicegate.analytics.windows import Window
 from sluicegate.orgs import service as orgs
 from sluicegate.orgs.authorize import OrgAccess, UsageVisibility
@@ -23,7 +24,12 @@ from sluicegate.orgs.models import Organization
 # "other" group, so a pivot over thousands of keys stays a readable (and bounded) answer.
 DEFAULT_GROUPS = 20
 OTHER = "(other)"
-NO_VALUE = {"provider": "(no provider)", "app": "(no app)", "model": "(no model)"}
+NO_VALUE = {
+    "provider": "(no provider)",
+    "app": "(no app)",
+    "model": "(no model)",
+    "deployment": "(no deployment)",
+}
 # Names are looked up this many ids at a time (a bound parameter each).
 NAME_CHUNK = 500
 # A pivot over at most this many buckets reads its series per bucket and value in one pass and
@@ -33,7 +39,8 @@ ONE_PASS_BUCKETS = 800
 
 @dataclass(frozen=True, slots=True)
 class Labelled:
-    """A value of the pivot (a model, a group, a key, a member, a provider, an app) and its sums."""
+    """A value of the pivot (a model, a group, a key, a member, a provider, an app, a
+    deployment) and its sums."""
 
     id: str
     label: str
@@ -192,7 +199,7 @@ async def _labels(
     session: AsyncSession, reader: Reader, dimension: str, ids: list[str]
 ) -> dict[str, str]:
     """What people read for each value: names of groups, keys (with their prefix) and members
-    (with their email); models, providers and apps are their own names."""
+    (with their email); models, providers, apps and deployments are their own names."""
     if dimension == "project":
         groups = await orgs.groups_of(session, reader.access, ids)
         return {value: groups[value].name if value in groups else value for value in ids}

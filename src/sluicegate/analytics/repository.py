@@ -13,10 +13,10 @@ year by model).
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute, aliased
 
 from sluicegate.analytics.feed_repository import group_names, key_names, member_names, visible_usage
+from sluicegate.analytics.sums import MEASURES, Sums
 from sluicegate.core.db import UTCDateTime
 from sluicegate.metering.models import (
     ORG_DIMENSIONS,
@@ -59,68 +60,12 @@ DIMENSION_COLUMNS = {
     "member": "user_id",
     "provider": "provider",
     "app": "app",
+    "deployment": "deployment",
 }
 METRICS = ("cost", "requests", "tokens")
-FILTERS = ("group_path", "user_id", "model", "key_id", "provider", "app")
+FILTERS = ("group_path", "user_id", "model", "key_id", "provider", "app", "deployment")
 # Every dimension's org-wide rows sum to the whole usage: a query that needs none reads these.
 ANY_DIMENSION = "model"
-
-
-class Sums(NamedTuple):
-    """The measures of a set of rollup rows. `requests` counts every request: failed (errors)
-    and stopped by a guardrail (blocked) too.
-
-    A named tuple, not a frozen dataclass, for speed (a year's series makes thousands, and a
-    frozen dataclass takes four times as long to build); `+` and `-` add and subtract the
-    measures (never tuple concatenation)."""
-
-    requests: int = 0
-    errors: int = 0
-    blocked: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int = 0
-    cost_nusd: int = 0
-    latency_ms_sum: int = 0
-    ttft_ms_sum: int = 0
-    ttft_count: int = 0
-
-    @property
-    def tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    def metric(self, name: str) -> int:
-        if name == "cost":
-            return self.cost_nusd
-        if name == "tokens":
-            return self.tokens
-        return self.requests
-
-    def __add__(self, other: Sums) -> Sums:  # type: ignore[override]
-        return Sums(
-            self.requests + other.requests,
-            self.errors + other.errors,
-            self.blocked + other.blocked,
-            self.prompt_tokens + other.prompt_tokens,
-            self.completion_tokens + other.completion_tokens,
-            self.cached_tokens + other.cached_tokens,
-            self.cost_nusd + other.cost_nusd,
-            self.latency_ms_sum + other.latency_ms_sum,
-            self.ttft_ms_sum + other.ttft_ms_sum,
-            self.ttft_count + other.ttft_count,
-        )
-
-    @staticmethod
-    def total(items: Iterable[Sums]) -> Sums:
-        """The sum of many (column by column, faster than adding them one by one); of none,
-        zeros."""
-        return Sums(*map(sum, zip(*items, strict=True)))
-
-    def __sub__(self, other: Sums) -> Sums:
-        return Sums(*(a - b for a, b in zip(self, other, strict=True)))
-
-
-MEASURES = Sums._fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +87,8 @@ class Source:
 
 @dataclass(frozen=True, slots=True)
 class Scope:
-    """Whose usage a query sums: the org's, limited to what the caller reads, and the filters."""
+    """Whose usage a query sums: the org's, limited to what the caller reads, and the filters
+    (provider and deployment: any of the values given)."""
 
     org_id: str
     visibility: UsageVisibility
@@ -150,8 +96,9 @@ class Scope:
     user_id: str | None = None
     model: str | None = None
     key_id: str | None = None
-    provider: str | None = None
+    provider: tuple[str, ...] | None = None  # any of these
     app: str | None = None
+    deployment: tuple[str, ...] | None = None  # any of these
 
     @property
     def unfiltered(self) -> bool:
@@ -238,9 +185,11 @@ def _conditions(source: Source, scope: Scope) -> list[ColumnElement[bool]]:
             Group.org_id == scope.org_id, in_subtrees(Group.path, [scope.group_path])
         )
         conditions.append(table.group_id.in_(subtree))
-    for name in ("user_id", "model", "key_id", "provider", "app"):
+    for name in ("user_id", "model", "key_id", "provider", "app", "deployment"):
         value = getattr(scope, name)
-        if value is not None:
+        if isinstance(value, tuple):  # provider, deployment: any of the values
+            conditions.append(_column(source, name).in_(sorted(value)))
+        elif value is not None:
             conditions.append(_column(source, name) == value)
     return conditions
 

@@ -27,7 +27,7 @@ from sluicegate.analytics.schemas import (
 from sluicegate.analytics.service import Filters, WindowQuery
 from sluicegate.api.deps import DEFAULT_PAGE, Cursor, DbSession, Limit, Now
 from sluicegate.api.errors import STANDARD_ERRORS, Responses
-from sluicegate.api.fields import Id, ModelPattern
+from sluicegate.api.fields import Id, ModelPattern, ValueList
 from sluicegate.identity.dependencies import CurrentActor
 
 T = TypeVar("T")
@@ -86,10 +86,28 @@ def _filters(
     user_id: Annotated[Id | None, Query(description="the member (key owner)")] = None,
     model: Annotated[ModelPattern | None, Query(description="the requested model")] = None,
     key_id: Annotated[Id | None, Query()] = None,
-    provider: Annotated[ModelPattern | None, Query()] = None,
+    provider: Annotated[
+        ValueList | None,
+        Query(description="the provider that served; several: a comma list, or repeated"),
+    ] = None,
     app: Annotated[ModelPattern | None, Query(description="from HTTP-Referer or X-Title")] = None,
+    deployment: Annotated[
+        ValueList | None,
+        Query(
+            description="the deployment that served (its id, e.g. openai-eu/gpt-4o-mini); "
+            "several: a comma list, or repeated"
+        ),
+    ] = None,
 ) -> Filters:
-    return Filters(group_id, user_id, model, key_id, provider, app)
+    return Filters(
+        group_id,
+        user_id,
+        model,
+        key_id,
+        None if provider is None else tuple(provider),
+        app,
+        None if deployment is None else tuple(deployment),
+    )
 
 
 When = Annotated[WindowQuery, Depends(_when)]
@@ -154,8 +172,9 @@ ActivityView = Annotated[service.Activity, Depends(_activity)]
 @router.get("/activity", response_model=ActivityOut)
 async def get_activity(view: ActivityView) -> Response:
     """Spend, requests and tokens over time, pivoted by `groupBy` (model, project, key, member,
-    provider, app), for the usage the caller reads: owners the whole org, admins and viewers
-    their subtrees, members their own usage (the org's when it opens its usage to members)."""
+    provider, app, deployment), for the usage the caller reads: owners the whole org, admins and
+    viewers their subtrees, members their own usage (the org's when it opens its usage to
+    members)."""
     # Serialized here (the route's response model documents it): a year of days by model is
     # thousands of points.
     return Response(activity_json(view), media_type=JSON)

@@ -9,7 +9,6 @@ from typing import Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from sluicegate.analytics.repository import Sums
 from sluicegate.analytics.service import (
     Activity,
     Cards,
@@ -23,9 +22,10 @@ from sluicegate.analytics.service import (
     error_rate,
     member_label,
 )
+from sluicegate.analytics.sums import Sums
 from sluicegate.core.money import nanos_to_usd
 
-GroupBy = Literal["model", "project", "key", "member", "provider", "app"]
+GroupBy = Literal["model", "project", "key", "member", "provider", "app", "deployment"]
 Metric = Literal["cost", "requests", "tokens"]
 Granularity = Literal["hour", "day", "week", "month"]
 ReadFrom = Literal["daily_rollups", "15_minute_rollups"]
@@ -85,8 +85,9 @@ class CardsOut(BaseModel):
 
 class GroupOut(BaseModel):
     id: str = Field(
-        description="the model, group, key, member, provider or app; '(other)' sums "
-        "the groups past `limit`; '' is no provider or no app"
+        description="the model, group, key, member, provider, app or deployment; '(other)' "
+        "sums the groups past `limit`; '' is no provider, no app or no deployment (a request "
+        "that reached none)"
     )
     label: str
     totals: TotalsOut

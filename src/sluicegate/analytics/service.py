@@ -36,7 +36,8 @@ from sluicegate.analytics.pivots import (
     pivot_of,
     top_of,
 )
-from sluicegate.analytics.repository import DIMENSION_COLUMNS, METRICS, Scope, Source, Sums
+from sluicegate.analytics.repository import DIMENSION_COLUMNS, METRICS, Scope, Source
+from sluicegate.analytics.sums import Sums
 from sluicegate.analytics.windows import Window, resolve_window
 from sluicegate.core.actors import Actor
 from sluicegate.core.errors import InvalidInput, NotFound
@@ -76,8 +77,9 @@ class Filters:
     user_id: str | None = None
     model: str | None = None
     key_id: str | None = None
-    provider: str | None = None
+    provider: tuple[str, ...] | None = None  # any of these
     app: str | None = None
+    deployment: tuple[str, ...] | None = None  # any of these
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,8 +392,9 @@ async def _scope(session: AsyncSession, reader: Reader, filters: Filters) -> Sco
         user_id=filters.user_id,
         model=filters.model,
         key_id=filters.key_id,
-        provider=filters.provider,
+        provider=filters.provider or None,
         app=filters.app,
+        deployment=filters.deployment or None,
     )
 
 

@@ -62,6 +62,35 @@ ModelPattern = Annotated[
 ]
 Role = Literal["owner", "admin", "member", "viewer"]
 
+# A filter that takes several values (providers, deployments): at most this many, each parameter
+# at most LISTED_TEXT_LENGTH characters (a comma list longer than that is sent repeated). The
+# bounds keep the longest query (both lists full, every character percent-encoded) well inside
+# what the HTTP server reads of a request line.
+MAX_LISTED_VALUES = 10
+LISTED_TEXT_LENGTH = 200
+
+
+def _listed(given: list[str]) -> list[str]:
+    """Values given as a comma list, repeated, or both: each once, in the order first given."""
+    values = dict.fromkeys(part.strip() for text in given for part in text.split(","))
+    values.pop("", None)
+    if not values:
+        raise ValueError("must name at least one value")
+    if len(values) > MAX_LISTED_VALUES:
+        raise ValueError(f"must name at most {MAX_LISTED_VALUES} values")
+    return list(values)
+
+
+# One or more values: `?provider=a,b`, `?provider=a&provider=b`, or both (a value holding a
+# comma cannot be named).
+ValueList = Annotated[
+    list[
+        Annotated[str, StringConstraints(max_length=LISTED_TEXT_LENGTH), AfterValidator(_printable)]
+    ],
+    Field(max_length=MAX_LISTED_VALUES),
+    AfterValidator(_listed),
+]
+
 
 # Any one amount stays far inside int64 nano-USD, so sums of many never overflow.
 MAX_USD_NANOS = 10**18

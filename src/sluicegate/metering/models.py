@@ -9,6 +9,7 @@ from sqlalchemy import BigInteger, Boolean, Date, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from sluicegate.core.db import Base, JSONType, UTCDateTime
+from sluicegate.metering.event import DEPLOYMENT_LENGTH
 
 
 class UsageEvent(Base):
@@ -50,9 +51,10 @@ class UsageEvent(Base):
     routing: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
 
-# Every dimension of a rollup row is part of its key; absent provider or app is '' (not NULL) so
-# that the key is unique on both backends.
-ROLLUP_DIMENSIONS = ("group_id", "key_id", "user_id", "model", "provider", "app")
+# Every dimension of a rollup row is part of its key; absent provider, app or deployment is ''
+# (not NULL) so that the key is unique on both backends. `deployment` is the deployment that
+# served (the usage event's routing, metering/event.py `deployment_of`).
+ROLLUP_DIMENSIONS = ("group_id", "key_id", "user_id", "model", "provider", "app", "deployment")
 
 
 class _RollupMeasures:
@@ -85,6 +87,7 @@ class UsageRollup(_RollupMeasures, Base):
     model: Mapped[str] = mapped_column(String(200), primary_key=True)
     provider: Mapped[str] = mapped_column(String(100), primary_key=True)
     app: Mapped[str] = mapped_column(String(200), primary_key=True)
+    deployment: Mapped[str] = mapped_column(String(DEPLOYMENT_LENGTH), primary_key=True)
 
 
 class UsageDailyRollup(_RollupMeasures, Base):
@@ -105,11 +108,12 @@ class UsageDailyRollup(_RollupMeasures, Base):
     model: Mapped[str] = mapped_column(String(200), primary_key=True)
     provider: Mapped[str] = mapped_column(String(100), primary_key=True)
     app: Mapped[str] = mapped_column(String(200), primary_key=True)
+    deployment: Mapped[str] = mapped_column(String(DEPLOYMENT_LENGTH), primary_key=True)
 
 
 # The dimensions the org-wide daily rollups sum by, one at a time (the key is left out: an org can
 # have thousands of keys, and a (day, key) row is nearly a daily rollup row).
-ORG_DIMENSIONS = ("model", "group_id", "user_id", "provider", "app")
+ORG_DIMENSIONS = ("model", "group_id", "user_id", "provider", "app", "deployment")
 
 
 class UsageOrgDailyRollup(_RollupMeasures, Base):

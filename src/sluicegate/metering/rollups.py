@@ -1,8 +1,9 @@
 """Rollups of usage events: 15-minute UTC buckets and days in the org's timezone, both keyed by
-every dimension analytics filters or pivots on, and the org-wide days, keyed by one dimension at
-a time. Built from the rows a batch actually stored (a retried batch adds nothing twice) and
-upserted in the same transaction as those rows, so sum(rollups) == sum(usage events) at every
-commit (for the org-wide days: per dimension).
+every dimension analytics filters or pivots on (the deployment that served included, from the
+event's routing), and the org-wide days, keyed by one dimension at a time. Built from the rows a
+batch actually stored (a retried batch adds nothing twice) and upserted in the same transaction
+as those rows, so sum(rollups) == sum(usage events) at every commit (for the org-wide days: per
+dimension).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import Executable
 
 from sluicegate.core.db import dialect_insert
+from sluicegate.metering.event import deployment_of
 from sluicegate.metering.models import (
     ORG_DIMENSIONS,
     ROLLUP_DIMENSIONS,
@@ -69,6 +71,7 @@ EVENT_COLUMNS = (
     "cost_nusd",
     "latency_ms",
     "ttft_ms",
+    "routing",
 )
 
 Event = Mapping[str, Any]
@@ -100,6 +103,7 @@ def _dimensions(event: Event) -> tuple[str, ...]:
         (event["requested_model"] or "")[:200],
         event["provider"] or "",
         event["app"] or "",
+        deployment_of(event["routing"]),
     )
 
 
