@@ -39,10 +39,25 @@ def providers_yaml(alpha: str, beta: str) -> str:
     base_url: {beta}/v1
     api_key: beta-key
     region: us
+  - name: alpha-hasty
+    type: openai
+    base_url: {alpha}/v1
+    api_key: alpha-key
+    timeout_seconds: 1
 models:
   - id: duo
     deployments:
       - provider: alpha
+        upstream_model: gpt-4o-mini
+        input_usd_per_mtok: 1
+        output_usd_per_mtok: 2
+      - provider: beta
+        upstream_model: gpt-4o-mini
+        input_usd_per_mtok: 3
+        output_usd_per_mtok: 4
+  - id: hasty
+    deployments:
+      - provider: alpha-hasty
         upstream_model: gpt-4o-mini
         input_usd_per_mtok: 1
         output_usd_per_mtok: 2

@@ -77,6 +77,19 @@ async def test_429_timeouts_and_connect_errors_move_on_too(
         assert answer.headers["x-sluicegate-provider"] == "beta", behavior
 
 
+async def test_a_deployment_that_does_not_answer_in_time_is_retried_on_the_next(
+    routed: httpx.AsyncClient, tenant: Tenant, runtime: Runtime, alpha: Mock, beta: Mock
+) -> None:
+    """alpha-hasty gives up after 1 s (its provider's timeout_seconds); the mock holds the call
+    for a minute, so the timeout is what ends the attempt, however busy the machine."""
+    alpha.fail("slow", delay_ms=60_000)
+    answer = await routed.post(CHAT, json=ask("hasty"), headers=auth(tenant))
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["x-sluicegate-provider"] == "beta"
+    (event,) = await usage_events(runtime, tenant.org_id, expect=1)
+    assert event.routing == {"deployment": "beta/gpt-4o-mini", "attempts": 2, "fallback": True}
+
+
 async def test_a_client_error_is_not_retried(
     routed: httpx.AsyncClient, tenant: Tenant, alpha: Mock, beta: Mock
 ) -> None:
