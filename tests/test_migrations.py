@@ -437,6 +437,22 @@ async def test_0010_keys_rollups_by_deployment_and_a_downgrade_folds_them_back(
         deployment = again.pop("org-wide deployment")
         assert again == folded
         assert deployment[1:] == folded["usage_daily_rollups"][1:]  # every sum, under ''
+
+        # A release from before 0010, still running during a rolling upgrade, writes rollups
+        # without the column: they land under no deployment.
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO usage_rollups (org_id, bucket_start, group_id, key_id, user_id, "
+                    f"model, provider, app, {', '.join(_MEASURES)}) VALUES ('org_late', "
+                    "'2026-03-02 10:00:00+00:00', 'g', 'k', 'u', 'm', 'p', '', "
+                    f"{', '.join('1' for _ in _MEASURES)})"
+                )
+            )
+            late = await conn.execute(
+                text("SELECT deployment FROM usage_rollups WHERE org_id = 'org_late'")
+            )
+            assert late.scalars().all() == [""]
     finally:
         await runtime.close()
         await engine.dispose()

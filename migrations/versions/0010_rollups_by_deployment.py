@@ -73,8 +73,16 @@ def _dimension_columns(with_deployment: bool) -> list[sa.Column[Any]]:
         sa.Column("app", sa.String(length=200), nullable=False),
     ]
     if with_deployment:
-        columns.append(sa.Column("deployment", sa.String(length=DEPLOYMENT_LENGTH), nullable=False))
+        columns.append(_deployment_column())
     return columns
+
+
+def _deployment_column() -> sa.Column[Any]:
+    # The default stays: a release from before 0010, still running during a rolling upgrade,
+    # writes rollups without the column, and its rows belong under "no deployment".
+    return sa.Column(
+        "deployment", sa.String(length=DEPLOYMENT_LENGTH), nullable=False, server_default=""
+    )
 
 
 def _rebuild(table: str, head: tuple[str, ...], *, with_deployment: bool) -> None:
@@ -112,15 +120,8 @@ def _rebuild(table: str, head: tuple[str, ...], *, with_deployment: bool) -> Non
 
 def _add_deployment_in_place(table: str, head: tuple[str, ...]) -> None:
     """Postgres: the column with a default is added without rewriting the table (the rows
-    already stored read ''), the default dropped again (the writers always give a value), and
-    the key rebuilt with the column."""
-    op.add_column(
-        table,
-        sa.Column(
-            "deployment", sa.String(length=DEPLOYMENT_LENGTH), nullable=False, server_default=""
-        ),
-    )
-    op.alter_column(table, "deployment", server_default=None)
+    already stored read ''), and the key rebuilt with the column."""
+    op.add_column(table, _deployment_column())
     op.drop_constraint(f"pk_{table}", table, type_="primary")
     op.create_primary_key(f"pk_{table}", table, [*head, *DIMENSIONS, "deployment"])
 

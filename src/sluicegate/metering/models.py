@@ -87,7 +87,9 @@ class UsageRollup(_RollupMeasures, Base):
     model: Mapped[str] = mapped_column(String(200), primary_key=True)
     provider: Mapped[str] = mapped_column(String(100), primary_key=True)
     app: Mapped[str] = mapped_column(String(200), primary_key=True)
-    deployment: Mapped[str] = mapped_column(String(DEPLOYMENT_LENGTH), primary_key=True)
+    deployment: Mapped[str] = mapped_column(
+        String(DEPLOYMENT_LENGTH), primary_key=True, server_default=""
+    )
 
 
 class UsageDailyRollup(_RollupMeasures, Base):
@@ -108,7 +110,9 @@ class UsageDailyRollup(_RollupMeasures, Base):
     model: Mapped[str] = mapped_column(String(200), primary_key=True)
     provider: Mapped[str] = mapped_column(String(100), primary_key=True)
     app: Mapped[str] = mapped_column(String(200), primary_key=True)
-    deployment: Mapped[str] = mapped_column(String(DEPLOYMENT_LENGTH), primary_key=True)
+    deployment: Mapped[str] = mapped_column(
+        String(DEPLOYMENT_LENGTH), primary_key=True, server_default=""
+    )
 
 
 # The dimensions the org-wide daily rollups sum by, one at a time (the key is left out: an org can
