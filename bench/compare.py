@@ -712,11 +712,18 @@ def start_all(args: argparse.Namespace, tmp: Path, database: str, prefix: str) -
                     )
                 )
                 servers.append(helpers[0])
+            key = governed
             if name == "baseline":
-                extra["PYTHONPATH"] = str(checkout(args.baseline, tmp) / "src")
-                # The working tree migrated the shared database already, perhaps past what the
-                # baseline knows; migrations only add, so the older code runs on it unmigrated.
-                extra["SLUICEGATE_MIGRATE_ON_START"] = "false"
+                # A database of its own, migrated and keyed by the baseline's own code: a schema
+                # the working tree migrated further may refuse what the older code writes (a
+                # rollup key that gained a column), and a target whose writes fail does less
+                # work than it should, which would flatter it.
+                source = checkout(args.baseline, tmp)
+                extra["PYTHONPATH"] = str(source / "src")
+                extra["SLUICEGATE_DATABASE_URL"] = env["SLUICEGATE_DATABASE_URL"] + "_baseline"
+                args.databases.append(f"{database}_baseline")
+                asyncio.run(create_database(f"{database}_baseline"))
+                key = baseline_keys(source, env | extra)
             port = free_port()
             gateway = launch(
                 name,
@@ -728,7 +735,7 @@ def start_all(args: argparse.Namespace, tmp: Path, database: str, prefix: str) -
             )
             servers.append(gateway)
             targets[name] = Target(
-                name, f"{gateway.base_url}/v1/chat/completions", governed, gateway, workers,
+                name, f"{gateway.base_url}/v1/chat/completions", key, gateway, workers,
                 SOAK_MODEL, helpers,
             )  # fmt: skip
     if "litellm" in args.targets:
@@ -770,12 +777,29 @@ def start_all(args: argparse.Namespace, tmp: Path, database: str, prefix: str) -
     return [targets[name] for name in args.targets]
 
 
+def baseline_keys(source: Path, env: dict[str, str]) -> str:
+    """The governed key of the baseline's database, made by the baseline's own bench code."""
+    script = (
+        "import asyncio, sys; sys.path.insert(0, sys.argv[1]); "
+        "from guard_overhead import make_keys; print(asyncio.run(make_keys(dict(__import__('os')"
+        ".environ)))[1])"
+    )
+    made = subprocess.run(
+        [sys.executable, "-c", script, str(source / "bench")],
+        env=os.environ | env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return made.stdout.strip().splitlines()[-1]
+
+
 def checkout(revision: str, tmp: Path) -> Path:
     """The source tree of `revision` (a commit of this repository), exported into tmp."""
     into = tmp / "baseline"
     into.mkdir()
     archive = subprocess.run(
-        ["git", "-C", str(BENCH.parent), "archive", revision, "src"],
+        ["git", "-C", str(BENCH.parent), "archive", revision, "src", "bench", "migrations"],
         capture_output=True,
         check=True,
     ).stdout
@@ -891,6 +915,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.closed = [(False, c) for c in counts] + [(True, c) for c in counts]
     args.servers = []
     args.prefixes = []
+    args.databases = []
     return args
 
 
@@ -939,6 +964,8 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
         asyncio.run(drop_stores(database, prefix))
+        for each in args.databases:
+            asyncio.run(drop_stores(each, prefix))
         for each in args.prefixes:
             asyncio.run(drop_keys(each))
 
