@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping
 from sluicegate.core.metrics import ROUTING_ATTEMPTS, ROUTING_FALLBACKS, ROUTING_RETRIES
 from sluicegate.providers.base import UpstreamCall
 from sluicegate.providers.deployment import ModelRoute
+from sluicegate.providers.transport import UpstreamTimeout
+from sluicegate.proxy import upstream_errors
 from sluicegate.proxy.errors import ProxyError
 from sluicegate.proxy.requests import ProxyCall
 from sluicegate.routing.balance import Balancer
@@ -131,6 +133,13 @@ class Attempts:
 
     async def succeeded(self, route: ModelRoute) -> None:
         await self._health.succeeded(route.deployment)
+
+    async def unanswered(self, route: ModelRoute, exc: Exception) -> None:
+        """The attempt got no answer: it timed out, or its connection failed."""
+        if isinstance(exc, TimeoutError | UpstreamTimeout):
+            await self.failed(route, upstream_errors.timed_out(route), "timeout")
+        else:
+            await self.failed(route, upstream_errors.unreachable(route, exc), "connect")
 
     async def failed(
         self, route: ModelRoute, error: ProxyError, kind: str, retry_after: str | None = None

@@ -32,7 +32,7 @@ from sluicegate.providers.base import (
     Usage,
 )
 from sluicegate.providers.config import ModelRoute
-from sluicegate.providers.transport import UpstreamError, UpstreamResponse, UpstreamTimeout
+from sluicegate.providers.transport import UpstreamError, UpstreamResponse
 from sluicegate.proxy import guardrails, refusals, upstream_errors
 from sluicegate.proxy.attempts import ATTEMPTS_HEADER, MODEL_HEADER, PROVIDER_HEADER, Attempts
 from sluicegate.proxy.errors import ProxyError
@@ -253,11 +253,8 @@ class Pipeline:
                 ):
                     response = await pool.post(upstream.url, upstream.headers, upstream.content)
                     await response.aread()  # closes the response, whatever happens
-            except (TimeoutError, UpstreamTimeout):
-                await attempts.failed(route, upstream_errors.timed_out(route), "timeout")
-                continue
-            except UpstreamError as exc:
-                await attempts.failed(route, upstream_errors.unreachable(route, exc), "connect")
+            except (TimeoutError, UpstreamError) as exc:
+                await attempts.unanswered(route, exc)
                 continue
             status = response.status_code
             if status >= 400:
@@ -286,11 +283,8 @@ class Pipeline:
             pool = self.state.pools[route.provider.name]
             try:
                 response = await pool.post(upstream.url, upstream.headers, upstream.content)
-            except UpstreamTimeout:
-                await attempts.failed(route, upstream_errors.timed_out(route), "timeout")
-                continue
             except UpstreamError as exc:
-                await attempts.failed(route, upstream_errors.unreachable(route, exc), "connect")
+                await attempts.unanswered(route, exc)
                 continue
             status = response.status_code
             if status >= 400:

@@ -4,14 +4,13 @@ null column leaves that field to the groups above."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import cast
 
 from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from sluicegate.core.clock import utcnow
 from sluicegate.core.db import Base, JSONType, UTCDateTime
-from sluicegate.routing.overrides import CostAction, RoutingOverride
+from sluicegate.routing.overrides import OVERRIDE_FIELDS, RoutingOverride, override_from
 
 COST_ACTIONS = ("refuse", "cheaper")
 
@@ -50,23 +49,6 @@ class RoutingOverrideRow(Base):
     created_by: Mapped[str | None] = mapped_column(String(40))
 
     def as_override(self) -> RoutingOverride:
-        """The row as the routing code reads it."""
-
-        def listed(values: list[str] | None) -> tuple[str, ...] | None:
-            return None if values is None else tuple(values)
-
-        def members(values: list[str] | None) -> frozenset[str] | None:
-            return None if values is None else frozenset(values)
-
-        return RoutingOverride(
-            provider_order=listed(self.provider_order),
-            allowed_providers=listed(self.allowed_providers),
-            ignored_providers=listed(self.ignored_providers),
-            required_policies=members(self.required_policies),
-            required_certifications=members(self.required_certifications),
-            allowed_regions=listed(self.allowed_regions),
-            fallbacks=listed(self.fallbacks),
-            max_cost_per_request_nusd=self.max_cost_per_request_nusd,
-            # One of COST_ACTIONS or null: the table's check constraint holds it to them.
-            on_cost_exceeded=cast(CostAction | None, self.on_cost_exceeded),
-        )
+        """The row as the routing code reads it (its columns are the override's fields; the
+        table's check constraint holds on_cost_exceeded to the actions)."""
+        return override_from({name: getattr(self, name) for name in OVERRIDE_FIELDS})

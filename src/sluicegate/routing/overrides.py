@@ -10,7 +10,7 @@ the group that set it, unless a nearer group says otherwise)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Protocol
 
@@ -37,6 +37,20 @@ class RoutingOverride:
 
 
 OVERRIDE_FIELDS = tuple(f.name for f in fields(RoutingOverride))
+_SETS = frozenset({"required_policies", "required_certifications"})
+
+
+def override_from(values: Mapping[str, Any]) -> RoutingOverride:
+    """An override from stored or received values (lists, or None for "not set here")."""
+    given: dict[str, Any] = {}
+    for name in OVERRIDE_FIELDS:
+        value = values.get(name)
+        if isinstance(value, list | tuple | set | frozenset):
+            value = frozenset(value) if name in _SETS else tuple(value)
+        given[name] = value
+    return RoutingOverride(**given)
+
+
 _ADDED_UP = frozenset({"ignored_providers", "required_policies", "required_certifications"})
 _NARROWED = frozenset({"allowed_providers", "allowed_regions"})
 

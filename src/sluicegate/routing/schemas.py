@@ -3,7 +3,6 @@ routing of a key. Money: a decimal USD string out; string or number in."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -18,7 +17,12 @@ from pydantic import (
 
 from sluicegate.api.fields import USD, Label, ModelPattern
 from sluicegate.routing.models import RoutingOverrideRow
-from sluicegate.routing.overrides import CERTIFICATIONS, DATA_POLICIES, RoutingOverride
+from sluicegate.routing.overrides import (
+    CERTIFICATIONS,
+    DATA_POLICIES,
+    RoutingOverride,
+    override_from,
+)
 from sluicegate.routing.service import GroupRouting, KeyRouting, fields_view, source_view
 
 # DATA_POLICIES and CERTIFICATIONS, spelled out for the OpenAPI document.
@@ -107,23 +111,9 @@ class RoutingPut(BaseModel):
     )
 
     def as_override(self) -> RoutingOverride:
-        def listed(values: list[str] | None) -> tuple[str, ...] | None:
-            return None if values is None else tuple(values)
-
-        def members(values: Sequence[str] | None) -> frozenset[str] | None:
-            return None if values is None else frozenset(values)
-
-        return RoutingOverride(
-            provider_order=listed(self.provider_order),
-            allowed_providers=listed(self.allowed_providers),
-            ignored_providers=listed(self.ignored_providers),
-            required_policies=members(self.required_policies),
-            required_certifications=members(self.required_certifications),
-            allowed_regions=listed(self.allowed_regions),
-            fallbacks=listed(self.fallbacks),
-            max_cost_per_request_nusd=self.max_cost_per_request_usd,
-            on_cost_exceeded=self.on_cost_exceeded,
-        )
+        values = self.model_dump()
+        values["max_cost_per_request_nusd"] = values.pop("max_cost_per_request_usd")
+        return override_from(values)
 
     @field_validator("max_cost_per_request_usd")
     @classmethod
