@@ -279,7 +279,9 @@ def _gateway_answers(port: int) -> bool:
     import httpx
 
     try:
-        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+        # Loopback, never through an outbound proxy the environment may name (HTTP_PROXY).
+        answer = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1, trust_env=False)
+        return answer.status_code == 200
     except httpx.HTTPError:
         return False
 
