@@ -88,9 +88,12 @@ def message_tokens(message: Mapping[str, Any]) -> int:
         return MESSAGE_OVERHEAD_TOKENS + len(content.split())
     texts: list[str] = []
     extra = _walk_content(message.get("content"), texts)
-    for call in message.get("tool_calls") or ():
-        if isinstance(call, Mapping):
-            arguments = (call.get("function") or {}).get("arguments") or ""
+    calls = message.get("tool_calls")
+    # Whatever a client sent is counted, never a crash: only the shapes OpenAI defines add words.
+    for call in calls if isinstance(calls, list) else ():
+        function = call.get("function") if isinstance(call, Mapping) else None
+        if isinstance(function, Mapping):
+            arguments = function.get("arguments") or ""
             extra += words(arguments if isinstance(arguments, str) else json.dumps(arguments))
     return MESSAGE_OVERHEAD_TOKENS + words(" ".join(texts)) + extra
 
