@@ -87,16 +87,16 @@ class ConnectProxy:
 async def _pipe(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, record: bytearray | None
 ) -> None:
-    try:
-        while data := await reader.read(65536):
-            if record is not None:
-                record.extend(data)
-            writer.write(data)
-            await writer.drain()
-    except ConnectionError:
-        pass
-    finally:
-        writer.close()
+    # Either side may hang up mid-copy (a client done with the tunnel): that ends the pipe.
+    with contextlib.suppress(ConnectionError):
+        try:
+            while data := await reader.read(65536):
+                if record is not None:
+                    record.extend(data)
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.close()
 
 
 @asynccontextmanager

@@ -9,7 +9,6 @@ the current periods (rebuilt when a period ends) plus the request's amount and t
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,10 +17,9 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from sluicegate.core.clock import Clock
-from sluicegate.core.db import reaching_database
-from sluicegate.core.errors import DatabaseUnavailable
-from sluicegate.core.invalidation import ALL_TOPICS, GUARD_TOPIC, ORG_TOPIC
+from sluicegate.core.invalidation import GUARD_TOPIC, ORG_TOPIC
 from sluicegate.core.money import nanos_to_usd
+from sluicegate.core.org_cache import CachePolicy, OrgCache
 from sluicegate.core.timezones import zone
 from sluicegate.guard import repository
 from sluicegate.guard.counters import (
@@ -284,54 +282,16 @@ async def load_org_rules(session: AsyncSession, org_id: str) -> OrgRules | None:
     )
 
 
-class RulesCache:
-    """Org rules by org id, loaded on first use, dropped when the bus says they changed. While
-    the database cannot be reached, rules loaded recently keep being used (as keys are, see
-    keys/lookup.py STALE_IF_ERROR_SECONDS); a change published meanwhile still drops them."""
+class RulesCache(OrgCache[OrgRules | None]):
+    """Org rules by org id (core/org_cache.py: loaded on first use, dropped over the bus on
+    GUARD_TOPIC or ORG_TOPIC, served stale through a database outage, as keys are, see
+    keys/lookup.py STALE_IF_ERROR_SECONDS)."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], clock: Clock) -> None:
-        self._sessions = sessions
-        self._clock = clock
-        # org id -> (rules, fresh until, loaded at), monotonic seconds
-        self._entries: dict[str, tuple[OrgRules | None, float, float]] = {}
-        self._loading: dict[str, asyncio.Future[OrgRules | None]] = {}
-
-    async def get(self, org_id: str) -> OrgRules | None:
-        entry = self._entries.get(org_id)
-        now = self._clock.monotonic()
-        if entry is not None and entry[1] > now:
-            return entry[0]
-        pending = self._loading.get(org_id)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[OrgRules | None] = asyncio.get_running_loop().create_future()
-        self._loading[org_id] = future
-        try:
-            rules = await self._fetch(org_id, now)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: waiters re-raise it, nobody logs it as lost
-            raise
-        finally:
-            del self._loading[org_id]
-        future.set_result(rules)
-        return rules
-
-    async def _fetch(self, org_id: str, now: float) -> OrgRules | None:
-        try:
-            async with reaching_database(), self._sessions() as session:
-                rules = await load_org_rules(session, org_id)
-        except DatabaseUnavailable:
-            entry = self._entries.get(org_id)
-            if entry is None or now - entry[2] > STALE_IF_ERROR_SECONDS:
-                raise
-            self._entries[org_id] = (entry[0], now + RETRY_AFTER_ERROR_SECONDS, entry[2])
-            return entry[0]
-        self._entries[org_id] = (rules, now + RULES_TTL_SECONDS, now)
-        return rules
-
-    async def invalidate(self, topic: str, payload: str) -> None:
-        if topic == ALL_TOPICS:
-            self._entries.clear()
-        elif topic in (GUARD_TOPIC, ORG_TOPIC):
-            self._entries.pop(payload, None)
+        super().__init__(
+            sessions,
+            clock,
+            load_org_rules,
+            (GUARD_TOPIC, ORG_TOPIC),
+            CachePolicy(RULES_TTL_SECONDS, STALE_IF_ERROR_SECONDS, RETRY_AFTER_ERROR_SECONDS),
+        )

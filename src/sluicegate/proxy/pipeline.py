@@ -159,11 +159,13 @@ class Pipeline:
                 forwarded = request.headers.get("x-forwarded-for")
                 address = client_address(peer, forwarded, self.trusted_proxies)
             guardrails.check_policy(policy, call.requested_model, address)
-            # A fallback never reaches a model a policy on the key's chain denies.
-            call.candidates = [r for r in call.candidates if policy.allows_models(r.id)]
-            call.context_candidates = [
-                r for r in call.context_candidates if policy.allows_models(r.id)
-            ]
+            if len(call.candidates) > 1 or call.context_candidates:
+                # A fallback never reaches a model a policy on the key's chain denies (the model
+                # asked for was just allowed).
+                call.candidates = [r for r in call.candidates if policy.allows_models(r.id)]
+                call.context_candidates = [
+                    r for r in call.context_candidates if policy.allows_models(r.id)
+                ]
         asked = guardrails.asked_for_output(body)
         if not routing.empty:
             try:

@@ -9,17 +9,14 @@ answer is always `NO_OVERRIDE`.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from sluicegate.core.clock import Clock
-from sluicegate.core.db import reaching_database
-from sluicegate.core.errors import DatabaseUnavailable
-from sluicegate.core.invalidation import ALL_TOPICS, ORG_TOPIC, ROUTING_TOPIC
+from sluicegate.core.invalidation import ORG_TOPIC, ROUTING_TOPIC
+from sluicegate.core.org_cache import CachePolicy, OrgCache
 from sluicegate.routing import repository
 from sluicegate.routing.overrides import (
     NO_OVERRIDE,
@@ -82,80 +79,15 @@ async def load_org_overrides(session: AsyncSession, org_id: str) -> OrgOverrides
     return OrgOverrides({row.group_id: row.as_override() for row in rows})
 
 
-@dataclass(slots=True)
-class _Entry:
-    overrides: OrgOverrides
-    fresh_until: float  # monotonic seconds
-    loaded_at: float
-
-
-class OverrideCache:
-    """Org overrides by org id, loaded on first use, dropped when the bus says they changed.
-    While the database cannot be reached, a snapshot loaded recently keeps being used; a change
-    published meanwhile still drops it. A load that was under way when its org was invalidated
-    answers the request that started it but is not kept."""
+class OverrideCache(OrgCache[OrgOverrides]):
+    """Org overrides by org id (core/org_cache.py: loaded on first use, dropped over the bus on
+    ROUTING_TOPIC or ORG_TOPIC, served stale through a database outage)."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], clock: Clock) -> None:
-        self._sessions = sessions
-        self._clock = clock
-        self._entries: dict[str, _Entry] = {}
-        self._loading: dict[str, asyncio.Future[OrgOverrides]] = {}
-        # Bumped by every invalidation of the org (`_epoch` by every one of all orgs): a load
-        # that began before it must not store what it read.
-        self._generations: dict[str, int] = {}
-        self._epoch = 0
-
-    async def get(self, org_id: str) -> OrgOverrides:
-        entry = self._entries.get(org_id)
-        now = self._clock.monotonic()
-        if entry is not None and entry.fresh_until > now:
-            return entry.overrides
-        pending = self._loading.get(org_id)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[OrgOverrides] = asyncio.get_running_loop().create_future()
-        self._loading[org_id] = future
-        try:
-            overrides = await self._fetch(org_id, now)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: waiters re-raise it, nobody logs it as lost
-            raise
-        finally:
-            if self._loading.get(org_id) is future:
-                del self._loading[org_id]
-        future.set_result(overrides)
-        return overrides
-
-    async def _fetch(self, org_id: str, now: float) -> OrgOverrides:
-        seen = self._version(org_id)
-        try:
-            async with reaching_database(), self._sessions() as session:
-                overrides = await load_org_overrides(session, org_id)
-        except DatabaseUnavailable:
-            entry = self._entries.get(org_id)
-            if entry is None or now - entry.loaded_at > STALE_IF_ERROR_SECONDS:
-                raise
-            entry.fresh_until = now + RETRY_AFTER_ERROR_SECONDS
-            return entry.overrides
-        if self._version(org_id) == seen:
-            self._entries[org_id] = _Entry(overrides, now + OVERRIDES_TTL_SECONDS, now)
-        return overrides
-
-    def _version(self, org_id: str) -> tuple[int, int]:
-        return self._epoch, self._generations.get(org_id, 0)
-
-    async def invalidate(self, topic: str, payload: str) -> None:
-        """The bus handler: `ROUTING_TOPIC` or `ORG_TOPIC` with an org id drops that org's
-        snapshot, `ALL_TOPICS` (a subscriber that reconnected) drops every one."""
-        if topic == ALL_TOPICS:
-            self._entries.clear()
-            self._loading.clear()
-            self._generations.clear()
-            self._epoch += 1
-        elif topic in (ROUTING_TOPIC, ORG_TOPIC):
-            self._entries.pop(payload, None)
-            # Later callers start a load of their own instead of joining one that may have read
-            # the database before the change.
-            self._loading.pop(payload, None)
-            self._generations[payload] = self._generations.get(payload, 0) + 1
+        super().__init__(
+            sessions,
+            clock,
+            load_org_overrides,
+            (ROUTING_TOPIC, ORG_TOPIC),
+            CachePolicy(OVERRIDES_TTL_SECONDS, STALE_IF_ERROR_SECONDS, RETRY_AFTER_ERROR_SECONDS),
+        )
